@@ -1,0 +1,283 @@
+// fastcnn._C: thin wrappers that read DLPack capsules into views, release the GIL and call
+// the kernels. Every entry point validates again here (sizes, dtypes, layouts, workspace),
+// so a direct call with bad arguments raises instead of reading out of bounds.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <optional>
+#include <string>
+
+#include "dlpack_view.h"
+#include "fastcnn/error.h"
+#include "fastcnn/ops.h"
+
+namespace py = pybind11;
+using fastcnn::Conv2dParams;
+using fastcnn::Pool2dParams;
+using fastcnn::TensorView;
+using Pair = std::array<int64_t, 2>;
+
+namespace {
+
+TensorView view(const py::handle& obj, const char* op, const char* name) {
+  return fastcnn::view_from_dlpack(obj.ptr(), op, name);
+}
+
+std::optional<TensorView> optional_view(const py::object& obj, const char* op, const char* name) {
+  if (obj.is_none()) return std::nullopt;
+  return view(obj, op, name);
+}
+
+const TensorView* ptr(const std::optional<TensorView>& v) { return v ? &*v : nullptr; }
+
+struct Workspace {
+  void* data;
+  size_t bytes;
+};
+
+Workspace workspace(const py::handle& obj, const char* op) {
+  const TensorView v = view(obj, op, "workspace");
+  FASTCNN_CHECK(v.dtype == fastcnn::DType::UInt8 && v.ndim == 1 && (v.sizes[0] <= 1 || v.strides[0] == 1),
+                op, ": workspace must be a contiguous 1-D uint8 tensor");
+  FASTCNN_CHECK(v.device == fastcnn::Device::CPU, op, ": workspace must be on the CPU");
+  return {v.data, static_cast<size_t>(v.sizes[0])};
+}
+
+Conv2dParams conv_params(Pair stride, Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups,
+                         bool relu) {
+  Conv2dParams p;
+  for (int i = 0; i < 2; ++i) {
+    p.stride[i] = stride[i];
+    p.pad_begin[i] = pad_begin[i];
+    p.pad_end[i] = pad_end[i];
+    p.dilation[i] = dilation[i];
+  }
+  p.groups = groups;
+  p.relu = relu;
+  return p;
+}
+
+Pool2dParams pool_params(Pair kernel, Pair stride, Pair padding, Pair dilation, bool ceil_mode) {
+  Pool2dParams p;
+  for (int i = 0; i < 2; ++i) {
+    p.kernel[i] = kernel[i];
+    p.stride[i] = stride[i];
+    p.padding[i] = padding[i];
+    p.dilation[i] = dilation[i];
+  }
+  p.ceil_mode = ceil_mode;
+  return p;
+}
+
+fastcnn::cpu::ConvPass conv_pass(const std::string& name) {
+  if (name == "forward") return fastcnn::cpu::ConvPass::Forward;
+  if (name == "backward_input") return fastcnn::cpu::ConvPass::BackwardInput;
+  if (name == "backward_weight") return fastcnn::cpu::ConvPass::BackwardWeight;
+  throw fastcnn::ValueError(
+      "conv2d_workspace: pass must be 'forward', 'backward_input' or 'backward_weight', got '" +
+      name + "'");
+}
+
+py::dict cuda_device(int index) {
+  fastcnn::cuda::DeviceInfo info{};
+  py::dict d;
+  if (!fastcnn::cuda::device_info(index, &info)) return d;
+  d["name"] = std::string(info.name);
+  d["capability"] = py::make_tuple(info.major, info.minor);
+  d["total_memory"] = info.total_memory;
+  d["multiprocessors"] = info.multiprocessors;
+  return d;
+}
+
+}  // namespace
+
+#ifndef FASTCNN_WITH_CUDA
+// A CPU-only build answers the CUDA queries itself: nothing compiled, nothing visible.
+namespace fastcnn::cuda {
+int device_count() { return 0; }
+bool device_info(int, DeviceInfo*) { return false; }
+int runtime_version() { return 0; }
+int driver_version() { return 0; }
+}  // namespace fastcnn::cuda
+#endif
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastcnn's compiled kernels. Use fastcnn.ops; these take DLPack capsules.";
+  m.attr("__version__") = FASTCNN_VERSION;
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const fastcnn::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const fastcnn::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def("isa", &fastcnn::cpu::isa, "The CPU micro-kernel ISA chosen at load.");
+#ifdef FASTCNN_WITH_CUDA
+  m.attr("cuda_compiled") = true;
+  m.attr("cuda_archs") = FASTCNN_CUDA_ARCHS_STR;
+#else
+  m.attr("cuda_compiled") = false;
+  m.attr("cuda_archs") = "";
+#endif
+  m.def("cuda_device_count", &fastcnn::cuda::device_count);
+  m.def("cuda_device", &cuda_device, py::arg("index"));
+  m.def("cuda_runtime_version", &fastcnn::cuda::runtime_version);
+  m.def("cuda_driver_version", &fastcnn::cuda::driver_version);
+
+  m.def("conv_out_size", &fastcnn::conv_out_size, py::arg("size"), py::arg("kernel"),
+        py::arg("stride"), py::arg("pad_total"), py::arg("dilation"));
+  m.def("pool_out_size", &fastcnn::pool_out_size, py::arg("size"), py::arg("kernel"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+
+  m.def(
+      "conv2d_workspace",
+      [](const std::string& pass, py::object input, py::object weight, py::object output,
+         Pair stride, Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups, int threads) {
+        const char* op = "conv2d_workspace";
+        return fastcnn::cpu::conv2d_workspace_bytes(
+            conv_pass(pass), view(input, op, "input"), view(weight, op, "weight"),
+            view(output, op, "output"), conv_params(stride, pad_begin, pad_end, dilation, groups, false),
+            threads);
+      },
+      py::arg("pass_"), py::arg("input"), py::arg("weight"), py::arg("output"), py::arg("stride"),
+      py::arg("pad_begin"), py::arg("pad_end"), py::arg("dilation"), py::arg("groups"),
+      py::arg("threads"));
+
+  m.def(
+      "conv2d_forward",
+      [](py::object input, py::object weight, py::object bias, py::object output, Pair stride,
+         Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups, bool relu,
+         py::object ws, int threads) {
+        const char* op = "conv2d";
+        const TensorView x = view(input, op, "input"), w = view(weight, op, "weight"),
+                         y = view(output, op, "output");
+        const auto b = optional_view(bias, op, "bias");
+        const Workspace s = workspace(ws, op);
+        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, relu);
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::conv2d_forward(x, w, ptr(b), y, p, s.data, s.bytes, threads);
+      },
+      py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("output"), py::arg("stride"),
+      py::arg("pad_begin"), py::arg("pad_end"), py::arg("dilation"), py::arg("groups"),
+      py::arg("relu"), py::arg("workspace"), py::arg("threads"));
+
+  m.def(
+      "conv2d_backward_input",
+      [](py::object grad_output, py::object weight, py::object grad_input, Pair stride,
+         Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups, py::object ws, int threads) {
+        const char* op = "conv2d_backward_input";
+        const TensorView dy = view(grad_output, op, "grad_output"), w = view(weight, op, "weight"),
+                         dx = view(grad_input, op, "grad_input");
+        const Workspace s = workspace(ws, op);
+        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, false);
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::conv2d_backward_input(dy, w, dx, p, s.data, s.bytes, threads);
+      },
+      py::arg("grad_output"), py::arg("weight"), py::arg("grad_input"), py::arg("stride"),
+      py::arg("pad_begin"), py::arg("pad_end"), py::arg("dilation"), py::arg("groups"),
+      py::arg("workspace"), py::arg("threads"));
+
+  m.def(
+      "conv2d_backward_weight",
+      [](py::object grad_output, py::object input, py::object grad_weight, Pair stride,
+         Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups, py::object ws, int threads) {
+        const char* op = "conv2d_backward_weight";
+        const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
+                         dw = view(grad_weight, op, "grad_weight");
+        const Workspace s = workspace(ws, op);
+        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, false);
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::conv2d_backward_weight(dy, x, dw, p, s.data, s.bytes, threads);
+      },
+      py::arg("grad_output"), py::arg("input"), py::arg("grad_weight"), py::arg("stride"),
+      py::arg("pad_begin"), py::arg("pad_end"), py::arg("dilation"), py::arg("groups"),
+      py::arg("workspace"), py::arg("threads"));
+
+  m.def(
+      "conv2d_backward_bias",
+      [](py::object grad_output, py::object grad_bias, int threads) {
+        const char* op = "conv2d_backward_bias";
+        const TensorView dy = view(grad_output, op, "grad_output"), db = view(grad_bias, op, "grad_bias");
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::conv2d_backward_bias(dy, db, threads);
+      },
+      py::arg("grad_output"), py::arg("grad_bias"), py::arg("threads"));
+
+  m.def(
+      "max_pool2d_forward",
+      [](py::object input, py::object output, py::object indices, Pair kernel, Pair stride,
+         Pair padding, Pair dilation, bool ceil_mode, int threads) {
+        const char* op = "max_pool2d";
+        const TensorView x = view(input, op, "input"), y = view(output, op, "output");
+        const auto idx = optional_view(indices, op, "indices");
+        const Pool2dParams p = pool_params(kernel, stride, padding, dilation, ceil_mode);
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::max_pool2d_forward(x, y, ptr(idx), p, threads);
+      },
+      py::arg("input"), py::arg("output"), py::arg("indices"), py::arg("kernel_size"),
+      py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"),
+      py::arg("threads"));
+
+  m.def(
+      "max_pool2d_backward",
+      [](py::object grad_output, py::object input, py::object indices, py::object grad_input,
+         Pair kernel, Pair stride, Pair padding, Pair dilation, bool ceil_mode, int threads) {
+        const char* op = "max_pool2d_backward";
+        const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
+                         dx = view(grad_input, op, "grad_input");
+        const auto idx = optional_view(indices, op, "indices");
+        const Pool2dParams p = pool_params(kernel, stride, padding, dilation, ceil_mode);
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::max_pool2d_backward(dy, x, ptr(idx), dx, p, threads);
+      },
+      py::arg("grad_output"), py::arg("input"), py::arg("indices"), py::arg("grad_input"),
+      py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+      py::arg("ceil_mode"), py::arg("threads"));
+
+  m.def(
+      "global_avg_pool2d_forward",
+      [](py::object input, py::object output, int threads) {
+        const char* op = "global_avg_pool2d";
+        const TensorView x = view(input, op, "input"), y = view(output, op, "output");
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::global_avg_pool2d_forward(x, y, threads);
+      },
+      py::arg("input"), py::arg("output"), py::arg("threads"));
+
+  m.def(
+      "global_avg_pool2d_backward",
+      [](py::object grad_output, py::object grad_input, int threads) {
+        const char* op = "global_avg_pool2d_backward";
+        const TensorView dy = view(grad_output, op, "grad_output"), dx = view(grad_input, op, "grad_input");
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::global_avg_pool2d_backward(dy, dx, threads);
+      },
+      py::arg("grad_output"), py::arg("grad_input"), py::arg("threads"));
+
+  m.def(
+      "relu_forward",
+      [](py::object input, py::object output, int threads) {
+        const char* op = "relu";
+        const TensorView x = view(input, op, "input"), y = view(output, op, "output");
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::relu_forward(x, y, threads);
+      },
+      py::arg("input"), py::arg("output"), py::arg("threads"));
+
+  m.def(
+      "relu_backward",
+      [](py::object grad_output, py::object output, py::object grad_input, bool guided, int threads) {
+        const char* op = guided ? "guided_relu_backward" : "relu_backward";
+        const TensorView dy = view(grad_output, op, "grad_output"), y = view(output, op, "output"),
+                         dx = view(grad_input, op, "grad_input");
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::relu_backward(dy, y, dx, guided, threads);
+      },
+      py::arg("grad_output"), py::arg("output"), py::arg("grad_input"), py::arg("guided"),
+      py::arg("threads"));
+}

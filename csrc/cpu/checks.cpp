@@ -1,0 +1,157 @@
+#include "cpu/checks.h"
+
+#include <sstream>
+#include <string>
+
+namespace fastcnn {
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return "float32";
+    case DType::Float64: return "float64";
+    case DType::Float16: return "float16";
+    case DType::BFloat16: return "bfloat16";
+    case DType::Int64: return "int64";
+    case DType::UInt8: return "uint8";
+  }
+  return "unknown";
+}
+
+int dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return 4;
+    case DType::Float64: return 8;
+    case DType::Float16:
+    case DType::BFloat16: return 2;
+    case DType::Int64: return 8;
+    case DType::UInt8: return 1;
+  }
+  return 0;
+}
+
+namespace cpu {
+namespace {
+
+std::string shape_str(const TensorView& t) {
+  std::ostringstream out;
+  out << "(";
+  for (int i = 0; i < t.ndim; ++i) out << (i ? ", " : "") << t.sizes[i];
+  out << (t.ndim == 1 ? ",)" : ")");
+  return out.str();
+}
+
+std::string strides_str(const TensorView& t) {
+  std::ostringstream out;
+  out << "(";
+  for (int i = 0; i < t.ndim; ++i) out << (i ? ", " : "") << t.strides[i];
+  out << ")";
+  return out.str();
+}
+
+// Strides a dense layout with dimension order `order` (outermost first) would have.
+bool has_dense_order(const TensorView& t, const int (&order)[4]) {
+  int64_t expected = 1;
+  for (int k = 3; k >= 0; --k) {
+    const int d = order[k];
+    if (t.sizes[d] != 1 && t.strides[d] != expected) return false;
+    expected *= t.sizes[d];
+  }
+  return true;
+}
+
+constexpr int kNCHW[4] = {0, 1, 2, 3};
+constexpr int kNHWC[4] = {0, 2, 3, 1};
+
+}  // namespace
+
+void check_cpu_float(const char* op, const char* name, const TensorView& t) {
+  FASTCNN_CHECK_TYPE(t.dtype == DType::Float32 || t.dtype == DType::Float64, op, ": ", name,
+                     " must be float32 or float64 on the CPU, got ", dtype_name(t.dtype));
+  check_cpu(op, name, t);
+}
+
+void check_cpu(const char* op, const char* name, const TensorView& t) {
+  FASTCNN_CHECK(t.device == Device::CPU, op, ": ", name,
+                " must be a CPU tensor for the CPU kernels, got a CUDA tensor");
+  for (int i = 0; i < t.ndim; ++i) {
+    FASTCNN_CHECK(t.sizes[i] >= 0, op, ": ", name, " has a negative size ", shape_str(t));
+  }
+  if (t.numel() > 0) {
+    FASTCNN_CHECK(t.data != nullptr, op, ": ", name, " has a null data pointer");
+    FASTCNN_CHECK(reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) == 0, op, ": ", name,
+                  " data pointer is not aligned to its ", dtype_size(t.dtype), "-byte elements");
+  }
+}
+
+void check_ndim(const char* op, const char* name, const TensorView& t, int ndim) {
+  FASTCNN_CHECK(t.ndim == ndim, op, ": ", name, " must be ", ndim, "-D, got shape ",
+                shape_str(t));
+}
+
+std::array<int64_t, 4> dense_strides_4d(const char* op, const char* name, const TensorView& t) {
+  check_ndim(op, name, t, 4);
+  const bool nchw = has_dense_order(t, kNCHW);
+  FASTCNN_CHECK(t.numel() == 0 || nchw || has_dense_order(t, kNHWC), op, ": ", name,
+                " must be contiguous or channels_last, got shape ", shape_str(t), " strides ",
+                strides_str(t));
+  const int(&order)[4] = nchw ? kNCHW : kNHWC;
+  std::array<int64_t, 4> strides{};
+  int64_t stride = 1;
+  for (int k = 3; k >= 0; --k) {
+    strides[order[k]] = stride;
+    stride *= t.sizes[order[k]];
+  }
+  return strides;
+}
+
+void check_contiguous(const char* op, const char* name, const TensorView& t) {
+  FASTCNN_CHECK(t.ndim == 1 || t.ndim == 2, op, ": ", name, " must be 1-D or 2-D, got shape ",
+                shape_str(t));
+  int64_t expected = 1;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    FASTCNN_CHECK(t.sizes[d] == 1 || t.strides[d] == expected, op, ": ", name,
+                  " must be contiguous, got strides ", strides_str(t));
+    expected *= t.sizes[d];
+  }
+}
+
+void check_same_dtype(const char* op, const char* name, const TensorView& t,
+                      const TensorView& ref) {
+  FASTCNN_CHECK_TYPE(t.dtype == ref.dtype, op, ": ", name, " must have dtype ",
+                     dtype_name(ref.dtype), " like the input, got ", dtype_name(t.dtype));
+}
+
+void check_sizes(const char* op, const char* name, const TensorView& t,
+                 std::initializer_list<int64_t> expected) {
+  bool same = t.ndim == static_cast<int>(expected.size());
+  int i = 0;
+  for (int64_t e : expected) same = same && t.sizes[i++] == e;
+  if (!same) {
+    std::ostringstream want;
+    want << "(";
+    i = 0;
+    for (int64_t e : expected) want << (i++ ? ", " : "") << e;
+    want << (expected.size() == 1 ? ",)" : ")");
+    FASTCNN_CHECK(false, op, ": ", name, " must have shape ", want.str(), ", got ",
+                  shape_str(t));
+  }
+}
+
+void check_threads(const char* op, int threads) {
+  FASTCNN_CHECK(threads >= 1, op, ": threads must be >= 1, got ", threads);
+}
+
+void check_workspace(const char* op, const void* workspace, size_t bytes, size_t needed) {
+  FASTCNN_CHECK(bytes >= needed, op, ": workspace must hold at least ", needed,
+                " bytes, got ", bytes);
+  FASTCNN_CHECK(needed == 0 || workspace != nullptr, op, ": workspace pointer is null");
+  FASTCNN_CHECK(reinterpret_cast<uintptr_t>(workspace) % 64 == 0, op,
+                ": workspace must be 64-byte aligned");
+}
+
+bool is_channels_last(const TensorView& t) {
+  return !has_dense_order(t, kNCHW) && has_dense_order(t, kNHWC);
+}
+
+}  // namespace cpu
+}  // namespace fastcnn

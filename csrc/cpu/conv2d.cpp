@@ -1,0 +1,344 @@
+// Convolution on the CPU as implicit GEMM: see conv2d_packing.h for the operand mapping.
+// Parallel over (image, group, column chunk[, row panels]) for forward and backward-input,
+// over (group, column chunk[, reduction slice]) for backward-weight; reduction slices write
+// partial sums to the workspace and are added in a fixed order, so results depend only on
+// the thread count.
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "cpu/checks.h"
+#include "cpu/conv2d_packing.h"
+#include "cpu/parallel.h"
+#include "fastcnn/ops.h"
+
+namespace fastcnn {
+
+int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_total,
+                      int64_t dilation) {
+  const int64_t span = in + pad_total - dilation * (kernel - 1) - 1;
+  return span < 0 ? 0 : span / stride + 1;
+}
+
+namespace cpu {
+namespace {
+
+struct ConvNames {
+  const char* op;
+  const char* image;
+  const char* weight;
+  const char* output;
+};
+
+ConvGeom validate(const ConvNames& nm, const TensorView& x, const TensorView& w,
+                  const TensorView& y, const Conv2dParams& p) {
+  using Named = std::pair<const char*, const TensorView*>;
+  for (const Named& t : {Named{nm.image, &x}, Named{nm.weight, &w}, Named{nm.output, &y}})
+    check_cpu_float(nm.op, t.first, *t.second);
+  ConvGeom g{};
+  g.xs = dense_strides_4d(nm.op, nm.image, x);
+  g.ws = dense_strides_4d(nm.op, nm.weight, w);
+  g.ys = dense_strides_4d(nm.op, nm.output, y);
+  check_same_dtype(nm.op, nm.weight, w, x);
+  check_same_dtype(nm.op, nm.output, y, x);
+  for (int i = 0; i < 2; ++i) {
+    FASTCNN_CHECK(p.stride[i] >= 1, nm.op, ": stride must be >= 1, got ", p.stride[i]);
+    FASTCNN_CHECK(p.dilation[i] >= 1, nm.op, ": dilation must be >= 1, got ", p.dilation[i]);
+    FASTCNN_CHECK(p.pad_begin[i] >= 0 && p.pad_end[i] >= 0, nm.op,
+                  ": padding must be >= 0, got ", p.pad_begin[i], " and ", p.pad_end[i]);
+  }
+  FASTCNN_CHECK(p.groups >= 1, nm.op, ": groups must be >= 1, got ", p.groups);
+  g.N = x.sizes[0], g.C = x.sizes[1], g.H = x.sizes[2], g.W = x.sizes[3];
+  g.K = w.sizes[0], g.R = w.sizes[2], g.S = w.sizes[3], g.G = p.groups;
+  FASTCNN_CHECK(g.C % g.G == 0 && g.K % g.G == 0, nm.op, ": channels (", g.C,
+                ") and filters (", g.K, ") must be divisible by groups (", g.G, ")");
+  g.Cg = g.C / g.G, g.Kg = g.K / g.G;
+  FASTCNN_CHECK(w.sizes[1] == g.Cg, nm.op, ": ", nm.weight, " must be [K, C/groups, R, S] with C/groups = ",
+                g.Cg, ", got ", w.sizes[1], " input channels per group");
+  FASTCNN_CHECK(g.C >= 1 && g.R >= 1 && g.S >= 1, nm.op, ": ", nm.weight,
+                " must have at least one input channel and a kernel of at least 1x1");
+  g.sh = p.stride[0], g.sw = p.stride[1], g.dh = p.dilation[0], g.dw = p.dilation[1];
+  g.ph = p.pad_begin[0], g.pw = p.pad_begin[1];
+  g.Ho = conv_out_size(g.H, g.R, g.sh, p.pad_begin[0] + p.pad_end[0], g.dh);
+  g.Wo = conv_out_size(g.W, g.S, g.sw, p.pad_begin[1] + p.pad_end[1], g.dw);
+  FASTCNN_CHECK(g.Ho >= 1 && g.Wo >= 1, nm.op, ": the kernel (", g.R, "x", g.S,
+                " with dilation) is larger than the padded input (", g.H, "x", g.W, ")");
+  check_sizes(nm.op, nm.output, y, {g.N, g.K, g.Ho, g.Wo});
+  return g;
+}
+
+constexpr ConvNames kForward{"conv2d", "input", "weight", "output"};
+constexpr ConvNames kBackwardInput{"conv2d_backward_input", "grad_input", "weight", "grad_output"};
+constexpr ConvNames kBackwardWeight{"conv2d_backward_weight", "input", "grad_weight", "grad_output"};
+
+// Work split and workspace layout, computed identically for sizing and for running.
+struct Plan {
+  int threads = 1;
+  int64_t M = 0, Kred = 0, cols = 0;  // GEMM per task group: M x cols, reduction Kred
+  int64_t col_chunk = 0, col_chunks = 0, units = 0;
+  int64_t splits = 1;                 // row-panel chunks (image passes) / reduction slices (weight)
+  int64_t tasks = 0;
+  int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
+  int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
+};
+
+int64_t aligned(int64_t elems, int64_t elem_size) { return round_up(elems, 64 / elem_size); }
+
+Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, int threads) {
+  Plan pl;
+  if (pass == ConvPass::BackwardWeight) {
+    pl.M = g.Kg, pl.Kred = g.N * g.P(), pl.cols = g.Cg * g.RS();
+  } else if (pass == ConvPass::Forward) {
+    pl.M = g.Kg, pl.Kred = g.Cg * g.RS(), pl.cols = g.P();
+  } else {
+    pl.M = g.Cg, pl.Kred = g.Kg * g.RS(), pl.cols = g.H * g.W;
+  }
+  pl.col_chunk = std::min(kBlockN, round_up(pl.cols, nr));
+  pl.col_chunks = ceil_div(pl.cols, pl.col_chunk);
+  const int64_t panels = ceil_div(pl.M, mr);
+  if (pass == ConvPass::BackwardWeight) {
+    pl.units = g.G * pl.col_chunks;
+    if (pl.units < threads)
+      pl.splits = std::max<int64_t>(1, std::min(ceil_div(threads, pl.units), ceil_div(pl.Kred, kBlockK)));
+    pl.tasks = pl.units * pl.splits;
+    pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.tasks));
+    pl.thread_elems = aligned(panels * mr * kBlockK, elem) + aligned(kBlockK * pl.col_chunk, elem);
+    pl.partial_elems = pl.splits > 1 ? aligned(pl.splits * g.G * g.Kg * pl.cols, elem) : 0;
+  } else {
+    pl.units = g.N * g.G * pl.col_chunks;
+    if (pl.units > 0 && pl.units < threads) pl.splits = std::min(panels, ceil_div(threads, pl.units));
+    pl.tasks = pl.units * pl.splits;
+    pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.tasks));
+    pl.a_elems = aligned(g.G * panels * mr * pl.Kred, elem);
+    pl.thread_elems = aligned(kBlockK * pl.col_chunk, elem);
+  }
+  if (g.N == 0) pl.tasks = 0;
+  return pl;
+}
+
+template <typename T>
+Plan plan_for(ConvPass pass, const ConvGeom& g, int threads) {
+  const MicroKernel<T>& mk = microkernel<T>();
+  return make_plan(pass, g, mk.mr, mk.nr, sizeof(T), threads);
+}
+
+Plan plan_for(ConvPass pass, const ConvGeom& g, DType dtype, int threads) {
+  return dtype == DType::Float64 ? plan_for<double>(pass, g, threads)
+                                 : plan_for<float>(pass, g, threads);
+}
+
+// Forward and backward-input: weights packed once, then tasks over images and columns.
+template <typename T, typename GetA, typename MakePackB, typename MakeStore>
+void run_image_pass(const Plan& pl, int64_t G, T* ws, const GetA& get_a,
+                    const MakePackB& make_pack_b, const MakeStore& make_store) {
+  const MicroKernel<T>& mk = microkernel<T>();
+  const int64_t panels = ceil_div(pl.M, mk.mr), group_elems = panels * mk.mr * pl.Kred;
+  parallel_for(G, pl.threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t grp = begin; grp < end; ++grp)
+      pack_a_full<T>(pl.M, pl.Kred, mk.mr, [&](int64_t m, int64_t k) { return get_a(grp, m, k); },
+                     ws + grp * group_elems);
+  });
+  parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
+    T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t split = t % pl.splits, unit = t / pl.splits;
+      const int64_t chunk = unit % pl.col_chunks, grp = unit / pl.col_chunks % G,
+                    n = unit / pl.col_chunks / G;
+      const int64_t c0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - c0);
+      const T* a = ws + grp * group_elems;
+      auto pack_a = [&](int64_t k0, int64_t) { return PanelsA<T>{a + k0 * mk.mr, mk.mr * pl.Kred}; };
+      gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, split * panels / pl.splits,
+                      (split + 1) * panels / pl.splits, pack_a, make_pack_b(n, grp, c0, ncols), bbuf,
+                      make_store(n, grp, c0));
+    }
+  });
+}
+
+template <typename T>
+void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
+             const Plan& pl, T* ws) {
+  const int nr = microkernel<T>().nr;
+  run_image_pass<T>(
+      pl, g.G, ws,
+      [&](int64_t grp, int64_t m, int64_t j) {
+        const int64_t c = j / g.RS(), rs = j % g.RS();
+        return w[(grp * g.Kg + m) * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
+      },
+      [&](int64_t n, int64_t grp, int64_t c0, int64_t ncols) {
+        return PackImageColumns<T>{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], c0, ncols, nr};
+      },
+      [&](int64_t n, int64_t grp, int64_t c0) {
+        return StoreTile<T>{y + n * g.ys[0] + grp * g.Kg * g.ys[1] + c0 * g.ys[3], g.ys[1], nullptr,
+                            g.ys[3], bias ? bias + grp * g.Kg : nullptr, relu, nr};
+      });
+}
+
+template <typename T>
+void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Plan& pl, T* ws) {
+  const int nr = microkernel<T>().nr;
+  run_image_pass<T>(
+      pl, g.G, ws,
+      [&](int64_t grp, int64_t c, int64_t j) {
+        const int64_t k = j / g.RS(), rs = j % g.RS();
+        return w[(grp * g.Kg + k) * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
+      },
+      [&](int64_t n, int64_t grp, int64_t c0, int64_t ncols) {
+        return PackGradOutputColumns<T>{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], c0, ncols, nr};
+      },
+      [&](int64_t n, int64_t grp, int64_t c0) {
+        return StoreTile<T>{dx + n * g.xs[0] + grp * g.Cg * g.xs[1] + c0 * g.xs[3], g.xs[1], nullptr,
+                            g.xs[3], nullptr, false, nr};
+      });
+}
+
+template <typename T>
+void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
+  const MicroKernel<T>& mk = microkernel<T>();
+  T* partial = ws + pl.threads * pl.thread_elems;
+  const int64_t group_elems = g.Kg * pl.cols;
+  parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
+    T* abuf = ws + tid * pl.thread_elems;
+    T* bbuf = abuf + aligned(ceil_div(pl.M, mk.mr) * mk.mr * kBlockK, sizeof(T));
+    int64_t col_off[kBlockN];
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t split = t % pl.splits, unit = t / pl.splits;
+      const int64_t chunk = unit % pl.col_chunks, grp = unit / pl.col_chunks;
+      const int64_t j0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - j0);
+      const T* dyg = dy + grp * g.Kg * g.ys[1];
+      const T* xg = x + grp * g.Cg * g.xs[1];
+      StoreTile<T> store{nullptr, 0, col_off, 0, nullptr, false, mk.nr};
+      if (pl.splits > 1) {
+        store.base = partial + (split * g.G + grp) * group_elems + j0;
+        store.row_stride = pl.cols;
+        for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj;
+      } else {
+        store.base = dw + grp * g.Kg * g.ws[0];
+        store.row_stride = g.ws[0];
+        for (int64_t jj = 0; jj < ncols; ++jj) {
+          const int64_t j = j0 + jj, c = j / g.RS(), rs = j % g.RS();
+          col_off[jj] = c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
+        }
+      }
+      gemm_blocked<T>(mk, pl.M, ncols, split * pl.Kred / pl.splits, (split + 1) * pl.Kred / pl.splits,
+                      0, ceil_div(pl.M, mk.mr), PackGradOutputRows<T>{g, dyg, mk.mr, abuf},
+                      PackImageRows<T>{g, xg, j0, ncols, mk.nr}, bbuf, store);
+    }
+  });
+  if (pl.splits == 1) return;
+  parallel_for(g.K, pl.threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      for (int64_t j = 0; j < pl.cols; ++j) {
+        T sum = T(0);
+        for (int64_t s = 0; s < pl.splits; ++s) sum += partial[s * g.G * group_elems + k * pl.cols + j];
+        const int64_t c = j / g.RS(), rs = j % g.RS();
+        dw[k * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = sum;
+      }
+    }
+  });
+}
+
+void zero(const TensorView& t) {
+  if (t.numel() > 0) std::memset(t.data, 0, t.numel() * dtype_size(t.dtype));
+}
+
+}  // namespace
+
+size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const TensorView& weight,
+                              const TensorView& output, const Conv2dParams& p, int threads) {
+  const ConvNames& nm = pass == ConvPass::Forward        ? kForward
+                        : pass == ConvPass::BackwardInput ? kBackwardInput
+                                                          : kBackwardWeight;
+  check_threads(nm.op, threads);
+  const ConvGeom g = validate(nm, input, weight, output, p);
+  return plan_for(pass, g, input.dtype, threads).total_elems() * dtype_size(input.dtype);
+}
+
+void conv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias,
+                    const TensorView& output, const Conv2dParams& p, void* workspace,
+                    size_t workspace_bytes, int threads) {
+  check_threads(kForward.op, threads);
+  const ConvGeom g = validate(kForward, input, weight, output, p);
+  if (bias) {
+    check_cpu_float(kForward.op, "bias", *bias);
+    check_same_dtype(kForward.op, "bias", *bias, input);
+    check_contiguous(kForward.op, "bias", *bias);
+    check_sizes(kForward.op, "bias", *bias, {g.K});
+  }
+  const Plan pl = plan_for(ConvPass::Forward, g, input.dtype, threads);
+  check_workspace(kForward.op, workspace, workspace_bytes, pl.total_elems() * dtype_size(input.dtype));
+  if (output.numel() == 0) return;
+  if (input.dtype == DType::Float64)
+    forward<double>(g, input.ptr<double>(), weight.ptr<double>(), bias ? bias->ptr<double>() : nullptr,
+                    output.ptr<double>(), p.relu, pl, static_cast<double*>(workspace));
+  else
+    forward<float>(g, input.ptr<float>(), weight.ptr<float>(), bias ? bias->ptr<float>() : nullptr,
+                   output.ptr<float>(), p.relu, pl, static_cast<float*>(workspace));
+}
+
+void conv2d_backward_input(const TensorView& grad_output, const TensorView& weight,
+                           const TensorView& grad_input, const Conv2dParams& p, void* workspace,
+                           size_t workspace_bytes, int threads) {
+  check_threads(kBackwardInput.op, threads);
+  const ConvGeom g = validate(kBackwardInput, grad_input, weight, grad_output, p);
+  const Plan pl = plan_for(ConvPass::BackwardInput, g, grad_input.dtype, threads);
+  check_workspace(kBackwardInput.op, workspace, workspace_bytes,
+                  pl.total_elems() * dtype_size(grad_input.dtype));
+  if (grad_input.numel() == 0) return;
+  if (grad_input.dtype == DType::Float64)
+    backward_input<double>(g, grad_output.ptr<double>(), weight.ptr<double>(),
+                           grad_input.ptr<double>(), pl, static_cast<double*>(workspace));
+  else
+    backward_input<float>(g, grad_output.ptr<float>(), weight.ptr<float>(),
+                          grad_input.ptr<float>(), pl, static_cast<float*>(workspace));
+}
+
+void conv2d_backward_weight(const TensorView& grad_output, const TensorView& input,
+                            const TensorView& grad_weight, const Conv2dParams& p, void* workspace,
+                            size_t workspace_bytes, int threads) {
+  check_threads(kBackwardWeight.op, threads);
+  const ConvGeom g = validate(kBackwardWeight, input, grad_weight, grad_output, p);
+  const Plan pl = plan_for(ConvPass::BackwardWeight, g, input.dtype, threads);
+  check_workspace(kBackwardWeight.op, workspace, workspace_bytes,
+                  pl.total_elems() * dtype_size(input.dtype));
+  if (g.N == 0) return zero(grad_weight);
+  if (input.dtype == DType::Float64)
+    backward_weight<double>(g, grad_output.ptr<double>(), input.ptr<double>(),
+                            grad_weight.ptr<double>(), pl, static_cast<double*>(workspace));
+  else
+    backward_weight<float>(g, grad_output.ptr<float>(), input.ptr<float>(),
+                           grad_weight.ptr<float>(), pl, static_cast<float*>(workspace));
+}
+
+void conv2d_backward_bias(const TensorView& grad_output, const TensorView& grad_bias, int threads) {
+  const char* op = "conv2d_backward_bias";
+  check_threads(op, threads);
+  check_cpu_float(op, "grad_output", grad_output);
+  const auto s = dense_strides_4d(op, "grad_output", grad_output);
+  check_cpu_float(op, "grad_bias", grad_bias);
+  check_same_dtype(op, "grad_bias", grad_bias, grad_output);
+  check_contiguous(op, "grad_bias", grad_bias);
+  const int64_t N = grad_output.sizes[0], K = grad_output.sizes[1],
+                P = grad_output.sizes[2] * grad_output.sizes[3];
+  check_sizes(op, "grad_bias", grad_bias, {K});
+  auto run = [&](auto* dy, auto* db) {
+    using T = std::remove_pointer_t<decltype(db)>;
+    parallel_for(K, threads_for(N * K * P, 1 << 15, threads), [&](int, int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        double sum = 0;  // float32 sums of up to N*H*W terms stay accurate in double
+        for (int64_t n = 0; n < N; ++n) {
+          const T* row = dy + n * s[0] + k * s[1];
+          for (int64_t i = 0; i < P; ++i) sum += row[i * s[3]];
+        }
+        db[k] = static_cast<T>(sum);
+      }
+    });
+  };
+  if (grad_output.dtype == DType::Float64)
+    run(grad_output.ptr<double>(), grad_bias.ptr<double>());
+  else
+    run(grad_output.ptr<float>(), grad_bias.ptr<float>());
+}
+
+}  // namespace cpu
+}  // namespace fastcnn

@@ -1,0 +1,68 @@
+// A blocked GEMM driver over packed panels: C[M x ncols] = A[M x K] * B[K x ncols].
+//
+// The caller supplies how panels are made and where results go:
+//   pack_a(k0, kc) -> PanelsA     panels of mr rows, [kc][mr] each, `stride` apart
+//   pack_b(k0, kc, dst)           writes ceil(ncols / nr) panels of [kc][nr], kc*nr apart
+//   store(m0, n0, rows, cols, acc, first, last)
+//                                 acc is row-major [mr][nr]; `first`: this is the first
+//                                 reduction block (overwrite), `last`: the final one (epilogue)
+// This lets a convolution pack B straight from the image (implicit im2col), without an
+// im2col buffer, and fuse bias and ReLU into the final store.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/microkernel.h"
+#include "cpu/parallel.h"
+
+namespace fastcnn::cpu {
+
+constexpr int64_t kBlockK = 256;   // reduction block: a B panel (kc x nr) stays in L1/L2
+constexpr int64_t kBlockN = 512;   // columns per task; a multiple of every micro-kernel nr
+constexpr int kMaxMR = 8;
+constexpr int kMaxNR = 32;
+
+template <typename T>
+struct PanelsA {
+  const T* data;
+  int64_t stride;  // elements between consecutive mr-row panels
+};
+
+// Runs row panels [panel_begin, panel_end) against all columns, reduction [k_begin, k_end).
+template <typename T, typename PackA, typename PackB, typename Store>
+void gemm_blocked(const MicroKernel<T>& mk, int64_t M, int64_t ncols, int64_t k_begin,
+                  int64_t k_end, int64_t panel_begin, int64_t panel_end, const PackA& pack_a,
+                  const PackB& pack_b, T* bbuf, const Store& store) {
+  alignas(64) T acc[kMaxMR * kMaxNR];
+  const int mr = mk.mr, nr = mk.nr;
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kBlockK) {
+    const int64_t kc = std::min(kBlockK, k_end - k0);
+    const PanelsA<T> a = pack_a(k0, kc);
+    pack_b(k0, kc, bbuf);
+    const bool first = k0 == k_begin, last = k0 + kc >= k_end;
+    for (int64_t n0 = 0; n0 < ncols; n0 += nr) {
+      const T* b = bbuf + n0 * kc;
+      const int cols = static_cast<int>(std::min<int64_t>(nr, ncols - n0));
+      for (int64_t i = panel_begin; i < panel_end; ++i) {
+        mk.run(kc, a.data + i * a.stride, b, acc);
+        const int rows = static_cast<int>(std::min<int64_t>(mr, M - i * mr));
+        store(i * mr, n0, rows, cols, acc, first, last);
+      }
+    }
+  }
+}
+
+// Packs rows [0, M) x reduction [0, K) of a matrix given by get(m, k) into mr-row panels,
+// [panel][k][mr], zero-padding the last panel. Used for weights, packed once per call.
+template <typename T, typename Get>
+void pack_a_full(int64_t M, int64_t K, int mr, const Get& get, T* dst) {
+  for (int64_t i0 = 0; i0 < M; i0 += mr) {
+    T* panel = dst + i0 * K;
+    for (int64_t k = 0; k < K; ++k)
+      for (int ii = 0; ii < mr; ++ii)
+        panel[k * mr + ii] = i0 + ii < M ? get(i0 + ii, k) : T(0);
+  }
+}
+
+}  // namespace fastcnn::cpu

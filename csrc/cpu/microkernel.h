@@ -1,0 +1,44 @@
+// GEMM micro-kernels: c[MR x NR] = sum_k a[k][MR] * b[k][NR] over packed panels.
+// One implementation per ISA, each in its own translation unit compiled with that ISA's
+// flags; dispatch.cpp picks one at load time from what the CPU reports.
+#pragma once
+
+#include <cstdint>
+
+namespace fastcnn::cpu {
+
+template <typename T>
+struct MicroKernel {
+  int mr;
+  int nr;
+  // a: packed [kc][mr], b: packed [kc][nr], c: row-major [mr][nr], overwritten.
+  void (*run)(int64_t kc, const T* a, const T* b, T* c);
+};
+
+struct MicroKernels {
+  const char* isa;
+  MicroKernel<float> f32;
+  MicroKernel<double> f64;
+};
+
+MicroKernels microkernels_generic();
+#if defined(FASTCNN_X86)
+MicroKernels microkernels_avx2();
+MicroKernels microkernels_avx512();
+#endif
+
+// The set chosen for this CPU (FASTCNN_ISA=generic|avx2|avx512 in the environment narrows it).
+const MicroKernels& microkernels();
+
+template <typename T>
+const MicroKernel<T>& microkernel();
+template <>
+inline const MicroKernel<float>& microkernel<float>() {
+  return microkernels().f32;
+}
+template <>
+inline const MicroKernel<double>& microkernel<double>() {
+  return microkernels().f64;
+}
+
+}  // namespace fastcnn::cpu

@@ -1,0 +1,99 @@
+#include "dlpack_view.h"
+
+#include <cstdint>
+
+#include "fastcnn/error.h"
+
+namespace fastcnn {
+namespace {
+
+// The DLPack ABI (dlpack.h, v0.8 and v1.x), restated: only the fields read here.
+struct DLDevice {
+  int32_t device_type;  // 1 = CPU, 2 = CUDA, 3 = CUDA host
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;  // 0 int, 1 uint, 2 float, 4 bfloat, 6 bool
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;  // null: compact row-major
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+struct DLPackVersion {
+  uint32_t major;
+  uint32_t minor;
+};
+struct DLManagedTensorVersioned {
+  DLPackVersion version;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensorVersioned*);
+  uint64_t flags;
+  DLTensor dl_tensor;
+};
+
+DType dtype_of(const DLDataType& t, const char* op, const char* name) {
+  if (t.lanes == 1) {
+    if (t.code == 2 && t.bits == 32) return DType::Float32;
+    if (t.code == 2 && t.bits == 64) return DType::Float64;
+    if (t.code == 2 && t.bits == 16) return DType::Float16;
+    if (t.code == 4 && t.bits == 16) return DType::BFloat16;
+    if (t.code == 0 && t.bits == 64) return DType::Int64;
+    if (t.code == 1 && t.bits == 8) return DType::UInt8;
+  }
+  const char* kind = t.code == 0 ? "int" : t.code == 1 ? "uint" : t.code == 6 ? "bool" : "float";
+  throw TypeError(detail::concat(op, ": ", name, " must be a floating-point tensor, got ", kind,
+                                 static_cast<int>(t.bits)));
+}
+
+}  // namespace
+
+TensorView view_from_dlpack(PyObject* obj, const char* op, const char* name) {
+  const DLTensor* t = nullptr;
+  if (PyCapsule_IsValid(obj, "dltensor")) {
+    t = &static_cast<DLManagedTensor*>(PyCapsule_GetPointer(obj, "dltensor"))->dl_tensor;
+  } else if (PyCapsule_IsValid(obj, "dltensor_versioned")) {
+    auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(obj, "dltensor_versioned"));
+    FASTCNN_CHECK(m->version.major == 1, op, ": ", name, " is a DLPack ", m->version.major,
+                  ".x capsule; fastcnn reads DLPack 1.x");
+    t = &m->dl_tensor;
+  } else {
+    throw TypeError(detail::concat(op, ": ", name,
+                                   " must be an unused DLPack capsule (torch.utils.dlpack.to_dlpack)"));
+  }
+  TensorView v;
+  FASTCNN_CHECK(t->ndim >= 0 && t->ndim <= TensorView::kMaxDims, op, ": ", name,
+                " must have at most ", TensorView::kMaxDims, " dimensions, got ", t->ndim);
+  v.ndim = t->ndim;
+  v.dtype = dtype_of(t->dtype, op, name);
+  int64_t stride = 1;
+  for (int d = v.ndim - 1; d >= 0; --d) {
+    v.sizes[d] = t->shape[d];
+    v.strides[d] = t->strides ? t->strides[d] : stride;
+    stride *= t->shape[d];
+  }
+  if (t->device.device_type == 1 || t->device.device_type == 3) {
+    v.device = Device::CPU;
+  } else if (t->device.device_type == 2) {
+    v.device = Device::CUDA;
+  } else {
+    throw ValueError(detail::concat(op, ": ", name, " is on an unsupported device (DLPack type ",
+                                    t->device.device_type, ")"));
+  }
+  v.device_index = t->device.device_id;
+  v.data = static_cast<char*>(t->data) + t->byte_offset;
+  return v;
+}
+
+}  // namespace fastcnn

@@ -1,0 +1,94 @@
+// The CPU entry points. Each validates its arguments (sizes, dtypes, layouts, workspace)
+// and throws fastcnn::ValueError / TypeError before touching memory.
+//
+// Tensors are 4-D views in NCHW order of sizes, laid out densely either as NCHW
+// (contiguous) or NHWC (channels_last); outputs are allocated by the caller.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fastcnn/tensor.h"
+
+namespace fastcnn {
+
+struct Conv2dParams {
+  int64_t stride[2] = {1, 1};
+  int64_t pad_begin[2] = {0, 0};  // top, left
+  int64_t pad_end[2] = {0, 0};    // bottom, right (only shapes the output size)
+  int64_t dilation[2] = {1, 1};
+  int64_t groups = 1;
+  bool relu = false;  // fused epilogue: out = max(conv + bias, 0)
+};
+
+struct Pool2dParams {
+  int64_t kernel[2] = {1, 1};
+  int64_t stride[2] = {1, 1};
+  int64_t padding[2] = {0, 0};
+  int64_t dilation[2] = {1, 1};
+  bool ceil_mode = false;
+};
+
+// Output sizes, the single definition shared with the Python shape functions' tests.
+int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_total,
+                      int64_t dilation);
+int64_t pool_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
+                      bool ceil_mode);
+
+namespace cpu {
+
+enum class ConvPass { Forward, BackwardInput, BackwardWeight };
+
+// Workspace bytes a conv pass needs for these shapes with `threads` threads.
+size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const TensorView& weight,
+                              const TensorView& output, const Conv2dParams& p, int threads);
+
+void conv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias,
+                    const TensorView& output, const Conv2dParams& p, void* workspace,
+                    size_t workspace_bytes, int threads);
+void conv2d_backward_input(const TensorView& grad_output, const TensorView& weight,
+                           const TensorView& grad_input, const Conv2dParams& p, void* workspace,
+                           size_t workspace_bytes, int threads);
+void conv2d_backward_weight(const TensorView& grad_output, const TensorView& input,
+                            const TensorView& grad_weight, const Conv2dParams& p, void* workspace,
+                            size_t workspace_bytes, int threads);
+void conv2d_backward_bias(const TensorView& grad_output, const TensorView& grad_bias, int threads);
+
+// indices (int64, flat h*W+w per plane) may be null: the backward then recomputes the argmax.
+void max_pool2d_forward(const TensorView& input, const TensorView& output,
+                        const TensorView* indices, const Pool2dParams& p, int threads);
+void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
+                         const TensorView* indices, const TensorView& grad_input,
+                         const Pool2dParams& p, int threads);
+
+// output / grad_output are [N, C] views.
+void global_avg_pool2d_forward(const TensorView& input, const TensorView& output, int threads);
+void global_avg_pool2d_backward(const TensorView& grad_output, const TensorView& grad_input,
+                                int threads);
+
+// Element-wise over dense tensors of any layout (all views share sizes and strides).
+void relu_forward(const TensorView& input, const TensorView& output, int threads);
+// guided: grad_input = max(relu_backward, 0), i.e. grad * (grad > 0) * (output > 0).
+void relu_backward(const TensorView& grad_output, const TensorView& output,
+                   const TensorView& grad_input, bool guided, int threads);
+
+const char* isa();  // the micro-kernel ISA chosen at load: "avx512", "avx2" or "generic"
+
+}  // namespace cpu
+
+namespace cuda {
+struct DeviceInfo {
+  char name[256];
+  int major;
+  int minor;
+  size_t total_memory;
+  int multiprocessors;
+};
+// Number of visible devices; 0 without a driver or device. Never throws.
+int device_count();
+bool device_info(int index, DeviceInfo* out);
+int runtime_version();
+int driver_version();
+}  // namespace cuda
+
+}  // namespace fastcnn

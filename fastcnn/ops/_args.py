@@ -1,0 +1,58 @@
+"""Argument normalization and checks for the functional API, written once.
+
+Every message names the op and the argument, says what was expected and what came:
+``conv2d: weight must be 4-D [K, C/groups, R, S], got shape (3, 3)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_CPU_DTYPES = (torch.float32, torch.float64)
+_DEVICES = ("cpu", "meta")  # meta: shape inference and tracing
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, torch.SymInt)
+
+
+def pair(op: str, name: str, value) -> tuple[int, int]:
+    """An int or a sequence of two ints (or one, repeated) as a pair, as torch's ``_pair``."""
+    if _is_int(value):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(map(_is_int, value)):
+        return (value[0], value[-1])
+    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def at_least(op: str, name: str, value: tuple, low: int) -> tuple:
+    if any(v < low for v in value):
+        raise ValueError(f"{op}: {name} must be >= {low}, got {value if value[0] != value[1] else value[0]}")
+    return value
+
+
+def tensor(op: str, name: str, t, ndim: int | tuple[int, ...], layout: str = "") -> None:
+    """``t`` is a floating-point tensor of a supported dtype and device with ``ndim`` dims."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
+    if t.device.type not in _DEVICES:
+        raise RuntimeError(
+            f"{op}: {name} is on {t.device}, but this build of fastcnn runs its kernels on the "
+            "CPU only (CUDA kernels are not part of it); move the tensors to the CPU"
+        )
+    if t.dtype not in _CPU_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32 or float64 on the CPU, got {t.dtype}")
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if t.dim() not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{op}: {name} must be {want}{' ' + layout if layout else ''}, got shape {tuple(t.shape)}")
+
+
+def same_kind(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    """``t`` has the dtype and device of ``ref``."""
+    if t.device != ref.device:
+        raise ValueError(f"{op}: {name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{op}: {name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")

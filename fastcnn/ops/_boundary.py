@@ -1,0 +1,45 @@
+"""The boundary between the custom ops and the compiled kernels, written once.
+
+Tensors cross as DLPack capsules (pointer, sizes, strides, dtype, device) so the kernels
+stay free of torch headers; outputs and workspace are allocated here with torch, so the
+caching allocator and memory formats are respected.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.dlpack import to_dlpack
+
+from .._extension import _C
+
+__all__ = ["_C", "capsule", "dense", "is_channels_last", "memory_format", "threads", "workspace"]
+
+
+def capsule(t: torch.Tensor | None):
+    """A DLPack capsule over ``t`` (``None`` passes through); the tensor must outlive the call."""
+    return None if t is None else to_dlpack(t)
+
+
+def threads() -> int:
+    """The CPU kernels use as many threads as torch does, so the two never fight over cores."""
+    return torch.get_num_threads()
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out densely as NHWC (and not also as NCHW)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when laid out as NCHW or NHWC; otherwise a contiguous copy."""
+    if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+        return t
+    return t.contiguous()
+
+
+def workspace(nbytes: int) -> torch.Tensor:
+    return torch.empty(nbytes, dtype=torch.uint8)

@@ -1,0 +1,52 @@
+"""Output shapes and memory formats of every op: one definition, shared by the real kernels
+and the fake (meta) kernels that torch.compile traces with. Works on SymInts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ._boundary import is_channels_last, memory_format
+
+
+def conv_out_size(size, kernel: int, stride: int, pad_total: int, dilation: int):
+    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_out_size(size, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
+    span = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    # The last window must start inside the input or its left padding (as torch).
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out = out - 1
+    return out
+
+
+def conv2d_output_shape(
+    input_size: Sequence, weight_size: Sequence, stride, pad_begin, pad_end, dilation
+) -> tuple:
+    n, _, h, w = input_size
+    k, _, r, s = weight_size
+    ho = conv_out_size(h, r, stride[0], pad_begin[0] + pad_end[0], dilation[0])
+    wo = conv_out_size(w, s, stride[1], pad_begin[1] + pad_end[1], dilation[1])
+    return (n, k, ho, wo)
+
+
+def conv2d_output_format(input: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """As torch on the CPU: channels_last when the input or the weight is."""
+    return memory_format(is_channels_last(input) or is_channels_last(weight))
+
+
+def pool2d_output_shape(input_size: Sequence, kernel_size, stride, padding, dilation, ceil_mode):
+    n, c, h, w = input_size
+    return (
+        n,
+        c,
+        pool_out_size(h, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode),
+        pool_out_size(w, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode),
+    )
+
+
+def empty(shape, like: torch.Tensor, fmt: torch.memory_format, dtype=None) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)

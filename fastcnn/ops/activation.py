@@ -1,0 +1,112 @@
+"""ReLU and guided ReLU: ``fastcnn::relu``, ``fastcnn::guided_relu`` and their backward ops."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _args
+from ._autograd import forbid_double_backward
+from ._boundary import _C, capsule, dense, threads
+
+__all__ = ["relu", "guided_relu"]
+
+
+def _flat(t: Tensor) -> Tensor:
+    """A dense tensor of any layout as the 1-D run of memory it occupies."""
+    return t.as_strided((t.numel(),), (1,))
+
+
+def _like(t: Tensor, ref: Tensor) -> Tensor:
+    """``t`` laid out with the strides of ``ref`` (copied only when they differ)."""
+    return t if t.stride() == ref.stride() else torch.empty_like(ref).copy_(t)
+
+
+def _forward(input: Tensor) -> Tensor:
+    x = dense(input)
+    out = torch.empty_like(x)
+    _C.relu_forward(capsule(_flat(x)), capsule(_flat(out)), threads())
+    return out
+
+
+def _backward(grad_output: Tensor, output: Tensor, guided: bool) -> Tensor:
+    y = dense(output)
+    dy = _like(grad_output, y)
+    dx = torch.empty_like(y)
+    _C.relu_backward(capsule(_flat(dy)), capsule(_flat(y)), capsule(_flat(dx)), guided, threads())
+    return dx
+
+
+@torch.library.custom_op("fastcnn::relu", mutates_args=(), device_types="cpu")
+def _relu(input: Tensor) -> Tensor:
+    return _forward(input)
+
+
+@torch.library.custom_op("fastcnn::guided_relu", mutates_args=(), device_types="cpu")
+def _guided_relu(input: Tensor) -> Tensor:
+    return _forward(input)
+
+
+@torch.library.custom_op("fastcnn::relu_backward", mutates_args=(), device_types="cpu")
+def _relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
+    return _backward(grad_output, output, guided=False)
+
+
+@torch.library.custom_op("fastcnn::guided_relu_backward", mutates_args=(), device_types="cpu")
+def _guided_relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
+    return _backward(grad_output, output, guided=True)
+
+
+@_relu.register_fake
+@_guided_relu.register_fake
+def _(input: Tensor) -> Tensor:
+    return torch.empty_like(dense(input))
+
+
+@_relu_backward.register_fake
+@_guided_relu_backward.register_fake
+def _(grad_output: Tensor, output: Tensor) -> Tensor:
+    return torch.empty_like(dense(output))
+
+
+def _save_output(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+_relu.register_autograd(
+    lambda ctx, grad: torch.ops.fastcnn.relu_backward(grad, ctx.saved_tensors[0]),
+    setup_context=_save_output,
+)
+_guided_relu.register_autograd(
+    lambda ctx, grad: torch.ops.fastcnn.guided_relu_backward(grad, ctx.saved_tensors[0]),
+    setup_context=_save_output,
+)
+forbid_double_backward(_relu_backward, "relu")
+forbid_double_backward(_guided_relu_backward, "guided_relu")
+
+
+def relu(input: Tensor) -> Tensor:
+    """``max(input, 0)``, as :func:`torch.relu` (NaN stays NaN). Any shape and layout.
+
+    Args:
+        input: Tensor[...] of float32 or float64.
+
+    Returns:
+        Tensor shaped and laid out like ``input``.
+    """
+    _args.tensor("relu", "input", input, tuple(range(0, 9)))
+    return torch.ops.fastcnn.relu(input)
+
+
+def guided_relu(input: Tensor) -> Tensor:
+    """ReLU whose backward passes only positive gradients where the input was positive:
+    ``grad_input = grad * (grad > 0) * (input > 0)`` (guided backpropagation).
+
+    Args:
+        input: Tensor[...] of float32 or float64.
+
+    Returns:
+        Tensor shaped and laid out like ``input``; forward equals :func:`relu`.
+    """
+    _args.tensor("guided_relu", "input", input, tuple(range(0, 9)))
+    return torch.ops.fastcnn.guided_relu(input)

@@ -1,0 +1,219 @@
+"""2-D convolution: ``fastcnn::conv2d`` (optionally fused with bias and ReLU) and its three
+backward ops (input, weight, bias), each a custom op so torch.compile traces through them."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _args
+from ._autograd import forbid_double_backward
+from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads, workspace
+from ._shapes import conv2d_output_format, conv2d_output_shape, empty
+
+__all__ = ["conv2d"]
+
+_GEOMETRY = "int[2] stride, int[2] pad_begin, int[2] pad_end, int[2] dilation, int groups"
+
+
+def _prepare(pass_: str, image: Tensor, weight: Tensor, output: Tensor, geometry):
+    """Capsules of the three tensors, a workspace sized for this pass, and the thread count."""
+    ci, cw, co = capsule(image), capsule(weight), capsule(output)
+    nt = threads()
+    ws = workspace(_C.conv2d_workspace(pass_, ci, cw, co, *geometry, nt))
+    return ci, cw, co, capsule(ws), nt
+
+
+def _forward_output(input: Tensor, weight: Tensor, stride, pad_begin, pad_end, dilation) -> Tensor:
+    shape = conv2d_output_shape(input.shape, weight.shape, stride, pad_begin, pad_end, dilation)
+    return empty(shape, input, conv2d_output_format(input, weight))
+
+
+@torch.library.custom_op(
+    "fastcnn::conv2d",
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"(Tensor input, Tensor weight, Tensor? bias, {_GEOMETRY}, bool relu) -> Tensor",
+)
+def _conv2d(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
+    geometry = (stride, pad_begin, pad_end, dilation, groups)
+    x, w = dense(input), dense(weight)
+    out = _forward_output(input, weight, stride, pad_begin, pad_end, dilation)
+    cx, cw, cy, ws, nt = _prepare("forward", x, w, out, geometry)
+    b = None if bias is None else bias.contiguous()
+    _C.conv2d_forward(cx, cw, capsule(b), cy, *geometry, relu, ws, nt)
+    return out
+
+
+@_conv2d.register_fake
+def _(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
+    return _forward_output(input, weight, stride, pad_begin, pad_end, dilation)
+
+
+@torch.library.custom_op(
+    "fastcnn::conv2d_backward_input",
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"(Tensor grad_output, Tensor weight, SymInt[4] input_size, bool channels_last, {_GEOMETRY}) -> Tensor",
+)
+def _conv2d_backward_input(grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end, dilation, groups):
+    geometry = (stride, pad_begin, pad_end, dilation, groups)
+    grad_input = empty(input_size, grad_output, memory_format(channels_last))
+    ci, cw, co, ws, nt = _prepare("backward_input", grad_input, dense(weight), dense(grad_output), geometry)
+    _C.conv2d_backward_input(co, cw, ci, *geometry, ws, nt)
+    return grad_input
+
+
+@_conv2d_backward_input.register_fake
+def _(grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end, dilation, groups):
+    return empty(input_size, grad_output, memory_format(channels_last))
+
+
+@torch.library.custom_op(
+    "fastcnn::conv2d_backward_weight",
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"(Tensor grad_output, Tensor input, SymInt[4] weight_size, bool channels_last, {_GEOMETRY}) -> Tensor",
+)
+def _conv2d_backward_weight(grad_output, input, weight_size, channels_last, stride, pad_begin, pad_end, dilation, groups):
+    geometry = (stride, pad_begin, pad_end, dilation, groups)
+    grad_weight = empty(weight_size, grad_output, memory_format(channels_last))
+    ci, cw, co, ws, nt = _prepare("backward_weight", dense(input), grad_weight, dense(grad_output), geometry)
+    _C.conv2d_backward_weight(co, ci, cw, *geometry, ws, nt)
+    return grad_weight
+
+
+@_conv2d_backward_weight.register_fake
+def _(grad_output, input, weight_size, channels_last, stride, pad_begin, pad_end, dilation, groups):
+    return empty(weight_size, grad_output, memory_format(channels_last))
+
+
+@torch.library.custom_op("fastcnn::conv2d_backward_bias", mutates_args=(), device_types="cpu")
+def _conv2d_backward_bias(grad_output: Tensor) -> Tensor:
+    grad_bias = grad_output.new_empty(grad_output.shape[1])
+    _C.conv2d_backward_bias(capsule(dense(grad_output)), capsule(grad_bias), threads())
+    return grad_bias
+
+
+@_conv2d_backward_bias.register_fake
+def _(grad_output: Tensor) -> Tensor:
+    return grad_output.new_empty(grad_output.shape[1])
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu = inputs
+    ctx.geometry = (stride, pad_begin, pad_end, dilation, groups)
+    ctx.relu = relu
+    ctx.has_bias = bias is not None
+    ctx.layouts = (is_channels_last(input), is_channels_last(weight))
+    ctx.save_for_backward(input, weight, output if relu else None)
+
+
+def _backward(ctx, grad):
+    input, weight, output = ctx.saved_tensors
+    if ctx.relu:
+        grad = torch.ops.fastcnn.relu_backward(grad, output)
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    grad_input = grad_weight = grad_bias = None
+    if need_input:
+        grad_input = torch.ops.fastcnn.conv2d_backward_input(
+            grad, weight, input.shape, ctx.layouts[0], *ctx.geometry
+        )
+    if need_weight:
+        grad_weight = torch.ops.fastcnn.conv2d_backward_weight(
+            grad, input, weight.shape, ctx.layouts[1], *ctx.geometry
+        )
+    if ctx.has_bias and need_bias:
+        grad_bias = torch.ops.fastcnn.conv2d_backward_bias(grad)
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+_conv2d.register_autograd(_backward, setup_context=_setup_context)
+for _op in (_conv2d_backward_input, _conv2d_backward_weight, _conv2d_backward_bias):
+    forbid_double_backward(_op, "conv2d")
+
+
+def _padding(op: str, padding, kernel: tuple, stride: tuple, dilation: tuple):
+    """(pad_begin, pad_end) per spatial dim; 'same' puts the odd pixel at the end, as torch."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"{op}: padding='same' needs stride 1, got stride {stride}")
+            total = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+            begin = tuple(t // 2 for t in total)
+            return begin, tuple(t - b for t, b in zip(total, begin))
+        raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    pad = _args.at_least(op, "padding", _args.pair(op, "padding", padding), 0)
+    return pad, pad
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    activation: str | None = None,
+) -> Tensor:
+    """2-D convolution (cross-correlation), as :func:`torch.nn.functional.conv2d`.
+
+    Args:
+        input: Tensor[N, C, H, W] (or unbatched Tensor[C, H, W]), contiguous or channels_last.
+        weight: Tensor[K, C/groups, R, S].
+        bias: optional Tensor[K].
+        stride, dilation: int or pair, >= 1.
+        padding: int or pair >= 0, ``"valid"`` (none) or ``"same"`` (output size = input size;
+            stride 1 only; an odd total puts the extra pixel at the bottom/right).
+        groups: splits C and K into this many independent convolutions (``groups == C``:
+            depthwise).
+        activation: ``None`` or ``"relu"``: fuse ``max(conv + bias, 0)`` into the epilogue.
+
+    Returns:
+        Tensor[N, K, Ho, Wo], channels_last when the input or the weight is (as torch).
+    """
+    op = "conv2d"
+    _args.tensor(op, "input", input, (3, 4), "[N, C, H, W]")
+    _args.tensor(op, "weight", weight, 4, "[K, C/groups, R, S]")
+    _args.same_kind(op, "weight", weight, "input", input)
+    if bias is not None:
+        _args.tensor(op, "bias", bias, 1, "[K]")
+        _args.same_kind(op, "bias", bias, "input", input)
+    if not _args._is_int(groups) or groups < 1:
+        raise ValueError(f"{op}: groups must be an int >= 1, got {groups!r}")
+    if activation not in (None, "relu"):
+        raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
+    stride = _args.at_least(op, "stride", _args.pair(op, "stride", stride), 1)
+    dilation = _args.at_least(op, "dilation", _args.pair(op, "dilation", dilation), 1)
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    c, k, kernel = input.shape[1], weight.shape[0], tuple(weight.shape[2:])
+    if c % groups or k % groups:
+        raise ValueError(
+            f"{op}: input channels ({c}) and filters ({k}) must be divisible by groups ({groups})"
+        )
+    if weight.shape[1] * groups != c or weight.shape[1] == 0 or min(kernel) < 1:
+        raise ValueError(
+            f"{op}: weight must be [K, C/groups, R, S] = [{k}, {c // groups}, R>=1, S>=1] for an "
+            f"input with {c} channels and groups={groups}, got shape {tuple(weight.shape)}"
+        )
+    if bias is not None and bias.shape[0] != k:
+        raise ValueError(f"{op}: bias must have shape ({k},), got {tuple(bias.shape)}")
+    pad_begin, pad_end = _padding(op, padding, kernel, stride, dilation)
+    out_shape = conv2d_output_shape(input.shape, weight.shape, stride, pad_begin, pad_end, dilation)
+    if out_shape[2] < 1 or out_shape[3] < 1:
+        padded = tuple(input.shape[2 + i] + pad_begin[i] + pad_end[i] for i in range(2))
+        span = tuple(dilation[i] * (kernel[i] - 1) + 1 for i in range(2))
+        raise ValueError(
+            f"{op}: the kernel ({span[0]}x{span[1]} with dilation) is larger than the padded "
+            f"input ({padded[0]}x{padded[1]})"
+        )
+    out = torch.ops.fastcnn.conv2d(
+        input, weight, bias, stride, pad_begin, pad_end, dilation, groups, activation == "relu"
+    )
+    return out.squeeze(0) if unbatched else out

@@ -1,0 +1,148 @@
+"""Max pooling: ``fastcnn::max_pool2d`` and ``fastcnn::max_pool2d_backward``.
+
+Indices are materialized only when asked for (``return_indices=True``); otherwise the
+backward recomputes each window's argmax from the saved input, with the same tie and NaN
+rules as the forward, so the two always agree.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _args
+from ._autograd import forbid_double_backward
+from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
+from ._shapes import empty, pool2d_output_shape
+
+__all__ = ["max_pool2d"]
+
+_GEOMETRY = "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode"
+
+
+def _outputs(input: Tensor, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    shape = pool2d_output_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    fmt = memory_format(is_channels_last(input))
+    out = empty(shape, input, fmt)
+    indices = empty(shape if return_indices else (0,), input, fmt if return_indices else torch.contiguous_format, torch.int64)
+    return out, indices
+
+
+@torch.library.custom_op(
+    "fastcnn::max_pool2d",
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"(Tensor input, {_GEOMETRY}, bool return_indices) -> (Tensor, Tensor)",
+)
+def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    x = dense(input)
+    out, indices = _outputs(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    _C.max_pool2d_forward(
+        capsule(x), capsule(out), capsule(indices) if return_indices else None,
+        kernel_size, stride, padding, dilation, ceil_mode, threads(),
+    )
+    return out, indices
+
+
+@_max_pool2d.register_fake
+def _(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    return _outputs(dense(input), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+@torch.library.custom_op(
+    "fastcnn::max_pool2d_backward",
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"(Tensor grad_output, Tensor input, Tensor? indices, {_GEOMETRY}) -> Tensor",
+)
+def _max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    x = dense(input)
+    fmt = memory_format(is_channels_last(x))
+    grad_input = torch.empty_like(x, memory_format=fmt)
+    # The kernel walks grad_output and indices in the layout of the forward's output.
+    dy = grad_output.contiguous(memory_format=fmt)
+    idx = None if indices is None else indices.contiguous(memory_format=fmt)
+    _C.max_pool2d_backward(
+        capsule(dy), capsule(x), capsule(idx), capsule(grad_input),
+        kernel_size, stride, padding, dilation, ceil_mode, threads(),
+    )
+    return grad_input
+
+
+@_max_pool2d_backward.register_fake
+def _(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    x = dense(input)
+    return torch.empty_like(x, memory_format=memory_format(is_channels_last(x)))
+
+
+def _setup_context(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, ceil_mode, return_indices = inputs
+    ctx.geometry = (kernel_size, stride, padding, dilation, ceil_mode)
+    ctx.save_for_backward(input, output[1] if return_indices else None)
+
+
+def _backward(ctx, grad_out, grad_indices):
+    input, indices = ctx.saved_tensors
+    grad = torch.ops.fastcnn.max_pool2d_backward(grad_out, input, indices, *ctx.geometry)
+    return grad, None, None, None, None, None, None
+
+
+_max_pool2d.register_autograd(_backward, setup_context=_setup_context)
+forbid_double_backward(_max_pool2d_backward, "max_pool2d")
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """2-D max pooling, as :func:`torch.nn.functional.max_pool2d`.
+
+    Ties keep the first maximum in window order; a NaN in a window wins, as in torch.
+
+    Args:
+        input: Tensor[N, C, H, W] (or unbatched Tensor[C, H, W]), contiguous or channels_last.
+        kernel_size: int or pair, >= 1.
+        stride: int or pair >= 1; ``None`` (default) means ``kernel_size``.
+        padding: int or pair, implicit -inf padding, at most half the kernel size.
+        dilation: int or pair, >= 1.
+        ceil_mode: round the output size up instead of down.
+        return_indices: also return int64 indices, flat ``h * W + w`` in each plane (the
+            convention :func:`torch.nn.functional.max_unpool2d` takes).
+
+    Returns:
+        Tensor[N, C, Ho, Wo] in the input's memory format, and with ``return_indices`` the
+        indices Tensor[N, C, Ho, Wo] as a pair.
+    """
+    op = "max_pool2d"
+    _args.tensor(op, "input", input, (3, 4), "[N, C, H, W]")
+    kernel = _args.at_least(op, "kernel_size", _args.pair(op, "kernel_size", kernel_size), 1)
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        stride = kernel
+    stride = _args.at_least(op, "stride", _args.pair(op, "stride", stride), 1)
+    padding = _args.at_least(op, "padding", _args.pair(op, "padding", padding), 0)
+    dilation = _args.at_least(op, "dilation", _args.pair(op, "dilation", dilation), 1)
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(
+            f"{op}: padding must be at most half the kernel size {kernel}, got {padding}"
+        )
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    shape = pool2d_output_shape(input.shape, kernel, stride, padding, dilation, bool(ceil_mode))
+    if shape[2] < 1 or shape[3] < 1:
+        raise ValueError(
+            f"{op}: the output would be empty ({shape[2]}x{shape[3]}) for input "
+            f"{input.shape[2]}x{input.shape[3]} with kernel_size {kernel}, stride {stride}, "
+            f"padding {padding}, dilation {dilation}"
+        )
+    out, indices = torch.ops.fastcnn.max_pool2d(
+        input, kernel, stride, padding, dilation, bool(ceil_mode), bool(return_indices)
+    )
+    if unbatched:
+        out, indices = out.squeeze(0), indices.squeeze(0)
+    return (out, indices) if return_indices else out
