@@ -29,7 +29,9 @@ std::optional<TensorView> optional_view(const py::object& obj, const char* op, c
   return view(obj, op, name);
 }
 
-const TensorView* ptr(const std::optional<TensorView>& v) { return v ? &*v : nullptr; }
+const TensorView* ptr(const std::optional<TensorView>& v) {
+  return v ? &*v : nullptr;
+}
 
 struct Workspace {
   void* data;
@@ -38,8 +40,9 @@ struct Workspace {
 
 Workspace workspace(const py::handle& obj, const char* op) {
   const TensorView v = view(obj, op, "workspace");
-  FASTCNN_CHECK(v.dtype == fastcnn::DType::UInt8 && v.ndim == 1 && (v.sizes[0] <= 1 || v.strides[0] == 1),
-                op, ": workspace must be a contiguous 1-D uint8 tensor");
+  FASTCNN_CHECK(
+      v.dtype == fastcnn::DType::UInt8 && v.ndim == 1 && (v.sizes[0] <= 1 || v.strides[0] == 1), op,
+      ": workspace must be a contiguous 1-D uint8 tensor");
   FASTCNN_CHECK(v.device == fastcnn::Device::CPU, op, ": workspace must be on the CPU");
   return {v.data, static_cast<size_t>(v.sizes[0])};
 }
@@ -95,10 +98,18 @@ py::dict cuda_device(int index) {
 #ifndef FASTCNN_WITH_CUDA
 // A CPU-only build answers the CUDA queries itself: nothing compiled, nothing visible.
 namespace fastcnn::cuda {
-int device_count() { return 0; }
-bool device_info(int, DeviceInfo*) { return false; }
-int runtime_version() { return 0; }
-int driver_version() { return 0; }
+int device_count() {
+  return 0;
+}
+bool device_info(int, DeviceInfo*) {
+  return false;
+}
+int runtime_version() {
+  return 0;
+}
+int driver_version() {
+  return 0;
+}
 }  // namespace fastcnn::cuda
 #endif
 
@@ -141,8 +152,8 @@ PYBIND11_MODULE(_C, m) {
         const char* op = "conv2d_workspace";
         return fastcnn::cpu::conv2d_workspace_bytes(
             conv_pass(pass), view(input, op, "input"), view(weight, op, "weight"),
-            view(output, op, "output"), conv_params(stride, pad_begin, pad_end, dilation, groups, false),
-            threads);
+            view(output, op, "output"),
+            conv_params(stride, pad_begin, pad_end, dilation, groups, false), threads);
       },
       py::arg("pass_"), py::arg("input"), py::arg("weight"), py::arg("output"), py::arg("stride"),
       py::arg("pad_begin"), py::arg("pad_end"), py::arg("dilation"), py::arg("groups"),
@@ -151,8 +162,8 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "conv2d_forward",
       [](py::object input, py::object weight, py::object bias, py::object output, Pair stride,
-         Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups, bool relu,
-         py::object ws, int threads) {
+         Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups, bool relu, py::object ws,
+         int threads) {
         const char* op = "conv2d";
         const TensorView x = view(input, op, "input"), w = view(weight, op, "weight"),
                          y = view(output, op, "output");
@@ -202,7 +213,8 @@ PYBIND11_MODULE(_C, m) {
       "conv2d_backward_bias",
       [](py::object grad_output, py::object grad_bias, int threads) {
         const char* op = "conv2d_backward_bias";
-        const TensorView dy = view(grad_output, op, "grad_output"), db = view(grad_bias, op, "grad_bias");
+        const TensorView dy = view(grad_output, op, "grad_output"),
+                         db = view(grad_bias, op, "grad_bias");
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_backward_bias(dy, db, threads);
       },
@@ -253,7 +265,8 @@ PYBIND11_MODULE(_C, m) {
       "global_avg_pool2d_backward",
       [](py::object grad_output, py::object grad_input, int threads) {
         const char* op = "global_avg_pool2d_backward";
-        const TensorView dy = view(grad_output, op, "grad_output"), dx = view(grad_input, op, "grad_input");
+        const TensorView dy = view(grad_output, op, "grad_output"),
+                         dx = view(grad_input, op, "grad_input");
         py::gil_scoped_release nogil;
         fastcnn::cpu::global_avg_pool2d_backward(dy, dx, threads);
       },
@@ -271,7 +284,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "relu_backward",
-      [](py::object grad_output, py::object output, py::object grad_input, bool guided, int threads) {
+      [](py::object grad_output, py::object output, py::object grad_input, bool guided,
+         int threads) {
         const char* op = guided ? "guided_relu_backward" : "relu_backward";
         const TensorView dy = view(grad_output, op, "grad_output"), y = view(output, op, "output"),
                          dx = view(grad_input, op, "grad_input");

@@ -64,13 +64,14 @@ TensorView view_from_dlpack(PyObject* obj, const char* op, const char* name) {
   if (PyCapsule_IsValid(obj, "dltensor")) {
     t = &static_cast<DLManagedTensor*>(PyCapsule_GetPointer(obj, "dltensor"))->dl_tensor;
   } else if (PyCapsule_IsValid(obj, "dltensor_versioned")) {
-    auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(obj, "dltensor_versioned"));
+    auto* m =
+        static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(obj, "dltensor_versioned"));
     FASTCNN_CHECK(m->version.major == 1, op, ": ", name, " is a DLPack ", m->version.major,
                   ".x capsule; fastcnn reads DLPack 1.x");
     t = &m->dl_tensor;
   } else {
-    throw TypeError(detail::concat(op, ": ", name,
-                                   " must be an unused DLPack capsule (torch.utils.dlpack.to_dlpack)"));
+    throw TypeError(detail::concat(
+        op, ": ", name, " must be an unused DLPack capsule (torch.utils.dlpack.to_dlpack)"));
   }
   TensorView v;
   FASTCNN_CHECK(t->ndim >= 0 && t->ndim <= TensorView::kMaxDims, op, ": ", name,

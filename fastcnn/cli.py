@@ -17,8 +17,10 @@ def _info(args: argparse.Namespace) -> int:
     print(f"fastcnn {report['version']} (torch {report['torch']})")
     print(f"  CPU kernels: {report['isa']}, {report['threads']} threads")
     if report["cuda_compiled"]:
-        print(f"  CUDA: compiled for {', '.join(report['cuda_archs'])} "
-              f"(runtime {report['cuda_runtime']}, driver {report['cuda_driver'] or 'none'})")
+        print(
+            f"  CUDA: compiled for {', '.join(report['cuda_archs'])} "
+            f"(runtime {report['cuda_runtime']}, driver {report['cuda_driver'] or 'none'})"
+        )
     else:
         print("  CUDA: not compiled into this build (CPU tensors only)")
     if not report["cuda_devices"]:

@@ -84,8 +84,7 @@ void check_cpu(const char* op, const char* name, const TensorView& t) {
 }
 
 void check_ndim(const char* op, const char* name, const TensorView& t, int ndim) {
-  FASTCNN_CHECK(t.ndim == ndim, op, ": ", name, " must be ", ndim, "-D, got shape ",
-                shape_str(t));
+  FASTCNN_CHECK(t.ndim == ndim, op, ": ", name, " must be ", ndim, "-D, got shape ", shape_str(t));
 }
 
 std::array<int64_t, 4> dense_strides_4d(const char* op, const char* name, const TensorView& t) {
@@ -94,7 +93,7 @@ std::array<int64_t, 4> dense_strides_4d(const char* op, const char* name, const 
   FASTCNN_CHECK(t.numel() == 0 || nchw || has_dense_order(t, kNHWC), op, ": ", name,
                 " must be contiguous or channels_last, got shape ", shape_str(t), " strides ",
                 strides_str(t));
-  const int(&order)[4] = nchw ? kNCHW : kNHWC;
+  const int (&order)[4] = nchw ? kNCHW : kNHWC;
   std::array<int64_t, 4> strides{};
   int64_t stride = 1;
   for (int k = 3; k >= 0; --k) {
@@ -132,8 +131,7 @@ void check_sizes(const char* op, const char* name, const TensorView& t,
     i = 0;
     for (int64_t e : expected) want << (i++ ? ", " : "") << e;
     want << (expected.size() == 1 ? ",)" : ")");
-    FASTCNN_CHECK(false, op, ": ", name, " must have shape ", want.str(), ", got ",
-                  shape_str(t));
+    FASTCNN_CHECK(false, op, ": ", name, " must have shape ", want.str(), ", got ", shape_str(t));
   }
 }
 
@@ -142,8 +140,8 @@ void check_threads(const char* op, int threads) {
 }
 
 void check_workspace(const char* op, const void* workspace, size_t bytes, size_t needed) {
-  FASTCNN_CHECK(bytes >= needed, op, ": workspace must hold at least ", needed,
-                " bytes, got ", bytes);
+  FASTCNN_CHECK(bytes >= needed, op, ": workspace must hold at least ", needed, " bytes, got ",
+                bytes);
   FASTCNN_CHECK(needed == 0 || workspace != nullptr, op, ": workspace pointer is null");
   FASTCNN_CHECK(reinterpret_cast<uintptr_t>(workspace) % 64 == 0, op,
                 ": workspace must be 64-byte aligned");

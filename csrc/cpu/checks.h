@@ -21,8 +21,7 @@ void check_ndim(const char* op, const char* name, const TensorView& t, int ndim)
 std::array<int64_t, 4> dense_strides_4d(const char* op, const char* name, const TensorView& t);
 // 1-D or 2-D (row-major) and contiguous.
 void check_contiguous(const char* op, const char* name, const TensorView& t);
-void check_same_dtype(const char* op, const char* name, const TensorView& t,
-                      const TensorView& ref);
+void check_same_dtype(const char* op, const char* name, const TensorView& t, const TensorView& ref);
 void check_sizes(const char* op, const char* name, const TensorView& t,
                  std::initializer_list<int64_t> expected);
 void check_threads(const char* op, int threads);

@@ -45,17 +45,18 @@ ConvGeom validate(const ConvNames& nm, const TensorView& x, const TensorView& w,
   for (int i = 0; i < 2; ++i) {
     FASTCNN_CHECK(p.stride[i] >= 1, nm.op, ": stride must be >= 1, got ", p.stride[i]);
     FASTCNN_CHECK(p.dilation[i] >= 1, nm.op, ": dilation must be >= 1, got ", p.dilation[i]);
-    FASTCNN_CHECK(p.pad_begin[i] >= 0 && p.pad_end[i] >= 0, nm.op,
-                  ": padding must be >= 0, got ", p.pad_begin[i], " and ", p.pad_end[i]);
+    FASTCNN_CHECK(p.pad_begin[i] >= 0 && p.pad_end[i] >= 0, nm.op, ": padding must be >= 0, got ",
+                  p.pad_begin[i], " and ", p.pad_end[i]);
   }
   FASTCNN_CHECK(p.groups >= 1, nm.op, ": groups must be >= 1, got ", p.groups);
   g.N = x.sizes[0], g.C = x.sizes[1], g.H = x.sizes[2], g.W = x.sizes[3];
   g.K = w.sizes[0], g.R = w.sizes[2], g.S = w.sizes[3], g.G = p.groups;
-  FASTCNN_CHECK(g.C % g.G == 0 && g.K % g.G == 0, nm.op, ": channels (", g.C,
-                ") and filters (", g.K, ") must be divisible by groups (", g.G, ")");
+  FASTCNN_CHECK(g.C % g.G == 0 && g.K % g.G == 0, nm.op, ": channels (", g.C, ") and filters (",
+                g.K, ") must be divisible by groups (", g.G, ")");
   g.Cg = g.C / g.G, g.Kg = g.K / g.G;
-  FASTCNN_CHECK(w.sizes[1] == g.Cg, nm.op, ": ", nm.weight, " must be [K, C/groups, R, S] with C/groups = ",
-                g.Cg, ", got ", w.sizes[1], " input channels per group");
+  FASTCNN_CHECK(w.sizes[1] == g.Cg, nm.op, ": ", nm.weight,
+                " must be [K, C/groups, R, S] with C/groups = ", g.Cg, ", got ", w.sizes[1],
+                " input channels per group");
   FASTCNN_CHECK(g.C >= 1 && g.R >= 1 && g.S >= 1, nm.op, ": ", nm.weight,
                 " must have at least one input channel and a kernel of at least 1x1");
   g.sh = p.stride[0], g.sw = p.stride[1], g.dh = p.dilation[0], g.dw = p.dilation[1];
@@ -70,20 +71,23 @@ ConvGeom validate(const ConvNames& nm, const TensorView& x, const TensorView& w,
 
 constexpr ConvNames kForward{"conv2d", "input", "weight", "output"};
 constexpr ConvNames kBackwardInput{"conv2d_backward_input", "grad_input", "weight", "grad_output"};
-constexpr ConvNames kBackwardWeight{"conv2d_backward_weight", "input", "grad_weight", "grad_output"};
+constexpr ConvNames kBackwardWeight{"conv2d_backward_weight", "input", "grad_weight",
+                                    "grad_output"};
 
 // Work split and workspace layout, computed identically for sizing and for running.
 struct Plan {
   int threads = 1;
   int64_t M = 0, Kred = 0, cols = 0;  // GEMM per task group: M x cols, reduction Kred
   int64_t col_chunk = 0, col_chunks = 0, units = 0;
-  int64_t splits = 1;                 // row-panel chunks (image passes) / reduction slices (weight)
+  int64_t splits = 1;  // row-panel chunks (image passes) / reduction slices (weight)
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
-int64_t aligned(int64_t elems, int64_t elem_size) { return round_up(elems, 64 / elem_size); }
+int64_t aligned(int64_t elems, int64_t elem_size) {
+  return round_up(elems, 64 / elem_size);
+}
 
 Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, int threads) {
   Plan pl;
@@ -100,14 +104,16 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
   if (pass == ConvPass::BackwardWeight) {
     pl.units = g.G * pl.col_chunks;
     if (pl.units < threads)
-      pl.splits = std::max<int64_t>(1, std::min(ceil_div(threads, pl.units), ceil_div(pl.Kred, kBlockK)));
+      pl.splits =
+          std::max<int64_t>(1, std::min(ceil_div(threads, pl.units), ceil_div(pl.Kred, kBlockK)));
     pl.tasks = pl.units * pl.splits;
     pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.tasks));
     pl.thread_elems = aligned(panels * mr * kBlockK, elem) + aligned(kBlockK * pl.col_chunk, elem);
     pl.partial_elems = pl.splits > 1 ? aligned(pl.splits * g.G * g.Kg * pl.cols, elem) : 0;
   } else {
     pl.units = g.N * g.G * pl.col_chunks;
-    if (pl.units > 0 && pl.units < threads) pl.splits = std::min(panels, ceil_div(threads, pl.units));
+    if (pl.units > 0 && pl.units < threads)
+      pl.splits = std::min(panels, ceil_div(threads, pl.units));
     pl.tasks = pl.units * pl.splits;
     pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.tasks));
     pl.a_elems = aligned(g.G * panels * mr * pl.Kred, elem);
@@ -136,8 +142,9 @@ void run_image_pass(const Plan& pl, int64_t G, T* ws, const GetA& get_a,
   const int64_t panels = ceil_div(pl.M, mk.mr), group_elems = panels * mk.mr * pl.Kred;
   parallel_for(G, pl.threads, [&](int, int64_t begin, int64_t end) {
     for (int64_t grp = begin; grp < end; ++grp)
-      pack_a_full<T>(pl.M, pl.Kred, mk.mr, [&](int64_t m, int64_t k) { return get_a(grp, m, k); },
-                     ws + grp * group_elems);
+      pack_a_full<T>(
+          pl.M, pl.Kred, mk.mr, [&](int64_t m, int64_t k) { return get_a(grp, m, k); },
+          ws + grp * group_elems);
   });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
@@ -147,10 +154,12 @@ void run_image_pass(const Plan& pl, int64_t G, T* ws, const GetA& get_a,
                     n = unit / pl.col_chunks / G;
       const int64_t c0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - c0);
       const T* a = ws + grp * group_elems;
-      auto pack_a = [&](int64_t k0, int64_t) { return PanelsA<T>{a + k0 * mk.mr, mk.mr * pl.Kred}; };
+      auto pack_a = [&](int64_t k0, int64_t) {
+        return PanelsA<T>{a + k0 * mk.mr, mk.mr * pl.Kred};
+      };
       gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, split * panels / pl.splits,
-                      (split + 1) * panels / pl.splits, pack_a, make_pack_b(n, grp, c0, ncols), bbuf,
-                      make_store(n, grp, c0));
+                      (split + 1) * panels / pl.splits, pack_a, make_pack_b(n, grp, c0, ncols),
+                      bbuf, make_store(n, grp, c0));
     }
   });
 }
@@ -163,14 +172,20 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
       pl, g.G, ws,
       [&](int64_t grp, int64_t m, int64_t j) {
         const int64_t c = j / g.RS(), rs = j % g.RS();
-        return w[(grp * g.Kg + m) * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
+        return w[(grp * g.Kg + m) * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] +
+                 rs % g.S * g.ws[3]];
       },
       [&](int64_t n, int64_t grp, int64_t c0, int64_t ncols) {
         return PackImageColumns<T>{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], c0, ncols, nr};
       },
       [&](int64_t n, int64_t grp, int64_t c0) {
-        return StoreTile<T>{y + n * g.ys[0] + grp * g.Kg * g.ys[1] + c0 * g.ys[3], g.ys[1], nullptr,
-                            g.ys[3], bias ? bias + grp * g.Kg : nullptr, relu, nr};
+        return StoreTile<T>{y + n * g.ys[0] + grp * g.Kg * g.ys[1] + c0 * g.ys[3],
+                            g.ys[1],
+                            nullptr,
+                            g.ys[3],
+                            bias ? bias + grp * g.Kg : nullptr,
+                            relu,
+                            nr};
       });
 }
 
@@ -181,14 +196,20 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
       pl, g.G, ws,
       [&](int64_t grp, int64_t c, int64_t j) {
         const int64_t k = j / g.RS(), rs = j % g.RS();
-        return w[(grp * g.Kg + k) * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
+        return w[(grp * g.Kg + k) * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] +
+                 rs % g.S * g.ws[3]];
       },
       [&](int64_t n, int64_t grp, int64_t c0, int64_t ncols) {
         return PackGradOutputColumns<T>{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], c0, ncols, nr};
       },
       [&](int64_t n, int64_t grp, int64_t c0) {
-        return StoreTile<T>{dx + n * g.xs[0] + grp * g.Cg * g.xs[1] + c0 * g.xs[3], g.xs[1], nullptr,
-                            g.xs[3], nullptr, false, nr};
+        return StoreTile<T>{dx + n * g.xs[0] + grp * g.Cg * g.xs[1] + c0 * g.xs[3],
+                            g.xs[1],
+                            nullptr,
+                            g.xs[3],
+                            nullptr,
+                            false,
+                            nr};
       });
 }
 
@@ -220,8 +241,9 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
           col_off[jj] = c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
         }
       }
-      gemm_blocked<T>(mk, pl.M, ncols, split * pl.Kred / pl.splits, (split + 1) * pl.Kred / pl.splits,
-                      0, ceil_div(pl.M, mk.mr), PackGradOutputRows<T>{g, dyg, mk.mr, abuf},
+      gemm_blocked<T>(mk, pl.M, ncols, split * pl.Kred / pl.splits,
+                      (split + 1) * pl.Kred / pl.splits, 0, ceil_div(pl.M, mk.mr),
+                      PackGradOutputRows<T>{g, dyg, mk.mr, abuf},
                       PackImageRows<T>{g, xg, j0, ncols, mk.nr}, bbuf, store);
     }
   });
@@ -230,7 +252,8 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
     for (int64_t k = begin; k < end; ++k) {
       for (int64_t j = 0; j < pl.cols; ++j) {
         T sum = T(0);
-        for (int64_t s = 0; s < pl.splits; ++s) sum += partial[s * g.G * group_elems + k * pl.cols + j];
+        for (int64_t s = 0; s < pl.splits; ++s)
+          sum += partial[s * g.G * group_elems + k * pl.cols + j];
         const int64_t c = j / g.RS(), rs = j % g.RS();
         dw[k * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = sum;
       }
@@ -246,7 +269,7 @@ void zero(const TensorView& t) {
 
 size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const TensorView& weight,
                               const TensorView& output, const Conv2dParams& p, int threads) {
-  const ConvNames& nm = pass == ConvPass::Forward        ? kForward
+  const ConvNames& nm = pass == ConvPass::Forward         ? kForward
                         : pass == ConvPass::BackwardInput ? kBackwardInput
                                                           : kBackwardWeight;
   check_threads(nm.op, threads);
@@ -266,11 +289,13 @@ void conv2d_forward(const TensorView& input, const TensorView& weight, const Ten
     check_sizes(kForward.op, "bias", *bias, {g.K});
   }
   const Plan pl = plan_for(ConvPass::Forward, g, input.dtype, threads);
-  check_workspace(kForward.op, workspace, workspace_bytes, pl.total_elems() * dtype_size(input.dtype));
+  check_workspace(kForward.op, workspace, workspace_bytes,
+                  pl.total_elems() * dtype_size(input.dtype));
   if (output.numel() == 0) return;
   if (input.dtype == DType::Float64)
-    forward<double>(g, input.ptr<double>(), weight.ptr<double>(), bias ? bias->ptr<double>() : nullptr,
-                    output.ptr<double>(), p.relu, pl, static_cast<double*>(workspace));
+    forward<double>(g, input.ptr<double>(), weight.ptr<double>(),
+                    bias ? bias->ptr<double>() : nullptr, output.ptr<double>(), p.relu, pl,
+                    static_cast<double*>(workspace));
   else
     forward<float>(g, input.ptr<float>(), weight.ptr<float>(), bias ? bias->ptr<float>() : nullptr,
                    output.ptr<float>(), p.relu, pl, static_cast<float*>(workspace));
@@ -289,8 +314,8 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
     backward_input<double>(g, grad_output.ptr<double>(), weight.ptr<double>(),
                            grad_input.ptr<double>(), pl, static_cast<double*>(workspace));
   else
-    backward_input<float>(g, grad_output.ptr<float>(), weight.ptr<float>(),
-                          grad_input.ptr<float>(), pl, static_cast<float*>(workspace));
+    backward_input<float>(g, grad_output.ptr<float>(), weight.ptr<float>(), grad_input.ptr<float>(),
+                          pl, static_cast<float*>(workspace));
 }
 
 void conv2d_backward_weight(const TensorView& grad_output, const TensorView& input,

@@ -40,6 +40,8 @@ const MicroKernels& microkernels() {
   return chosen;
 }
 
-const char* isa() { return microkernels().isa; }
+const char* isa() {
+  return microkernels().isa;
+}
 
 }  // namespace fastcnn::cpu

@@ -18,8 +18,8 @@
 
 namespace fastcnn::cpu {
 
-constexpr int64_t kBlockK = 256;   // reduction block: a B panel (kc x nr) stays in L1/L2
-constexpr int64_t kBlockN = 512;   // columns per task; a multiple of every micro-kernel nr
+constexpr int64_t kBlockK = 256;  // reduction block: a B panel (kc x nr) stays in L1/L2
+constexpr int64_t kBlockN = 512;  // columns per task; a multiple of every micro-kernel nr
 constexpr int kMaxMR = 8;
 constexpr int kMaxNR = 32;
 
@@ -60,8 +60,7 @@ void pack_a_full(int64_t M, int64_t K, int mr, const Get& get, T* dst) {
   for (int64_t i0 = 0; i0 < M; i0 += mr) {
     T* panel = dst + i0 * K;
     for (int64_t k = 0; k < K; ++k)
-      for (int ii = 0; ii < mr; ++ii)
-        panel[k * mr + ii] = i0 + ii < M ? get(i0 + ii, k) : T(0);
+      for (int ii = 0; ii < mr; ++ii) panel[k * mr + ii] = i0 + ii < M ? get(i0 + ii, k) : T(0);
   }
 }
 

@@ -127,8 +127,8 @@ void forward(const PoolGeom& g, const Pool2dParams& p, const T* x, T* y, int64_t
 }
 
 template <typename T>
-bool backward(const PoolGeom& g, const Pool2dParams& p, const T* dy, const T* x,
-              const int64_t* idx, T* dx, int threads) {
+bool backward(const PoolGeom& g, const Pool2dParams& p, const T* dy, const T* x, const int64_t* idx,
+              T* dx, int threads) {
   std::memset(dx, 0, sizeof(T) * g.N * g.C * g.H * g.W);
   std::atomic<bool> bad_index{false};
   const int64_t plane = g.H * g.W;
@@ -170,12 +170,11 @@ void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
                 ": grad_input must have the shape and memory format of input");
   check_sizes(op, "grad_input", grad_input, {g.N, g.C, g.H, g.W});
   const int64_t* idx = indices ? indices->ptr<int64_t>() : nullptr;
-  const bool ok =
-      input.dtype == DType::Float64
-          ? backward(g, p, grad_output.ptr<double>(), input.ptr<double>(), idx,
-                     grad_input.ptr<double>(), threads)
-          : backward(g, p, grad_output.ptr<float>(), input.ptr<float>(), idx,
-                     grad_input.ptr<float>(), threads);
+  const bool ok = input.dtype == DType::Float64
+                      ? backward(g, p, grad_output.ptr<double>(), input.ptr<double>(), idx,
+                                 grad_input.ptr<double>(), threads)
+                      : backward(g, p, grad_output.ptr<float>(), input.ptr<float>(), idx,
+                                 grad_input.ptr<float>(), threads);
   FASTCNN_CHECK(ok, op, ": indices must lie in [0, H*W) = [0, ", g.H * g.W,
                 "), got an index outside it");
 }

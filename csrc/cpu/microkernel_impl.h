@@ -9,8 +9,7 @@
 namespace fastcnn::cpu {
 
 template <typename T, int MR, int NR>
-void microkernel_body(int64_t kc, const T* __restrict a, const T* __restrict b,
-                      T* __restrict c) {
+void microkernel_body(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c) {
   T acc[MR][NR] = {};
   for (int64_t k = 0; k < kc; ++k) {
     const T* ak = a + k * MR;

@@ -32,12 +32,17 @@ void parallel_for(int64_t n, int threads, const F& f) {
   f(0, int64_t{0}, n);
 }
 
-inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
-inline int64_t round_up(int64_t x, int64_t m) { return ceil_div(x, m) * m; }
+inline int64_t ceil_div(int64_t x, int64_t m) {
+  return (x + m - 1) / m;
+}
+inline int64_t round_up(int64_t x, int64_t m) {
+  return ceil_div(x, m) * m;
+}
 
 // Threads worth using for `work` units of roughly `grain` cost each.
 inline int threads_for(int64_t work, int64_t grain, int threads) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, work / std::max<int64_t>(grain, 1))));
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(threads, work / std::max<int64_t>(grain, 1))));
 }
 
 }  // namespace fastcnn::cpu

@@ -20,10 +20,11 @@ void check_flat(const char* op, const char* name, const TensorView& t, const Ten
 
 template <typename T, typename F>
 void elementwise(int64_t n, int threads, const F& f) {
-  parallel_for(ceil_div(n, kGrain), threads_for(n, kGrain, threads), [&](int, int64_t b, int64_t e) {
-    const int64_t end = std::min(n, e * kGrain);
-    for (int64_t i = b * kGrain; i < end; ++i) f(i);
-  });
+  parallel_for(ceil_div(n, kGrain), threads_for(n, kGrain, threads),
+               [&](int, int64_t b, int64_t e) {
+                 const int64_t end = std::min(n, e * kGrain);
+                 for (int64_t i = b * kGrain; i < end; ++i) f(i);
+               });
 }
 
 }  // namespace
@@ -56,9 +57,8 @@ void relu_backward(const TensorView& grad_output, const TensorView& output,
     // As torch's threshold_backward: the gradient passes where output > 0 (or is NaN).
     // Guided: additionally clamp the gradient at 0 (NaN gradients stay NaN, as clamp does).
     if (guided)
-      elementwise<T>(grad_output.sizes[0], threads, [&](int64_t i) {
-        dx[i] = y[i] <= T(0) || dy[i] < T(0) ? T(0) : dy[i];
-      });
+      elementwise<T>(grad_output.sizes[0], threads,
+                     [&](int64_t i) { dx[i] = y[i] <= T(0) || dy[i] < T(0) ? T(0) : dy[i]; });
     else
       elementwise<T>(grad_output.sizes[0], threads,
                      [&](int64_t i) { dx[i] = y[i] <= T(0) ? T(0) : dy[i]; });

@@ -20,7 +20,9 @@ class Conv2d(torch.nn.Conv2d):
         if self.padding_mode != "zeros":
             padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return ops.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return ops.conv2d(
+            input, weight, bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
@@ -28,8 +30,13 @@ class MaxPool2d(torch.nn.MaxPool2d):
 
     def forward(self, input: Tensor):
         return ops.max_pool2d(
-            input, self.kernel_size, self.stride, self.padding, self.dilation,
-            ceil_mode=self.ceil_mode, return_indices=self.return_indices,
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
         )
 
 

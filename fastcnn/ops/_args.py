@@ -27,12 +27,15 @@ def pair(op: str, name: str, value) -> tuple[int, int]:
 
 def at_least(op: str, name: str, value: tuple, low: int) -> tuple:
     if any(v < low for v in value):
-        raise ValueError(f"{op}: {name} must be >= {low}, got {value if value[0] != value[1] else value[0]}")
+        raise ValueError(
+            f"{op}: {name} must be >= {low}, got {value if value[0] != value[1] else value[0]}"
+        )
     return value
 
 
-def tensor(op: str, name: str, t, ndim: int | tuple[int, ...], layout: str = "") -> None:
-    """``t`` is a floating-point tensor of a supported dtype and device with ``ndim`` dims."""
+def tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None, layout: str = "") -> None:
+    """``t`` is a floating-point tensor of a supported dtype and device with ``ndim`` dims
+    (any number when None)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
@@ -45,14 +48,18 @@ def tensor(op: str, name: str, t, ndim: int | tuple[int, ...], layout: str = "")
     if t.dtype not in _CPU_DTYPES:
         raise TypeError(f"{op}: {name} must be float32 or float64 on the CPU, got {t.dtype}")
     ndims = (ndim,) if isinstance(ndim, int) else ndim
-    if t.dim() not in ndims:
-        want = " or ".join(f"{d}-D" for d in ndims)
-        raise ValueError(f"{op}: {name} must be {want}{' ' + layout if layout else ''}, got shape {tuple(t.shape)}")
+    if ndims is not None and t.dim() not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims) + (f" {layout}" if layout else "")
+        raise ValueError(f"{op}: {name} must be {want}, got shape {tuple(t.shape)}")
 
 
 def same_kind(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     """``t`` has the dtype and device of ``ref``."""
     if t.device != ref.device:
-        raise ValueError(f"{op}: {name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
+        raise ValueError(
+            f"{op}: {name} must be on the device of {ref_name} ({ref.device}), got {t.device}"
+        )
     if t.dtype != ref.dtype:
-        raise TypeError(f"{op}: {name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
+        raise TypeError(
+            f"{op}: {name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}"
+        )

@@ -27,7 +27,11 @@ def threads() -> int:
 
 def is_channels_last(t: torch.Tensor) -> bool:
     """True for a 4-D tensor laid out densely as NHWC (and not also as NCHW)."""
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    )
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

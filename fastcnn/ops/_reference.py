@@ -42,8 +42,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return relu(out) if activation == "relu" else out
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool2d(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
     """Max over each window of the -inf padded input, scanning window offsets in order:
     a later element replaces the running max when it is larger or NaN (torch's rule).
     Indices are flat ``h * W + w`` positions in the unpadded plane."""
@@ -59,14 +60,17 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     rows = torch.arange(x.shape[2]) - ph
     cols = torch.arange(x.shape[3]) - pw
     flat = (rows[:, None] * w + cols[None, :]).expand(n, c, -1, -1)
-    valid = ((rows[:, None] >= 0) & (rows[:, None] < h) & (cols[None, :] >= 0) & (cols[None, :] < w))
+    valid = (rows[:, None] >= 0) & (rows[:, None] < h) & (cols[None, :] >= 0) & (cols[None, :] < w)
     valid = valid.expand(n, c, -1, -1)
     best = idx = seen = None
     for i in range(kh):
         for j in range(kw):
-            win = (slice(None), slice(None),
-                   slice(i * dh, i * dh + (ho - 1) * sh + 1, sh),
-                   slice(j * dw, j * dw + (wo - 1) * sw + 1, sw))
+            win = (
+                slice(None),
+                slice(None),
+                slice(i * dh, i * dh + (ho - 1) * sh + 1, sh),
+                slice(j * dw, j * dw + (wo - 1) * sw + 1, sw),
+            )
             v, p, ok = x[win], flat[win], valid[win]
             if best is None:
                 best, idx, seen = v.clone(), torch.where(ok, p, -1), ok.clone()

@@ -94,7 +94,7 @@ def relu(input: Tensor) -> Tensor:
     Returns:
         Tensor shaped and laid out like ``input``.
     """
-    _args.tensor("relu", "input", input, tuple(range(0, 9)))
+    _args.tensor("relu", "input", input, None)
     return torch.ops.fastcnn.relu(input)
 
 
@@ -108,5 +108,5 @@ def guided_relu(input: Tensor) -> Tensor:
     Returns:
         Tensor shaped and laid out like ``input``; forward equals :func:`relu`.
     """
-    _args.tensor("guided_relu", "input", input, tuple(range(0, 9)))
+    _args.tensor("guided_relu", "input", input, None)
     return torch.ops.fastcnn.guided_relu(input)

@@ -14,6 +14,7 @@ from ._shapes import conv2d_output_format, conv2d_output_shape, empty
 __all__ = ["conv2d"]
 
 _GEOMETRY = "int[2] stride, int[2] pad_begin, int[2] pad_end, int[2] dilation, int groups"
+_BACKWARD = "(Tensor grad_output, Tensor {other}, SymInt[4] {size}, bool channels_last, {geometry})"
 
 
 def _prepare(pass_: str, image: Tensor, weight: Tensor, output: Tensor, geometry):
@@ -54,12 +55,16 @@ def _(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
     "fastcnn::conv2d_backward_input",
     mutates_args=(),
     device_types="cpu",
-    schema=f"(Tensor grad_output, Tensor weight, SymInt[4] input_size, bool channels_last, {_GEOMETRY}) -> Tensor",
+    schema=_BACKWARD.format(other="weight", size="input_size", geometry=_GEOMETRY) + " -> Tensor",
 )
-def _conv2d_backward_input(grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end, dilation, groups):
+def _conv2d_backward_input(
+    grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end, dilation, groups
+):
     geometry = (stride, pad_begin, pad_end, dilation, groups)
     grad_input = empty(input_size, grad_output, memory_format(channels_last))
-    ci, cw, co, ws, nt = _prepare("backward_input", grad_input, dense(weight), dense(grad_output), geometry)
+    ci, cw, co, ws, nt = _prepare(
+        "backward_input", grad_input, dense(weight), dense(grad_output), geometry
+    )
     _C.conv2d_backward_input(co, cw, ci, *geometry, ws, nt)
     return grad_input
 
@@ -73,12 +78,16 @@ def _(grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end
     "fastcnn::conv2d_backward_weight",
     mutates_args=(),
     device_types="cpu",
-    schema=f"(Tensor grad_output, Tensor input, SymInt[4] weight_size, bool channels_last, {_GEOMETRY}) -> Tensor",
+    schema=_BACKWARD.format(other="input", size="weight_size", geometry=_GEOMETRY) + " -> Tensor",
 )
-def _conv2d_backward_weight(grad_output, input, weight_size, channels_last, stride, pad_begin, pad_end, dilation, groups):
+def _conv2d_backward_weight(
+    grad_output, input, weight_size, channels_last, stride, pad_begin, pad_end, dilation, groups
+):
     geometry = (stride, pad_begin, pad_end, dilation, groups)
     grad_weight = empty(weight_size, grad_output, memory_format(channels_last))
-    ci, cw, co, ws, nt = _prepare("backward_weight", dense(input), grad_weight, dense(grad_output), geometry)
+    ci, cw, co, ws, nt = _prepare(
+        "backward_weight", dense(input), grad_weight, dense(grad_output), geometry
+    )
     _C.conv2d_backward_weight(co, ci, cw, *geometry, ws, nt)
     return grad_weight
 
@@ -144,7 +153,9 @@ def _padding(op: str, padding, kernel: tuple, stride: tuple, dilation: tuple):
             total = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
             begin = tuple(t // 2 for t in total)
             return begin, tuple(t - b for t, b in zip(total, begin))
-        raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        raise ValueError(
+            f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}"
+        )
     pad = _args.at_least(op, "padding", _args.pair(op, "padding", padding), 0)
     return pad, pad
 

@@ -24,7 +24,12 @@ def _outputs(input: Tensor, kernel_size, stride, padding, dilation, ceil_mode, r
     shape = pool2d_output_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     fmt = memory_format(is_channels_last(input))
     out = empty(shape, input, fmt)
-    indices = empty(shape if return_indices else (0,), input, fmt if return_indices else torch.contiguous_format, torch.int64)
+    indices = empty(
+        shape if return_indices else (0,),
+        input,
+        fmt if return_indices else torch.contiguous_format,
+        torch.int64,
+    )
     return out, indices
 
 
@@ -38,8 +43,15 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     x = dense(input)
     out, indices = _outputs(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
     _C.max_pool2d_forward(
-        capsule(x), capsule(out), capsule(indices) if return_indices else None,
-        kernel_size, stride, padding, dilation, ceil_mode, threads(),
+        capsule(x),
+        capsule(out),
+        capsule(indices) if return_indices else None,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        threads(),
     )
     return out, indices
 
@@ -55,7 +67,9 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     device_types="cpu",
     schema=f"(Tensor grad_output, Tensor input, Tensor? indices, {_GEOMETRY}) -> Tensor",
 )
-def _max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+def _max_pool2d_backward(
+    grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode
+):
     x = dense(input)
     fmt = memory_format(is_channels_last(x))
     grad_input = torch.empty_like(x, memory_format=fmt)
@@ -63,8 +77,16 @@ def _max_pool2d_backward(grad_output, input, indices, kernel_size, stride, paddi
     dy = grad_output.contiguous(memory_format=fmt)
     idx = None if indices is None else indices.contiguous(memory_format=fmt)
     _C.max_pool2d_backward(
-        capsule(dy), capsule(x), capsule(idx), capsule(grad_input),
-        kernel_size, stride, padding, dilation, ceil_mode, threads(),
+        capsule(dy),
+        capsule(x),
+        capsule(idx),
+        capsule(grad_input),
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        threads(),
     )
     return grad_input
 

@@ -2,5 +2,7 @@
 #include "cpu/microkernel_impl.h"
 
 namespace fastcnn::cpu {
-MicroKernels microkernels_avx2() { return make_microkernels<6, 16, 6, 8>("avx2"); }
+MicroKernels microkernels_avx2() {
+  return make_microkernels<6, 16, 6, 8>("avx2");
+}
 }  // namespace fastcnn::cpu

@@ -2,5 +2,7 @@
 #include "cpu/microkernel_impl.h"
 
 namespace fastcnn::cpu {
-MicroKernels microkernels_avx512() { return make_microkernels<8, 32, 8, 16>("avx512"); }
+MicroKernels microkernels_avx512() {
+  return make_microkernels<8, 32, 8, 16>("avx512");
+}
 }  // namespace fastcnn::cpu

@@ -2,5 +2,7 @@
 #include "cpu/microkernel_impl.h"
 
 namespace fastcnn::cpu {
-MicroKernels microkernels_generic() { return make_microkernels<4, 8, 4, 4>("generic"); }
+MicroKernels microkernels_generic() {
+  return make_microkernels<4, 8, 4, 4>("generic");
+}
 }  // namespace fastcnn::cpu

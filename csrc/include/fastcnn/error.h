@@ -27,12 +27,12 @@ std::string concat(const Args&... args) {
 
 }  // namespace fastcnn
 
-#define FASTCNN_CHECK(cond, ...) \
-  do {                           \
+#define FASTCNN_CHECK(cond, ...)                                                      \
+  do {                                                                                \
     if (!(cond)) throw ::fastcnn::ValueError(::fastcnn::detail::concat(__VA_ARGS__)); \
   } while (0)
 
-#define FASTCNN_CHECK_TYPE(cond, ...) \
-  do {                                \
+#define FASTCNN_CHECK_TYPE(cond, ...)                                                \
+  do {                                                                               \
     if (!(cond)) throw ::fastcnn::TypeError(::fastcnn::detail::concat(__VA_ARGS__)); \
   } while (0)
