@@ -79,7 +79,7 @@ struct Plan {
   int threads = 1;
   int64_t M = 0, Kred = 0, cols = 0;  // GEMM per task group: M x cols, reduction Kred
   int64_t col_chunk = 0, col_chunks = 0, units = 0;
-  int64_t splits = 1;  // row-panel chunks (image passes) / reduction slices (weight)
+  int64_t splits = 1;  // forward: row panels; backward-input: channels; weight: reduction
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
@@ -89,37 +89,48 @@ int64_t aligned(int64_t elems, int64_t elem_size) {
   return round_up(elems, 64 / elem_size);
 }
 
+// Backward-input packs W^T per (group, channel split): rows (c, r, s) of the split's channels.
+int64_t input_split_panel_elems(const ConvGeom& g, int64_t splits, int mr) {
+  return round_up(ceil_div(g.Cg, splits) * g.RS(), mr) * g.Kg;
+}
+
 Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, int threads) {
   Plan pl;
-  if (pass == ConvPass::BackwardWeight) {
-    pl.M = g.Kg, pl.Kred = g.N * g.P(), pl.cols = g.Cg * g.RS();
-  } else if (pass == ConvPass::Forward) {
+  if (pass == ConvPass::Forward) {
     pl.M = g.Kg, pl.Kred = g.Cg * g.RS(), pl.cols = g.P();
+  } else if (pass == ConvPass::BackwardInput) {
+    pl.M = g.Cg * g.RS(), pl.Kred = g.Kg, pl.cols = g.P();
   } else {
-    pl.M = g.Cg, pl.Kred = g.Kg * g.RS(), pl.cols = g.H * g.W;
+    pl.M = g.Kg, pl.Kred = g.N * g.P(), pl.cols = g.Cg * g.RS();
   }
   pl.col_chunk = std::min(kBlockN, round_up(pl.cols, nr));
   pl.col_chunks = ceil_div(pl.cols, pl.col_chunk);
   const int64_t panels = ceil_div(pl.M, mr);
-  if (pass == ConvPass::BackwardWeight) {
+  const int64_t bbuf = aligned(kBlockK * pl.col_chunk, elem);
+  if (pass == ConvPass::Forward) {
+    // Tasks: (image, group, column chunk), split further by row panels when too few.
+    pl.units = g.N * g.G * pl.col_chunks;
+    if (pl.units > 0 && pl.units < threads)
+      pl.splits = std::min(panels, ceil_div(threads, pl.units));
+    pl.a_elems = aligned(g.G * panels * mr * pl.Kred, elem);
+    pl.thread_elems = bbuf;
+  } else if (pass == ConvPass::BackwardInput) {
+    // Tasks: (image, group), split further by channels when too few; a task owns its pixels.
+    pl.units = g.N * g.G;
+    if (pl.units > 0 && pl.units < threads) pl.splits = std::min(g.Cg, ceil_div(threads, pl.units));
+    pl.a_elems = aligned(g.G * pl.splits * input_split_panel_elems(g, pl.splits, mr), elem);
+    pl.thread_elems = bbuf;
+  } else {
+    // Tasks: (group, column chunk), split further by reduction slices when too few.
     pl.units = g.G * pl.col_chunks;
     if (pl.units < threads)
       pl.splits =
           std::max<int64_t>(1, std::min(ceil_div(threads, pl.units), ceil_div(pl.Kred, kBlockK)));
-    pl.tasks = pl.units * pl.splits;
-    pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.tasks));
-    pl.thread_elems = aligned(panels * mr * kBlockK, elem) + aligned(kBlockK * pl.col_chunk, elem);
+    pl.thread_elems = aligned(panels * mr * kBlockK, elem) + bbuf;
     pl.partial_elems = pl.splits > 1 ? aligned(pl.splits * g.G * g.Kg * pl.cols, elem) : 0;
-  } else {
-    pl.units = g.N * g.G * pl.col_chunks;
-    if (pl.units > 0 && pl.units < threads)
-      pl.splits = std::min(panels, ceil_div(threads, pl.units));
-    pl.tasks = pl.units * pl.splits;
-    pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.tasks));
-    pl.a_elems = aligned(g.G * panels * mr * pl.Kred, elem);
-    pl.thread_elems = aligned(kBlockK * pl.col_chunk, elem);
   }
-  if (g.N == 0) pl.tasks = 0;
+  pl.tasks = pl.units * pl.splits;
+  pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
   return pl;
 }
 
@@ -134,83 +145,90 @@ Plan plan_for(ConvPass pass, const ConvGeom& g, DType dtype, int threads) {
                                  : plan_for<float>(pass, g, threads);
 }
 
-// Forward and backward-input: weights packed once, then tasks over images and columns.
-template <typename T, typename GetA, typename MakePackB, typename MakeStore>
-void run_image_pass(const Plan& pl, int64_t G, T* ws, const GetA& get_a,
-                    const MakePackB& make_pack_b, const MakeStore& make_store) {
+template <typename T>
+T weight_at(const ConvGeom& g, const T* w, int64_t k, int64_t c, int64_t rs) {
+  return w[k * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
+}
+
+template <typename T>
+void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
+             const Plan& pl, T* ws) {
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t panels = ceil_div(pl.M, mk.mr), group_elems = panels * mk.mr * pl.Kred;
-  parallel_for(G, pl.threads, [&](int, int64_t begin, int64_t end) {
+  parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
     for (int64_t grp = begin; grp < end; ++grp)
       pack_a_full<T>(
-          pl.M, pl.Kred, mk.mr, [&](int64_t m, int64_t k) { return get_a(grp, m, k); },
+          pl.M, pl.Kred, mk.mr,
+          [&](int64_t m, int64_t j) {
+            return weight_at(g, w, grp * g.Kg + m, j / g.RS(), j % g.RS());
+          },
           ws + grp * group_elems);
   });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t split = t % pl.splits, unit = t / pl.splits;
-      const int64_t chunk = unit % pl.col_chunks, grp = unit / pl.col_chunks % G,
-                    n = unit / pl.col_chunks / G;
-      const int64_t c0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - c0);
+      const int64_t chunk = unit % pl.col_chunks, grp = unit / pl.col_chunks % g.G,
+                    n = unit / pl.col_chunks / g.G;
+      const int64_t p0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - p0);
       const T* a = ws + grp * group_elems;
       auto pack_a = [&](int64_t k0, int64_t) {
         return PanelsA<T>{a + k0 * mk.mr, mk.mr * pl.Kred};
       };
+      PackImageColumns<T> pack_b{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, ncols, mk.nr};
+      StoreTile<T> store{y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3],
+                         g.ys[1],
+                         nullptr,
+                         g.ys[3],
+                         bias ? bias + grp * g.Kg : nullptr,
+                         relu,
+                         mk.nr};
       gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, split * panels / pl.splits,
-                      (split + 1) * panels / pl.splits, pack_a, make_pack_b(n, grp, c0, ncols),
-                      bbuf, make_store(n, grp, c0));
+                      (split + 1) * panels / pl.splits, pack_a, pack_b, bbuf, store);
     }
   });
 }
 
 template <typename T>
-void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
-             const Plan& pl, T* ws) {
-  const int nr = microkernel<T>().nr;
-  run_image_pass<T>(
-      pl, g.G, ws,
-      [&](int64_t grp, int64_t m, int64_t j) {
-        const int64_t c = j / g.RS(), rs = j % g.RS();
-        return w[(grp * g.Kg + m) * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] +
-                 rs % g.S * g.ws[3]];
-      },
-      [&](int64_t n, int64_t grp, int64_t c0, int64_t ncols) {
-        return PackImageColumns<T>{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], c0, ncols, nr};
-      },
-      [&](int64_t n, int64_t grp, int64_t c0) {
-        return StoreTile<T>{y + n * g.ys[0] + grp * g.Kg * g.ys[1] + c0 * g.ys[3],
-                            g.ys[1],
-                            nullptr,
-                            g.ys[3],
-                            bias ? bias + grp * g.Kg : nullptr,
-                            relu,
-                            nr};
-      });
-}
-
-template <typename T>
 void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Plan& pl, T* ws) {
-  const int nr = microkernel<T>().nr;
-  run_image_pass<T>(
-      pl, g.G, ws,
-      [&](int64_t grp, int64_t c, int64_t j) {
-        const int64_t k = j / g.RS(), rs = j % g.RS();
-        return w[(grp * g.Kg + k) * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] +
-                 rs % g.S * g.ws[3]];
-      },
-      [&](int64_t n, int64_t grp, int64_t c0, int64_t ncols) {
-        return PackGradOutputColumns<T>{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], c0, ncols, nr};
-      },
-      [&](int64_t n, int64_t grp, int64_t c0) {
-        return StoreTile<T>{dx + n * g.xs[0] + grp * g.Cg * g.xs[1] + c0 * g.xs[3],
-                            g.xs[1],
-                            nullptr,
-                            g.xs[3],
-                            nullptr,
-                            false,
-                            nr};
-      });
+  const MicroKernel<T>& mk = microkernel<T>();
+  const int64_t slot = input_split_panel_elems(g, pl.splits, mk.mr);
+  auto first_channel = [&](int64_t split) { return split * g.Cg / pl.splits; };
+  parallel_for(g.G * pl.splits, pl.threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t grp = u / pl.splits, c0 = first_channel(u % pl.splits);
+      const int64_t rows = (first_channel(u % pl.splits + 1) - c0) * g.RS();
+      pack_a_full<T>(
+          rows, g.Kg, mk.mr,
+          [&](int64_t m, int64_t k) {
+            const int64_t j = c0 * g.RS() + m;
+            return weight_at(g, w, grp * g.Kg + k, j / g.RS(), j % g.RS());
+          },
+          ws + u * slot);
+    }
+  });
+  parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
+    T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t split = t % pl.splits, unit = t / pl.splits;
+      const int64_t grp = unit % g.G, n = unit / g.G;
+      const int64_t c0 = first_channel(split), c1 = first_channel(split + 1);
+      const int64_t rows = (c1 - c0) * g.RS();
+      T* dxg = dx + n * g.xs[0] + grp * g.Cg * g.xs[1];
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t i = 0; i < g.H * g.W; ++i) dxg[c * g.xs[1] + i * g.xs[3]] = T(0);
+      const T* a = ws + (grp * pl.splits + split) * slot;
+      auto pack_a = [&](int64_t k0, int64_t) { return PanelsA<T>{a + k0 * mk.mr, mk.mr * g.Kg}; };
+      for (int64_t p0 = 0; p0 < pl.cols; p0 += pl.col_chunk) {
+        const int64_t ncols = std::min(pl.col_chunk, pl.cols - p0);
+        PackGradOutputColumns<T> pack_b{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], p0, ncols,
+                                        mk.nr};
+        ScatterTile<T> store{g, dxg, c0 * g.RS(), p0, mk.nr};
+        gemm_blocked<T>(mk, rows, ncols, 0, g.Kg, 0, ceil_div(rows, mk.mr), pack_a, pack_b, bbuf,
+                        store);
+      }
+    }
+  });
 }
 
 template <typename T>

@@ -2,11 +2,11 @@
 // (implicit im2col): no column buffer is ever materialized.
 //
 //   forward          out[k, p]      = sum_(c,r,s) W[k, c, r, s] * X[c, ih(p, r), iw(p, s)]
-//   backward-input   dX[c, q]       = sum_(k,r,s) W[k, c, r, s] * dY[k, oh(q, r), ow(q, s)]
+//   backward-input   dX[c, ih, iw] += dcol[(c,r,s), p],  dcol = W^T[(c,r,s), k] * dY[k, p]
 //   backward-weight  dW[k, (c,r,s)] = sum_(n,p)   dY[n, k, p]   * X[n, c, ih(p, r), iw(p, s)]
 //
 // with ih = oh * stride - pad + r * dilation (and the same for w). Positions that fall in the
-// padding, or (backward-input) between strided output positions, read as zero.
+// padding read as zero (and, for backward-input, are not written).
 #pragma once
 
 #include <array>
@@ -68,7 +68,7 @@ struct PackImageColumns {
   }
 };
 
-// Backward-input B: rows (k, r, s) of one group, columns input positions [q0, q0 + ncols).
+// Backward-input B: rows k of one group, columns output positions [p0, p0 + ncols) of dY.
 template <typename T>
 struct PackGradOutputColumns {
   const ConvGeom& g;
@@ -77,34 +77,12 @@ struct PackGradOutputColumns {
   int nr;
 
   void operator()(int64_t k0, int64_t kc, T* dst) const {
-    int64_t row_off[kBlockK], row_dh[kBlockK], row_dw[kBlockK];
-    for (int64_t kk = 0; kk < kc; ++kk) {
-      const int64_t j = k0 + kk, k = j / g.RS(), rs = j % g.RS();
-      row_off[kk] = k * g.ys[1];
-      row_dh[kk] = rs / g.S * g.dh;
-      row_dw[kk] = rs % g.S * g.dw;
-    }
     for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
       const int nq = static_cast<int>(std::min<int64_t>(nr, ncols - q0));
-      int64_t th0[kMaxNR], tw0[kMaxNR];
-      int64_t ih = (p0 + q0) / g.W, iw = (p0 + q0) % g.W;
-      for (int jj = 0; jj < nq; ++jj) {
-        th0[jj] = ih + g.ph;
-        tw0[jj] = iw + g.pw;
-        if (++iw == g.W) iw = 0, ++ih;
-      }
       T* d = dst + q0 * kc;
       for (int64_t kk = 0; kk < kc; ++kk, d += nr) {
-        const T* yr = dy + row_off[kk];
-        for (int jj = 0; jj < nq; ++jj) {
-          const int64_t th = th0[jj] - row_dh[kk], tw = tw0[jj] - row_dw[kk];
-          T v = T(0);
-          if (th >= 0 && tw >= 0 && th % g.sh == 0 && tw % g.sw == 0) {
-            const int64_t oh = th / g.sh, ow = tw / g.sw;
-            if (oh < g.Ho && ow < g.Wo) v = yr[oh * g.ys[2] + ow * g.ys[3]];
-          }
-          d[jj] = v;
-        }
+        const T* row = dy + (k0 + kk) * g.ys[1] + (p0 + q0) * g.ys[3];
+        for (int jj = 0; jj < nq; ++jj) d[jj] = row[jj * g.ys[3]];
         for (int jj = nq; jj < nr; ++jj) d[jj] = T(0);
       }
     }
@@ -164,6 +142,36 @@ struct PackImageRows {
         }
         for (int jj = nq; jj < nr; ++jj) d[jj] = T(0);
         if (++p == g.P()) p = 0, ++n;
+      }
+    }
+  }
+};
+
+// Backward-input store (col2im): adds dcol[(c, r, s), p] into dX[c, ih(p, r), iw(p, s)].
+// Overlapping windows add into the same pixel, so one task owns each (image, channel).
+template <typename T>
+struct ScatterTile {
+  const ConvGeom& g;
+  T* dx;         // image n, first channel of the group
+  int64_t row0;  // first row (c, r, s) of the task
+  int64_t p0;    // first output position of the column block
+  int nr;
+
+  void operator()(int64_t m0, int64_t n0, int rows, int cols, const T* acc, bool, bool) const {
+    int64_t ih0[kMaxNR], iw0[kMaxNR];
+    for (int jj = 0; jj < cols; ++jj) {
+      const int64_t p = p0 + n0 + jj;
+      ih0[jj] = p / g.Wo * g.sh - g.ph;
+      iw0[jj] = p % g.Wo * g.sw - g.pw;
+    }
+    for (int ii = 0; ii < rows; ++ii) {
+      const int64_t j = row0 + m0 + ii, rs = j % g.RS();
+      const int64_t dh = rs / g.S * g.dh, dw = rs % g.S * g.dw;
+      T* plane = dx + j / g.RS() * g.xs[1];
+      const T* a = acc + ii * nr;
+      for (int jj = 0; jj < cols; ++jj) {
+        const int64_t ih = ih0[jj] + dh, iw = iw0[jj] + dw;
+        if (in_range(ih, g.H) && in_range(iw, g.W)) plane[ih * g.xs[2] + iw * g.xs[3]] += a[jj];
       }
     }
   }
