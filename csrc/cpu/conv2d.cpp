@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "cpu/checks.h"
+#include "cpu/conv2d_depthwise.h"
 #include "cpu/conv2d_packing.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
@@ -82,6 +83,7 @@ struct Plan {
   int64_t splits = 1;  // forward: row panels; backward-input: channels; weight: reduction
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
+  bool depthwise = false;  // one input channel per group: direct convolution
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
@@ -96,6 +98,12 @@ int64_t input_split_panel_elems(const ConvGeom& g, int64_t splits, int mr) {
 
 Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, int threads) {
   Plan pl;
+  if (g.Cg == 1) {
+    pl.depthwise = true;
+    pl.a_elems = aligned(depthwise_workspace_elems(g), elem);
+    pl.threads = threads;
+    return pl;
+  }
   if (pass == ConvPass::Forward) {
     pl.M = g.Kg, pl.Kred = g.Cg * g.RS(), pl.cols = g.P();
   } else if (pass == ConvPass::BackwardInput) {
@@ -153,6 +161,7 @@ T weight_at(const ConvGeom& g, const T* w, int64_t k, int64_t c, int64_t rs) {
 template <typename T>
 void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
              const Plan& pl, T* ws) {
+  if (pl.depthwise) return depthwise_forward(g, x, w, bias, y, relu, ws, pl.threads);
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t panels = ceil_div(pl.M, mk.mr), group_elems = panels * mk.mr * pl.Kred;
   parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
@@ -191,6 +200,7 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
 
 template <typename T>
 void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Plan& pl, T* ws) {
+  if (pl.depthwise) return depthwise_backward_input(g, dy, w, dx, ws, pl.threads);
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t slot = input_split_panel_elems(g, pl.splits, mk.mr);
   auto first_channel = [&](int64_t split) { return split * g.Cg / pl.splits; };
@@ -233,6 +243,7 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
 
 template <typename T>
 void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
+  if (pl.depthwise) return depthwise_backward_weight(g, dy, x, dw, ws, pl.threads);
   const MicroKernel<T>& mk = microkernel<T>();
   T* partial = ws + pl.threads * pl.thread_elems;
   const int64_t group_elems = g.Kg * pl.cols;

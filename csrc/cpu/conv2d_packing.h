@@ -12,23 +12,10 @@
 #include <array>
 #include <cstdint>
 
+#include "cpu/conv2d_geom.h"
 #include "cpu/gemm_driver.h"
 
 namespace fastcnn::cpu {
-
-struct ConvGeom {
-  int64_t N, C, H, W;  // image side
-  int64_t K, Ho, Wo;   // output side
-  int64_t R, S, G, Cg, Kg;
-  int64_t sh, sw, ph, pw, dh, dw;
-  std::array<int64_t, 4> xs, ws, ys;  // element strides (n, c, h, w) of image, weight, output
-  int64_t P() const { return Ho * Wo; }
-  int64_t RS() const { return R * S; }
-};
-
-inline bool in_range(int64_t i, int64_t n) {
-  return static_cast<uint64_t>(i) < static_cast<uint64_t>(n);
-}
 
 // Forward B: rows (c, r, s) of one group, columns output positions [p0, p0 + ncols).
 template <typename T>

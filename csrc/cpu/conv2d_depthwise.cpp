@@ -1,0 +1,261 @@
+// Loop orders follow the image's layout: NCHW walks planes, with rows as the vectorized
+// inner loop; NHWC walks pixels, with channels as the inner loop (weights transposed to
+// [R*S][K] in the workspace so that loop reads them contiguously).
+#include "cpu/conv2d_depthwise.h"
+
+#include <algorithm>
+
+#include "cpu/parallel.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+// Output columns [lo, hi) whose input column ow * stride + offset lies inside [0, size).
+struct Span {
+  int64_t lo, hi;
+};
+Span valid_columns(int64_t offset, int64_t stride, int64_t size, int64_t out_size) {
+  const int64_t lo = offset >= 0 ? 0 : ceil_div(-offset, stride);
+  const int64_t hi =
+      size - 1 - offset < 0 ? 0 : std::min(out_size, (size - 1 - offset) / stride + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// y[i * incy] += a * x[i * incx]; the unit-stride case is the one that vectorizes.
+template <typename T>
+void axpy(int64_t n, T a, const T* x, int64_t incx, T* y, int64_t incy) {
+  if (incx == 1 && incy == 1) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i * incy] += a * x[i * incx];
+  }
+}
+
+template <typename T>
+T dot(int64_t n, const T* x, int64_t incx, const T* y, int64_t incy) {
+  T sum = T(0);
+  if (incx == 1 && incy == 1) {
+    for (int64_t i = 0; i < n; ++i) sum += x[i] * y[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) sum += x[i * incx] * y[i * incy];
+  }
+  return sum;
+}
+
+// out[k] (+)= w[k] * in[k / multiplier] over all filters k, channels strided.
+template <typename T>
+void channel_fma(const ConvGeom& g, const T* w, const T* in, T* out, int64_t k0, int64_t k1) {
+  if (g.Kg == 1 && g.xs[1] == 1 && g.ys[1] == 1) {
+    for (int64_t k = k0; k < k1; ++k) out[k] += w[k] * in[k];
+  } else {
+    for (int64_t k = k0; k < k1; ++k) out[k * g.ys[1]] += w[k] * in[k / g.Kg * g.xs[1]];
+  }
+}
+
+bool image_channels_last(const std::array<int64_t, 4>& s) {
+  return s[1] == 1 && s[3] != 1;
+}
+
+template <typename T>
+T tap(const ConvGeom& g, const T* w, int64_t k, int64_t r, int64_t s) {
+  return w[k * g.ws[0] + r * g.ws[2] + s * g.ws[3]];
+}
+
+template <typename T>
+void transpose_weights(const ConvGeom& g, const T* w, T* wt) {
+  for (int64_t k = 0; k < g.K; ++k)
+    for (int64_t rs = 0; rs < g.RS(); ++rs) wt[rs * g.K + k] = tap(g, w, k, rs / g.S, rs % g.S);
+}
+
+int threads_for_conv(const ConvGeom& g, int threads) {
+  return threads_for(g.N * g.K * g.P() * g.RS(), 1 << 16, threads);
+}
+
+}  // namespace
+
+template <typename T>
+void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
+                       T* ws, int threads) {
+  const int nt = threads_for_conv(g, threads);
+  auto epilogue = [&](T& v) {
+    if (relu && v < T(0)) v = T(0);
+  };
+  if (!image_channels_last(g.xs)) {
+    parallel_for(g.N * g.K, nt, [&](int, int64_t begin, int64_t end) {
+      for (int64_t nk = begin; nk < end; ++nk) {
+        const int64_t n = nk / g.K, k = nk % g.K;
+        const T* in = x + n * g.xs[0] + k / g.Kg * g.xs[1];
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+          T* o = y + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2];
+          for (int64_t ow = 0; ow < g.Wo; ++ow) o[ow * g.ys[3]] = bias ? bias[k] : T(0);
+          for (int64_t r = 0; r < g.R; ++r) {
+            const int64_t ih = oh * g.sh - g.ph + r * g.dh;
+            if (!in_range(ih, g.H)) continue;
+            const T* row = in + ih * g.xs[2];
+            for (int64_t s = 0; s < g.S; ++s) {
+              const T wv = tap(g, w, k, r, s);
+              const int64_t off = s * g.dw - g.pw;
+              const Span span = valid_columns(off, g.sw, g.W, g.Wo);
+              axpy(span.hi - span.lo, wv, row + (span.lo * g.sw + off) * g.xs[3], g.sw * g.xs[3],
+                   o + span.lo * g.ys[3], g.ys[3]);
+            }
+          }
+          for (int64_t ow = 0; ow < g.Wo; ++ow) epilogue(o[ow * g.ys[3]]);
+        }
+      }
+    });
+    return;
+  }
+  transpose_weights(g, w, ws);
+  parallel_for(g.N * g.Ho, nt, [&](int, int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / g.Ho, oh = row % g.Ho;
+      for (int64_t ow = 0; ow < g.Wo; ++ow) {
+        T* o = y + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3];
+        for (int64_t k = 0; k < g.K; ++k) o[k * g.ys[1]] = bias ? bias[k] : T(0);
+        for (int64_t rs = 0; rs < g.RS(); ++rs) {
+          const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
+          const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
+          if (!in_range(ih, g.H) || !in_range(iw, g.W)) continue;
+          const T* xi = x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3];
+          channel_fma(g, ws + rs * g.K, xi, o, 0, g.K);
+        }
+        for (int64_t k = 0; k < g.K; ++k) epilogue(o[k * g.ys[1]]);
+      }
+    }
+  });
+}
+
+template <typename T>
+void depthwise_backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, T* ws,
+                              int threads) {
+  const int nt = threads_for_conv(g, threads);
+  if (!image_channels_last(g.xs)) {
+    parallel_for(g.N * g.C, nt, [&](int, int64_t begin, int64_t end) {
+      for (int64_t nc = begin; nc < end; ++nc) {
+        const int64_t n = nc / g.C, c = nc % g.C;
+        T* plane = dx + n * g.xs[0] + c * g.xs[1];
+        for (int64_t i = 0; i < g.H * g.W; ++i) plane[i * g.xs[3]] = T(0);
+        for (int64_t k = c * g.Kg; k < (c + 1) * g.Kg; ++k) {
+          for (int64_t oh = 0; oh < g.Ho; ++oh) {
+            const T* d = dy + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2];
+            for (int64_t r = 0; r < g.R; ++r) {
+              const int64_t ih = oh * g.sh - g.ph + r * g.dh;
+              if (!in_range(ih, g.H)) continue;
+              T* row = plane + ih * g.xs[2];
+              for (int64_t s = 0; s < g.S; ++s) {
+                const T wv = tap(g, w, k, r, s);
+                const int64_t off = s * g.dw - g.pw;
+                const Span span = valid_columns(off, g.sw, g.W, g.Wo);
+                axpy(span.hi - span.lo, wv, d + span.lo * g.ys[3], g.ys[3],
+                     row + (span.lo * g.sw + off) * g.xs[3], g.sw * g.xs[3]);
+              }
+            }
+          }
+        }
+      }
+    });
+    return;
+  }
+  transpose_weights(g, w, ws);
+  // Overlapping windows add into the same pixels: a task owns (image, channel range).
+  const int64_t chunks = std::min<int64_t>(g.C, ceil_div(nt, std::max<int64_t>(g.N, 1)));
+  parallel_for(g.N * chunks, nt, [&](int, int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t n = u / chunks, c0 = u % chunks * g.C / chunks,
+                    c1 = (u % chunks + 1) * g.C / chunks;
+      T* image = dx + n * g.xs[0];
+      for (int64_t i = 0; i < g.H * g.W; ++i)
+        for (int64_t c = c0; c < c1; ++c) image[i * g.xs[3] + c * g.xs[1]] = T(0);
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          const T* d = dy + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3];
+          for (int64_t rs = 0; rs < g.RS(); ++rs) {
+            const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
+            const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
+            if (!in_range(ih, g.H) || !in_range(iw, g.W)) continue;
+            T* xi = image + ih * g.xs[2] + iw * g.xs[3];
+            const T* wr = ws + rs * g.K;
+            for (int64_t c = c0; c < c1; ++c) {
+              T sum = T(0);
+              for (int64_t k = c * g.Kg; k < (c + 1) * g.Kg; ++k) sum += wr[k] * d[k * g.ys[1]];
+              xi[c * g.xs[1]] += sum;
+            }
+          }
+        }
+    }
+  });
+}
+
+template <typename T>
+void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T* ws,
+                               int threads) {
+  const int nt = threads_for_conv(g, threads);
+  auto store = [&](int64_t k, int64_t rs, T v) {
+    dw[k * g.ws[0] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = v;
+  };
+  if (!image_channels_last(g.xs)) {
+    parallel_for(g.K, nt, [&](int, int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        for (int64_t r = 0; r < g.R; ++r)
+          for (int64_t s = 0; s < g.S; ++s) {
+            const int64_t off = s * g.dw - g.pw;
+            const Span span = valid_columns(off, g.sw, g.W, g.Wo);
+            T acc = T(0);
+            for (int64_t n = 0; n < g.N; ++n) {
+              const T* in = x + n * g.xs[0] + k / g.Kg * g.xs[1];
+              for (int64_t oh = 0; oh < g.Ho; ++oh) {
+                const int64_t ih = oh * g.sh - g.ph + r * g.dh;
+                if (!in_range(ih, g.H)) continue;
+                const T* d = dy + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2];
+                const T* row = in + ih * g.xs[2];
+                acc += dot(span.hi - span.lo, d + span.lo * g.ys[3], g.ys[3],
+                           row + (span.lo * g.sw + off) * g.xs[3], g.sw * g.xs[3]);
+              }
+            }
+            store(k, r * g.S + s, acc);
+          }
+      }
+    });
+    return;
+  }
+  // Accumulators [R*S][K] in the workspace; a task owns a range of filters.
+  const int64_t chunks = std::min<int64_t>(g.K, nt);
+  parallel_for(chunks, nt, [&](int, int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t k0 = u * g.K / chunks, k1 = (u + 1) * g.K / chunks;
+      for (int64_t rs = 0; rs < g.RS(); ++rs)
+        std::fill(ws + rs * g.K + k0, ws + rs * g.K + k1, T(0));
+      for (int64_t n = 0; n < g.N; ++n)
+        for (int64_t oh = 0; oh < g.Ho; ++oh)
+          for (int64_t ow = 0; ow < g.Wo; ++ow) {
+            const T* d = dy + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3];
+            for (int64_t rs = 0; rs < g.RS(); ++rs) {
+              const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
+              const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
+              if (!in_range(ih, g.H) || !in_range(iw, g.W)) continue;
+              const T* xi = x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3];
+              T* acc = ws + rs * g.K;
+              if (g.Kg == 1 && g.xs[1] == 1 && g.ys[1] == 1) {
+                for (int64_t k = k0; k < k1; ++k) acc[k] += d[k] * xi[k];
+              } else {
+                for (int64_t k = k0; k < k1; ++k) acc[k] += d[k * g.ys[1]] * xi[k / g.Kg * g.xs[1]];
+              }
+            }
+          }
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t rs = 0; rs < g.RS(); ++rs) store(k, rs, ws[rs * g.K + k]);
+    }
+  });
+}
+
+#define FASTCNN_INSTANTIATE(T)                                                                    \
+  template void depthwise_forward<T>(const ConvGeom&, const T*, const T*, const T*, T*, bool, T*, \
+                                     int);                                                        \
+  template void depthwise_backward_input<T>(const ConvGeom&, const T*, const T*, T*, T*, int);    \
+  template void depthwise_backward_weight<T>(const ConvGeom&, const T*, const T*, T*, T*, int);
+FASTCNN_INSTANTIATE(float)
+FASTCNN_INSTANTIATE(double)
+#undef FASTCNN_INSTANTIATE
+
+}  // namespace fastcnn::cpu
