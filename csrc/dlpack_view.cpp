@@ -45,16 +45,22 @@ struct DLManagedTensorVersioned {
 
 DType dtype_of(const DLDataType& t, const char* op, const char* name) {
   if (t.lanes == 1) {
-    if (t.code == 2 && t.bits == 32) return DType::Float32;
-    if (t.code == 2 && t.bits == 64) return DType::Float64;
-    if (t.code == 2 && t.bits == 16) return DType::Float16;
-    if (t.code == 4 && t.bits == 16) return DType::BFloat16;
-    if (t.code == 0 && t.bits == 64) return DType::Int64;
-    if (t.code == 1 && t.bits == 8) return DType::UInt8;
+    switch (t.code << 8 | t.bits) {
+      case 2 << 8 | 32: return DType::Float32;
+      case 2 << 8 | 64: return DType::Float64;
+      case 2 << 8 | 16: return DType::Float16;
+      case 4 << 8 | 16: return DType::BFloat16;
+      case 0 << 8 | 64: return DType::Int64;
+      case 0 << 8 | 32: return DType::Int32;
+      case 0 << 8 | 16: return DType::Int16;
+      case 0 << 8 | 8: return DType::Int8;
+      case 1 << 8 | 8: return DType::UInt8;
+      case 6 << 8 | 8: return DType::Bool;
+    }
   }
-  const char* kind = t.code == 0 ? "int" : t.code == 1 ? "uint" : t.code == 6 ? "bool" : "float";
-  throw TypeError(detail::concat(op, ": ", name, " must be a floating-point tensor, got ", kind,
-                                 static_cast<int>(t.bits)));
+  throw TypeError(detail::concat(op, ": ", name, " has a dtype no kernel takes (DLPack code ",
+                                 static_cast<int>(t.code), ", ", static_cast<int>(t.bits),
+                                 " bits, ", t.lanes, " lanes)"));
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "cpu/checks.h"
 
+#include <algorithm>
 #include <sstream>
 #include <string>
 
@@ -12,7 +13,11 @@ const char* dtype_name(DType dtype) {
     case DType::Float16: return "float16";
     case DType::BFloat16: return "bfloat16";
     case DType::Int64: return "int64";
+    case DType::Int32: return "int32";
+    case DType::Int16: return "int16";
+    case DType::Int8: return "int8";
     case DType::UInt8: return "uint8";
+    case DType::Bool: return "bool";
   }
   return "unknown";
 }
@@ -24,7 +29,11 @@ int dtype_size(DType dtype) {
     case DType::Float16:
     case DType::BFloat16: return 2;
     case DType::Int64: return 8;
-    case DType::UInt8: return 1;
+    case DType::Int32: return 4;
+    case DType::Int16: return 2;
+    case DType::Int8:
+    case DType::UInt8:
+    case DType::Bool: return 1;
   }
   return 0;
 }
@@ -48,13 +57,15 @@ std::string strides_str(const TensorView& t) {
   return out.str();
 }
 
-// Strides a dense layout with dimension order `order` (outermost first) would have.
+// Whether t has the strides a dense layout with dimension order `order` (outermost first)
+// would have. Size-1 dimensions may have any stride; empty dimensions count as size 1, as
+// torch computes strides.
 bool has_dense_order(const TensorView& t, const int (&order)[4]) {
   int64_t expected = 1;
   for (int k = 3; k >= 0; --k) {
     const int d = order[k];
     if (t.sizes[d] != 1 && t.strides[d] != expected) return false;
-    expected *= t.sizes[d];
+    expected *= std::max<int64_t>(t.sizes[d], 1);
   }
   return true;
 }
@@ -93,12 +104,13 @@ std::array<int64_t, 4> dense_strides_4d(const char* op, const char* name, const 
   FASTCNN_CHECK(t.numel() == 0 || nchw || has_dense_order(t, kNHWC), op, ": ", name,
                 " must be contiguous or channels_last, got shape ", shape_str(t), " strides ",
                 strides_str(t));
-  const int (&order)[4] = nchw ? kNCHW : kNHWC;
+  // An empty tensor addresses nothing: any layout will do, so take NCHW.
+  const int (&order)[4] = nchw || t.numel() == 0 ? kNCHW : kNHWC;
   std::array<int64_t, 4> strides{};
   int64_t stride = 1;
   for (int k = 3; k >= 0; --k) {
     strides[order[k]] = stride;
-    stride *= t.sizes[order[k]];
+    stride *= std::max<int64_t>(t.sizes[order[k]], 1);
   }
   return strides;
 }
@@ -106,6 +118,7 @@ std::array<int64_t, 4> dense_strides_4d(const char* op, const char* name, const 
 void check_contiguous(const char* op, const char* name, const TensorView& t) {
   FASTCNN_CHECK(t.ndim == 1 || t.ndim == 2, op, ": ", name, " must be 1-D or 2-D, got shape ",
                 shape_str(t));
+  if (t.numel() == 0) return;  // nothing is addressed
   int64_t expected = 1;
   for (int d = t.ndim - 1; d >= 0; --d) {
     FASTCNN_CHECK(t.sizes[d] == 1 || t.strides[d] == expected, op, ": ", name,

@@ -52,6 +52,8 @@ ConvGeom validate(const ConvNames& nm, const TensorView& x, const TensorView& w,
   FASTCNN_CHECK(p.groups >= 1, nm.op, ": groups must be >= 1, got ", p.groups);
   g.N = x.sizes[0], g.C = x.sizes[1], g.H = x.sizes[2], g.W = x.sizes[3];
   g.K = w.sizes[0], g.R = w.sizes[2], g.S = w.sizes[3], g.G = p.groups;
+  FASTCNN_CHECK(g.K >= 1, nm.op, ": ", nm.weight, " must have at least one filter, got shape (",
+                g.K, ", ", w.sizes[1], ", ", g.R, ", ", g.S, ")");
   FASTCNN_CHECK(g.C % g.G == 0 && g.K % g.G == 0, nm.op, ": channels (", g.C, ") and filters (",
                 g.K, ") must be divisible by groups (", g.G, ")");
   g.Cg = g.C / g.G, g.Kg = g.K / g.G;
@@ -64,8 +66,9 @@ ConvGeom validate(const ConvNames& nm, const TensorView& x, const TensorView& w,
   g.ph = p.pad_begin[0], g.pw = p.pad_begin[1];
   g.Ho = conv_out_size(g.H, g.R, g.sh, p.pad_begin[0] + p.pad_end[0], g.dh);
   g.Wo = conv_out_size(g.W, g.S, g.sw, p.pad_begin[1] + p.pad_end[1], g.dw);
-  FASTCNN_CHECK(g.Ho >= 1 && g.Wo >= 1, nm.op, ": the kernel (", g.R, "x", g.S,
-                " with dilation) is larger than the padded input (", g.H, "x", g.W, ")");
+  FASTCNN_CHECK(g.Ho >= 1 && g.Wo >= 1, nm.op, ": the kernel (", g.dh * (g.R - 1) + 1, "x",
+                g.dw * (g.S - 1) + 1, " with dilation) is larger than the padded input (",
+                g.H + p.pad_begin[0] + p.pad_end[0], "x", g.W + p.pad_begin[1] + p.pad_end[1], ")");
   check_sizes(nm.op, nm.output, y, {g.N, g.K, g.Ho, g.Wo});
   return g;
 }

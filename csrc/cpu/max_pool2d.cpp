@@ -135,8 +135,8 @@ bool backward(const PoolGeom& g, const Pool2dParams& p, const T* dy, const T* x,
   for_each_output(g, threads, [&](int64_t n, int64_t c, int64_t oh, int64_t ow) {
     const int64_t o = n * g.ys[0] + c * g.ys[1] + oh * g.ys[2] + ow * g.ys[3];
     const int64_t i = idx ? idx[o] : window_max(x + n * g.xs[0] + c * g.xs[1], g, p, oh, ow).index;
-    if (i < 0) return;  // a window with no input element
-    if (i >= plane) {
+    if (i == -1) return;  // a window with no input element
+    if (i < 0 || i >= plane) {
       bad_index.store(true, std::memory_order_relaxed);
       return;
     }
@@ -176,7 +176,7 @@ void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
                       : backward(g, p, grad_output.ptr<float>(), input.ptr<float>(), idx,
                                  grad_input.ptr<float>(), threads);
   FASTCNN_CHECK(ok, op, ": indices must lie in [0, H*W) = [0, ", g.H * g.W,
-                "), got an index outside it");
+                ") or be -1 (a window without input), got an index outside that range");
 }
 
 }  // namespace cpu

@@ -26,12 +26,18 @@ def threads() -> int:
 
 
 def is_channels_last(t: torch.Tensor) -> bool:
-    """True for a 4-D tensor laid out densely as NHWC (and not also as NCHW)."""
-    return (
-        t.dim() == 4
-        and not t.is_contiguous()
-        and t.is_contiguous(memory_format=torch.channels_last)
-    )
+    """Whether torch would treat ``t`` as channels_last (``suggest_memory_format``): its
+    strides order the dimensions C, W, H, N from fastest to slowest. Ambiguous layouts
+    (size-1 dimensions) resolve as torch resolves them; outputs follow this rule."""
+    if t.dim() != 4 or t.stride(1) == 0:
+        return False
+    low = 0
+    for d in (1, 3, 2, 0):
+        size, stride = t.shape[d], t.stride(d)
+        if size == 0 or stride < low or (d == 0 and low == t.stride(1)):
+            return False
+        low = stride * size if size > 1 else stride
+    return True
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

@@ -92,7 +92,8 @@ def relu(input: Tensor) -> Tensor:
         input: Tensor[...] of float32 or float64.
 
     Returns:
-        Tensor shaped and laid out like ``input``.
+        Tensor shaped like ``input``; laid out like it when ``input`` is contiguous or
+        channels_last (other layouts come back contiguous).
     """
     _args.tensor("relu", "input", input, None)
     return torch.ops.fastcnn.relu(input)

@@ -208,6 +208,10 @@ def conv2d(
         raise ValueError(
             f"{op}: input channels ({c}) and filters ({k}) must be divisible by groups ({groups})"
         )
+    if k == 0:
+        raise ValueError(
+            f"{op}: weight must have at least one filter, got shape {tuple(weight.shape)}"
+        )
     if weight.shape[1] * groups != c or weight.shape[1] == 0 or min(kernel) < 1:
         raise ValueError(
             f"{op}: weight must be [K, C/groups, R, S] = [{k}, {c // groups}, R>=1, S>=1] for an "

@@ -7,7 +7,7 @@
 
 namespace fastcnn {
 
-enum class DType { Float32, Float64, Float16, BFloat16, Int64, UInt8 };
+enum class DType { Float32, Float64, Float16, BFloat16, Int64, Int32, Int16, Int8, UInt8, Bool };
 enum class Device { CPU, CUDA };
 
 const char* dtype_name(DType dtype);
