@@ -3,9 +3,9 @@ and drop-in :mod:`torch.nn` layers."""
 
 from __future__ import annotations
 
-from . import nn, ops
+from . import data, models, nn, ops, train
 from ._info import info
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "info", "nn", "ops"]
+__all__ = ["__version__", "data", "info", "models", "nn", "ops", "train"]

@@ -1,10 +1,12 @@
-"""The ``fastcnn`` command."""
+"""The ``fastcnn`` command: ``info``, ``train``, ``demo``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from pathlib import Path
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -31,13 +33,115 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_kwargs(name: str, data, width: int | None) -> dict:
+    kwargs = {"num_classes": data.num_classes, "in_channels": data.in_channels}
+    if width is not None:
+        kwargs["width"] = width
+    if name == "resnet18" and max(data.image_size) <= 64:
+        kwargs["small_input"] = True
+    return kwargs
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Trains a reference model; writes checkpoints, curves.png and metrics.json to --out."""
+    import torch
+
+    from . import data as fdata
+    from . import models, train
+
+    out = Path(args.out)
+    torch.manual_seed(args.seed)  # the model's initial weights
+    dataset = fdata.load(args.data)
+    kwargs = _model_kwargs(args.model, dataset, args.width)
+    model = models.build(args.model, **kwargs)
+    print(
+        f"training {args.model} on {args.data}: {len(dataset.train)} training images "
+        f"{dataset.in_channels}x{dataset.image_size[0]}x{dataset.image_size[1]}, "
+        f"{dataset.num_classes} classes, {args.epochs} epochs"
+    )
+    meta = {
+        "model": args.model,
+        "model_kwargs": kwargs,
+        "classes": dataset.classes,
+        "data": args.data,
+    }
+    try:
+        history = train.fit(
+            model,
+            dataset,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            scheduler=args.scheduler,
+            seed=args.seed,
+            checkpoint=out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            meta=meta,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: checkpoint saved in {out / 'last.pt'}; continue with --resume")
+        return 130
+    result = train.evaluate(model, dataset.test if dataset.test is not None else dataset.val)
+    fig = history.plot()
+    fig.savefig(out / "curves.png", dpi=120)
+    summary = {
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "epochs": len(history.epoch),
+        "seconds": sum(history.seconds),
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"test accuracy: {100 * result['accuracy']:.2f}% ({result['count']} images), "
+        f"training took {summary['seconds']:.0f} s"
+    )
+    print(f"wrote {out / 'curves.png'}, {out / 'metrics.json'}, checkpoints in {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fastcnn", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fastcnn", description="fastcnn's command line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     sub = parser.add_subparsers(dest="command", required=True)
+
     p = sub.add_parser("info", help="what was built, which ISA and devices are in use")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_info)
+
+    def training_options(p: argparse.ArgumentParser, epochs: int) -> None:
+        p.add_argument("--epochs", type=int, default=epochs)
+        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--lr", type=float, default=0.05)
+        p.add_argument(
+            "--scheduler", default="onecycle", choices=["constant", "step", "cosine", "onecycle"]
+        )
+        p.add_argument("--width", type=int, default=None, help="the model's base width")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train", help="train a reference model on a dataset")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="'digits', or a folder: class sub-folders, MNIST IDX files or CIFAR-10 batches",
+    )
+    p.add_argument("--model", default="digits", help="digits, vgg or resnet18")
+    p.add_argument("--out", required=True, help="folder for checkpoints and curves")
+    training_options(p, epochs=20)
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("demo", help="train DigitsNet on the handwritten digits, save the curves")
+    p.add_argument("--out", default="fastcnn-demo", help="output folder (default ./fastcnn-demo)")
+    training_options(p, epochs=15)
+    p.set_defaults(run=_train, data="digits", model="digits")
+
     args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     return args.run(args)
 
 
