@@ -64,6 +64,7 @@ def _train(args: argparse.Namespace) -> int:
         "model_kwargs": kwargs,
         "classes": dataset.classes,
         "data": args.data,
+        "image_size": list(dataset.image_size),
     }
     try:
         history = train.fit(

@@ -3,6 +3,7 @@ early stopping, the 2-process DDP run, and the train/demo commands."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -283,3 +284,15 @@ def test_train_command_writes_checkpoints_curves_and_metrics(tmp_path):
         assert (out / name).is_file(), name
     meta = ckpt.load(out / "last.pt")["meta"]
     assert meta["model"] == "digits" and meta["classes"] == [str(i) for i in range(10)]
+    model, meta = fastcnn.train.load_model(out / "best.pt")
+    data = fastcnn.data.digits()
+    accuracy = fastcnn.train.evaluate(model, data.test)["accuracy"]
+    assert accuracy == pytest.approx(
+        json.loads((out / "metrics.json").read_text())["test_accuracy"]
+    )
+
+
+def test_load_model_needs_meta(tmp_path):
+    ckpt.save({"model": {}}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="does not say which model"):
+        fastcnn.train.load_model(tmp_path / "bare.pt")

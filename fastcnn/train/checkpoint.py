@@ -78,3 +78,25 @@ def load_model_state(model: torch.nn.Module, state_dict: dict, path) -> None:
         )
         raise ValueError(f"checkpoint: {path} does not fit this model ({details})")
     model.load_state_dict(state_dict)
+
+
+def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    """Rebuilds a reference model from a checkpoint written by ``fastcnn train`` / ``demo``
+    (its ``meta`` names the model and its arguments) and loads its weights.
+
+    Returns:
+        ``(model in eval mode, meta)``; meta holds ``model``, ``model_kwargs``, ``classes``,
+        ``data`` and ``image_size``.
+    """
+    from .. import models
+
+    state = load(path)
+    meta = state.get("meta") or {}
+    if "model" not in meta or "model_kwargs" not in meta:
+        raise ValueError(
+            f"checkpoint: {path} does not say which model it holds (no meta['model']); "
+            "it was not written by `fastcnn train` / `fastcnn demo`"
+        )
+    model = models.build(meta["model"], **meta["model_kwargs"])
+    load_model_state(model, state["model"], path)
+    return model.eval(), meta
