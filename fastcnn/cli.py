@@ -1,4 +1,4 @@
-"""The ``fastcnn`` command: ``info``, ``train``, ``demo``."""
+"""The ``fastcnn`` command: ``info``, ``train``, ``demo``, ``viz``."""
 
 from __future__ import annotations
 
@@ -98,6 +98,41 @@ def _train(args: argparse.Namespace) -> int:
         f"training took {summary['seconds']:.0f} s"
     )
     print(f"wrote {out / 'curves.png'}, {out / 'metrics.json'}, checkpoints in {out}")
+    if args.command == "demo":
+        from .demo import write_report
+
+        page = write_report(model, dataset, out, curves="curves.png")
+        print(f"wrote every visualization and {page}")
+    return 0
+
+
+def _viz(args: argparse.Namespace) -> int:
+    """Runs one visualization technique on a checkpoint and an image; writes a PNG."""
+    from . import train
+    from .viz import run
+
+    model, meta = train.load_model(args.checkpoint)
+    channels = meta["model_kwargs"].get("in_channels", 3)
+    size = tuple(meta.get("image_size") or ()) or None
+    image = run.read_image(args.image, channels, size)
+    style = run.read_image(args.style, channels, None) if args.style else None
+    neuron = tuple(int(v) for v in args.neuron.split(",")) if args.neuron else None
+    fig = run.run(
+        args.technique,
+        model,
+        image,
+        layer=args.layer,
+        target=args.target,
+        channel=args.channel,
+        neuron=neuron,
+        window=args.window,
+        stride=args.stride,
+        style=style,
+        classes=meta.get("classes"),
+    )
+    out = Path(args.out or f"{args.technique}.png")
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
     return 0
 
 
@@ -133,10 +168,28 @@ def main(argv: list[str] | None = None) -> int:
     training_options(p, epochs=20)
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("demo", help="train DigitsNet on the handwritten digits, save the curves")
+    p = sub.add_parser(
+        "demo", help="train DigitsNet on the handwritten digits; save curves and visualizations"
+    )
     p.add_argument("--out", default="fastcnn-demo", help="output folder (default ./fastcnn-demo)")
     training_options(p, epochs=15)
     p.set_defaults(run=_train, data="digits", model="digits")
+
+    from .viz.run import TECHNIQUES
+
+    p = sub.add_parser("viz", help="run a visualization on a checkpoint and an image")
+    p.add_argument("technique", choices=TECHNIQUES)
+    p.add_argument("--checkpoint", required=True, help="a .pt written by fastcnn train / demo")
+    p.add_argument("--image", required=True, help="an image file (resized to the model's input)")
+    p.add_argument("--layer", help="dotted module name (default: first or last convolution)")
+    p.add_argument("--target", type=int, help="class index (default: the predicted class)")
+    p.add_argument("--channel", type=int, help="a channel of --layer")
+    p.add_argument("--neuron", help="c,y,x: one neuron of --layer (guided-backprop)")
+    p.add_argument("--window", type=int, default=4, help="occlusion window (pixels)")
+    p.add_argument("--stride", type=int, default=2, help="occlusion stride (pixels)")
+    p.add_argument("--style", help="style image (style-transfer)")
+    p.add_argument("--out", help="output PNG (default: TECHNIQUE.png)")
+    p.set_defaults(run=_viz)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -22,12 +22,16 @@ def resolve(model: torch.nn.Module, layer: torch.nn.Module | str) -> tuple[str, 
 @contextmanager
 def recording(model: torch.nn.Module, layers: Iterable) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Within the block, every output of each layer is appended to ``outputs[name]`` (a module
-    called twice yields two entries). The hooks are removed on exit, whatever happens."""
+    called twice yields two entries; a layer listed twice is recorded once). Outputs are the
+    tensors themselves, still in the autograd graph (gradients flow through them), so an
+    in-place op after the layer changes them. The hooks are removed on exit, whatever happens."""
     outputs: dict[str, list[torch.Tensor]] = {}
     handles = []
     try:
         for layer in layers:
             name, module = resolve(model, layer)
+            if name in outputs:
+                continue
             outputs[name] = []
             handles.append(
                 module.register_forward_hook(
