@@ -1,5 +1,5 @@
 // Global average pooling: [N, C, H, W] -> [N, C], summed in double for float32 inputs.
-#include <vector>
+#include <algorithm>
 
 #include "cpu/checks.h"
 #include "cpu/parallel.h"
@@ -28,30 +28,71 @@ GapGeom validate(const char* op, const char* in_name, const TensorView& x, const
   return g;
 }
 
-// Planes (n, c) are split over threads; in NHWC order a thread sums its channels over pixels.
+constexpr int64_t kChannelBlock = 256;
+
+bool channels_innermost(const GapGeom& g) {
+  return g.xs[1] == 1 && g.C > 1;
+}
+
+// Calls f(n, c0, c1) over (image, channel block) units split across threads.
+template <typename F>
+void for_each_block(const GapGeom& g, int threads, const F& f) {
+  const int64_t blocks = ceil_div(g.C, kChannelBlock);
+  const int nt = threads_for(g.N * g.C * g.HW, 1 << 15, threads);
+  parallel_for(g.N * blocks, nt, [&](int, int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t c0 = u % blocks * kChannelBlock;
+      f(u / blocks, c0, std::min(g.C, c0 + kChannelBlock));
+    }
+  });
+}
+
+// NCHW sums each plane; NHWC walks pixels with a block of channels innermost.
 template <typename T>
 void forward(const GapGeom& g, const T* x, T* y, int threads) {
+  const double scale = 1.0 / static_cast<double>(g.HW);
+  if (channels_innermost(g)) {
+    for_each_block(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
+      double acc[kChannelBlock] = {};
+      for (int64_t i = 0; i < g.HW; ++i) {
+        const T* px = x + n * g.xs[0] + i * g.xs[3];
+        for (int64_t c = c0; c < c1; ++c) acc[c - c0] += px[c];
+      }
+      for (int64_t c = c0; c < c1; ++c) y[n * g.C + c] = static_cast<T>(acc[c - c0] * scale);
+    });
+    return;
+  }
   const int nt = threads_for(g.N * g.C * g.HW, 1 << 15, threads);
-  const int64_t pix_stride = g.xs[3];  // dense: pixel p of a plane is at p * stride of w
   parallel_for(g.N * g.C, nt, [&](int, int64_t b, int64_t e) {
     for (int64_t nc = b; nc < e; ++nc) {
       const T* plane = x + nc / g.C * g.xs[0] + nc % g.C * g.xs[1];
       double sum = 0;
-      for (int64_t i = 0; i < g.HW; ++i) sum += plane[i * pix_stride];
-      y[nc] = static_cast<T>(sum / static_cast<double>(g.HW));
+      for (int64_t i = 0; i < g.HW; ++i) sum += plane[i];
+      y[nc] = static_cast<T>(sum * scale);
     }
   });
 }
 
 template <typename T>
 void backward(const GapGeom& g, const T* dy, T* dx, int threads) {
+  const double scale = 1.0 / static_cast<double>(g.HW);
+  if (channels_innermost(g)) {
+    for_each_block(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
+      T v[kChannelBlock];
+      for (int64_t c = c0; c < c1; ++c) v[c - c0] = static_cast<T>(dy[n * g.C + c] * scale);
+      for (int64_t i = 0; i < g.HW; ++i) {
+        T* px = dx + n * g.xs[0] + i * g.xs[3];
+        for (int64_t c = c0; c < c1; ++c) px[c] = v[c - c0];
+      }
+    });
+    return;
+  }
   const int nt = threads_for(g.N * g.C * g.HW, 1 << 15, threads);
-  const int64_t pix_stride = g.xs[3];
   parallel_for(g.N * g.C, nt, [&](int, int64_t b, int64_t e) {
     for (int64_t nc = b; nc < e; ++nc) {
       T* plane = dx + nc / g.C * g.xs[0] + nc % g.C * g.xs[1];
-      const T v = static_cast<T>(dy[nc] / static_cast<double>(g.HW));
-      for (int64_t i = 0; i < g.HW; ++i) plane[i * pix_stride] = v;
+      const T v = static_cast<T>(dy[nc] * scale);
+      for (int64_t i = 0; i < g.HW; ++i) plane[i] = v;
     }
   });
 }

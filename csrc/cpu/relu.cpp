@@ -34,10 +34,13 @@ void relu_forward(const TensorView& input, const TensorView& output, int threads
   check_threads(op, threads);
   check_flat(op, "input", input, input);
   check_flat(op, "output", output, input);
-  auto run = [&](auto* x, auto* y) {
-    using T = std::remove_pointer_t<decltype(y)>;
+  auto run = [&](const auto* __restrict x, auto* __restrict y) {
+    using T = std::decay_t<decltype(*y)>;
     // v < 0 is false for NaN, so NaN passes through as in torch.relu.
-    elementwise<T>(input.sizes[0], threads, [&](int64_t i) { y[i] = x[i] < T(0) ? T(0) : x[i]; });
+    elementwise<T>(input.sizes[0], threads, [&](int64_t i) {
+      const T v = x[i];
+      y[i] = v < T(0) ? T(0) : v;
+    });
   };
   if (input.dtype == DType::Float64)
     run(input.ptr<double>(), output.ptr<double>());
@@ -52,16 +55,21 @@ void relu_backward(const TensorView& grad_output, const TensorView& output,
   check_flat(op, "grad_output", grad_output, grad_output);
   check_flat(op, "output", output, grad_output);
   check_flat(op, "grad_input", grad_input, grad_output);
-  auto run = [&](auto* dy, auto* y, auto* dx) {
-    using T = std::remove_pointer_t<decltype(dx)>;
+  auto run = [&](const auto* __restrict dy, const auto* __restrict y, auto* __restrict dx) {
+    using T = std::decay_t<decltype(*dx)>;
     // As torch's threshold_backward: the gradient passes where output > 0 (or is NaN).
     // Guided: additionally clamp the gradient at 0 (NaN gradients stay NaN, as clamp does).
+    // Both operands are loaded unconditionally so the choice compiles to a vector select.
     if (guided)
-      elementwise<T>(grad_output.sizes[0], threads,
-                     [&](int64_t i) { dx[i] = y[i] <= T(0) || dy[i] < T(0) ? T(0) : dy[i]; });
+      elementwise<T>(grad_output.sizes[0], threads, [&](int64_t i) {
+        const T g = dy[i], out = y[i];
+        dx[i] = out <= T(0) || g < T(0) ? T(0) : g;
+      });
     else
-      elementwise<T>(grad_output.sizes[0], threads,
-                     [&](int64_t i) { dx[i] = y[i] <= T(0) ? T(0) : dy[i]; });
+      elementwise<T>(grad_output.sizes[0], threads, [&](int64_t i) {
+        const T g = dy[i], out = y[i];
+        dx[i] = out <= T(0) ? T(0) : g;
+      });
   };
   if (grad_output.dtype == DType::Float64)
     run(grad_output.ptr<double>(), output.ptr<double>(), grad_input.ptr<double>());
