@@ -70,23 +70,45 @@ struct Window {
   int64_t index;
 };
 
-// The max of one window of one plane; plane points at (n, c).
+// Kernel taps [lo, hi) whose position start + tap * dilation lies in [0, size).
+struct Taps {
+  int64_t lo, hi;
+};
+Taps valid_taps(int64_t start, int64_t kernel, int64_t dilation, int64_t size) {
+  const int64_t lo = start >= 0 ? 0 : ceil_div(-start, dilation);
+  const int64_t hi = size - 1 - start < 0 ? 0 : std::min(kernel, (size - 1 - start) / dilation + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// The max of one window of one plane (plane points at (n, c)); index -1 when the window
+// holds no input element.
 template <typename T>
 Window<T> window_max(const T* plane, const PoolGeom& g, const Pool2dParams& p, int64_t oh,
                      int64_t ow) {
-  Window<T> best{-std::numeric_limits<T>::infinity(), -1};
   const int64_t h0 = oh * p.stride[0] - p.padding[0], w0 = ow * p.stride[1] - p.padding[1];
-  for (int64_t r = 0; r < p.kernel[0]; ++r) {
+  const int64_t h_span = (p.kernel[0] - 1) * p.dilation[0],
+                w_span = (p.kernel[1] - 1) * p.dilation[1];
+  // Most windows lie inside the plane: compare before dividing.
+  const Taps rows = h0 >= 0 && h0 + h_span < g.H ? Taps{0, p.kernel[0]}
+                                                 : valid_taps(h0, p.kernel[0], p.dilation[0], g.H);
+  const Taps cols = w0 >= 0 && w0 + w_span < g.W ? Taps{0, p.kernel[1]}
+                                                 : valid_taps(w0, p.kernel[1], p.dilation[1], g.W);
+  if (rows.lo == rows.hi || cols.lo == cols.hi) return {-std::numeric_limits<T>::infinity(), -1};
+  int64_t best_index = (h0 + rows.lo * p.dilation[0]) * g.W + w0 + cols.lo * p.dilation[1];
+  T best =
+      plane[(h0 + rows.lo * p.dilation[0]) * g.xs[2] + (w0 + cols.lo * p.dilation[1]) * g.xs[3]];
+  for (int64_t r = rows.lo; r < rows.hi; ++r) {
     const int64_t ih = h0 + r * p.dilation[0];
-    if (ih < 0 || ih >= g.H) continue;
-    for (int64_t s = 0; s < p.kernel[1]; ++s) {
+    const T* row = plane + ih * g.xs[2];
+    for (int64_t s = cols.lo; s < cols.hi; ++s) {
       const int64_t iw = w0 + s * p.dilation[1];
-      if (iw < 0 || iw >= g.W) continue;
-      const T v = plane[ih * g.xs[2] + iw * g.xs[3]];
-      if (best.index < 0 || v > best.value || std::isnan(v)) best = {v, ih * g.W + iw};
+      const T v = row[iw * g.xs[3]];
+      const bool take = (v > best) | (v != v);  // NaN wins, as in torch
+      best = take ? v : best;
+      best_index = take ? ih * g.W + iw : best_index;
     }
   }
-  return best;
+  return {best, best_index};
 }
 
 // Calls f(n, c, oh, ow) for every output, in an order that walks memory forward for the
