@@ -1,4 +1,5 @@
-"""Shared test setup: a seeded RNG per test, and CUDA tests skipped without a device."""
+"""Shared test setup: a seeded RNG and a scratch working folder per test, and CUDA tests
+skipped without a device."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_source_tree(tmp_path, monkeypatch):
+    """Tests (and the Python subprocesses they start) run in a scratch folder, so that
+    ``import fastcnn`` finds the installed package, never the unbuilt source tree."""
+    monkeypatch.chdir(tmp_path)
 
 
 def devices() -> list[str]:
