@@ -3,7 +3,8 @@ embeddings, occlusion, saliency, guided backpropagation, Grad-CAM, Deep Dream an
 transfer. Compute functions return tensors; ``plot_*`` functions take ``ax=None`` and return
 a matplotlib Figure. ``layer`` arguments take a module or its dotted name.
 
-Submodules load on first use, so ``import fastcnn`` stays light.
+Submodules load on first use, so ``import fastcnn`` stays light. No submodule shares its name
+with a function exported here: importing it would rebind the package attribute to the module.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "saliency": "saliency",
+    "saliency": "input_gradients",
     "guided_backprop": "guided",
-    "grad_cam": "grad_cam",
-    "guided_grad_cam": "grad_cam",
-    "occlusion": "occlusion",
+    "grad_cam": "cam",
+    "guided_grad_cam": "cam",
+    "occlusion": "occlusion_maps",
     "plot_attribution": "attribution_plots",
     "filters": "maps",
     "feature_maps": "maps",
