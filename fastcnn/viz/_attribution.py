@@ -3,9 +3,6 @@ backprop, Grad-CAM, occlusion) and their plots."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor
 
@@ -64,19 +61,6 @@ def class_scores(fn: str, output, target: Tensor) -> Tensor:
         )
     target = target.to(output.device)
     return output.gather(1, target[:, None])[:, 0]
-
-
-@contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Runs the block with every module in eval mode (BatchNorm on its running statistics,
-    no dropout), then restores each module's own ``training`` flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def frozen_forward(model: torch.nn.Module, inputs: Tensor):

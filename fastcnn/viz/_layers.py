@@ -42,3 +42,17 @@ def recording(model: torch.nn.Module, layers: Iterable) -> Iterator[dict[str, li
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Runs the block with every module in eval mode (BatchNorm on its running statistics,
+    no dropout), then gives each module its own ``training`` flag back, whatever happens (so a
+    model with some layers frozen in eval mode keeps them so)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag

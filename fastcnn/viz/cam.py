@@ -11,10 +11,9 @@ from ._attribution import (
     check_model,
     check_target,
     class_scores,
-    evaluating,
     frozen_forward,
 )
-from ._layers import recording, resolve
+from ._layers import evaluating, recording, resolve
 from .guided import guided_backprop
 
 __all__ = ["grad_cam", "guided_grad_cam"]

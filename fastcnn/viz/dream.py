@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._layers import recording, resolve
+from ._layers import evaluating, recording, resolve
 
 __all__ = ["deep_dream"]
 
@@ -35,16 +35,13 @@ def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """Within the block, ``model`` is in eval mode and its parameters do not require grad (so
     backward passes compute gradients for the input only and accumulate nothing). Each
     module's training flag and each parameter's ``requires_grad`` are restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
     wants_grad = [(p, p.requires_grad) for p in model.parameters()]
     try:
-        model.eval()
-        for p, _ in wants_grad:
-            p.requires_grad_(False)
-        yield model
+        with evaluating(model):
+            for p, _ in wants_grad:
+                p.requires_grad_(False)
+            yield model
     finally:
-        for m, training in modes:
-            m.training = training
         for p, flag in wants_grad:
             p.requires_grad_(flag)
 

@@ -19,10 +19,9 @@ from ._attribution import (
     check_model,
     check_target,
     class_scores,
-    evaluating,
     input_gradient,
 )
-from ._layers import recording, resolve
+from ._layers import evaluating, recording, resolve
 
 __all__ = ["guided_backprop", "guided_relus"]
 

@@ -11,10 +11,10 @@ from ._attribution import (
     check_model,
     check_target,
     class_scores,
-    evaluating,
     input_gradient,
     reduce_channels,
 )
+from ._layers import evaluating
 
 __all__ = ["reduce_channels", "saliency"]
 

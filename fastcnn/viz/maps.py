@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _plot
-from ._layers import resolve
+from ._layers import evaluating, resolve
 
 __all__ = ["activations", "feature_maps", "filters", "plot_feature_maps", "plot_filters"]
 
@@ -29,17 +29,10 @@ Layer = Union[torch.nn.Module, str]
 
 @contextmanager
 def inference(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block: ``model`` in eval mode and no autograd graph. On exit every module
-    gets its own ``training`` flag back (so a model with some layers frozen in eval mode keeps
-    them so), whatever happens."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad():
-            yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    """Within the block: ``model`` in eval mode and no autograd graph; each module's own
+    ``training`` flag comes back on exit."""
+    with evaluating(model), torch.no_grad():
+        yield
 
 
 def resolve_all(

@@ -38,7 +38,8 @@ from torch import Tensor, fx
 from .. import nn as fnn
 from .. import ops
 from ..data.normalize import Normalize
-from ._attribution import check_inputs, check_model, check_target, class_scores, evaluating
+from ._attribution import check_inputs, check_model, check_target, class_scores
+from ._layers import evaluating
 
 __all__ = ["occlusion"]
 
