@@ -4,7 +4,7 @@ Usage::
 
     python bench/bench_viz.py                  # the three occlusion targets of issue 6, etc.
     python bench/bench_viz.py --quick          # smaller ResNet input, one repetition, < 1 min
-    python bench/bench_viz.py --json out.json
+    python bench/bench_viz.py --models vgg,resnet18 --json out.json
 
 Occlusion is timed on the reference networks at the sizes of issue 6 (ResNet-18 at 3x224x224
 with 16x16 windows at stride 8, VGG at 3x64x64 with 8x8 at stride 4, the digits network at
@@ -215,6 +215,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="ResNet at 112x112, one repetition")
     parser.add_argument("--repeat", type=int, default=None, help="timed repetitions (default 3)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument(
+        "--models", default="digits,vgg,resnet18", help="comma-separated subset to run"
+    )
     args = parser.parse_args()
     repeat = args.repeat or (1 if args.quick else 3)
     budget = 1.0 if args.quick else 4.0  # seconds of Captum samples per occlusion row
@@ -229,7 +232,13 @@ def main() -> None:
         "resnet18": (ResNet18().eval(), (1, 3, resnet_size, resnet_size), 16, 8),
     }
     rows: list[Row] = []
+    chosen = args.models.split(",")
+    unknown = sorted(set(chosen) - set(models))
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {sorted(models)}")
     for name, (model, shape, window, stride) in models.items():
+        if name not in chosen:
+            continue
         rows += occlusion_rows(name, model, shape, window, stride, repeat, budget, args.quick)
         batch = 2 if name == "resnet18" else 8
         rows += gradient_rows(name, model, (batch, *shape[1:]), 0.2 if args.quick else 0.5)
