@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 _CPU_DTYPES = (torch.float32, torch.float64)
-_DEVICES = ("cpu", "meta")  # meta: shape inference and tracing
 
 
 def _is_int(v) -> bool:
@@ -40,7 +39,7 @@ def tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None, layout: st
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
-    if t.device.type not in _DEVICES:
+    if not (t.is_cpu or t.is_meta):  # meta: shape inference and tracing
         raise RuntimeError(
             f"{op}: {name} is on {t.device}, but this build of fastcnn runs its kernels on the "
             "CPU only (CUDA kernels are not part of it); move the tensors to the CPU"

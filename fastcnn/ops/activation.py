@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from . import _args
-from ._autograd import forbid_double_backward
 from ._boundary import _C, capsule, dense, threads
+from ._op import Op
 
 __all__ = ["relu", "guided_relu"]
 
@@ -37,52 +37,41 @@ def _backward(grad_output: Tensor, output: Tensor, guided: bool) -> Tensor:
     return dx
 
 
-@torch.library.custom_op("fastcnn::relu", mutates_args=(), device_types="cpu")
-def _relu(input: Tensor) -> Tensor:
-    return _forward(input)
+def _forward_fake(input: Tensor) -> Tensor:
+    return torch.empty_like(dense(input))
 
 
-@torch.library.custom_op("fastcnn::guided_relu", mutates_args=(), device_types="cpu")
-def _guided_relu(input: Tensor) -> Tensor:
-    return _forward(input)
+def _backward_fake(grad_output: Tensor, output: Tensor) -> Tensor:
+    return torch.empty_like(dense(output))
 
 
-@torch.library.custom_op("fastcnn::relu_backward", mutates_args=(), device_types="cpu")
 def _relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
     return _backward(grad_output, output, guided=False)
 
 
-@torch.library.custom_op("fastcnn::guided_relu_backward", mutates_args=(), device_types="cpu")
 def _guided_relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
     return _backward(grad_output, output, guided=True)
 
 
-@_relu.register_fake
-@_guided_relu.register_fake
-def _(input: Tensor) -> Tensor:
-    return torch.empty_like(dense(input))
-
-
-@_relu_backward.register_fake
-@_guided_relu_backward.register_fake
-def _(grad_output: Tensor, output: Tensor) -> Tensor:
-    return torch.empty_like(dense(output))
+relu_op = Op("relu", _forward, _forward_fake)
+guided_relu_op = Op("guided_relu", _forward, _forward_fake)
+relu_backward_op = Op("relu_backward", _relu_backward, _backward_fake)
+guided_relu_backward_op = Op("guided_relu_backward", _guided_relu_backward, _backward_fake)
 
 
 def _save_output(ctx, inputs, output):
     ctx.save_for_backward(output)
 
 
-_relu.register_autograd(
-    lambda ctx, grad: torch.ops.fastcnn.relu_backward(grad, ctx.saved_tensors[0]),
+relu_op.register_autograd(
+    lambda ctx, grad: relu_backward_op(grad, ctx.saved_tensors[0]), setup_context=_save_output
+)
+guided_relu_op.register_autograd(
+    lambda ctx, grad: guided_relu_backward_op(grad, ctx.saved_tensors[0]),
     setup_context=_save_output,
 )
-_guided_relu.register_autograd(
-    lambda ctx, grad: torch.ops.fastcnn.guided_relu_backward(grad, ctx.saved_tensors[0]),
-    setup_context=_save_output,
-)
-forbid_double_backward(_relu_backward, "relu")
-forbid_double_backward(_guided_relu_backward, "guided_relu")
+relu_backward_op.forbid_double_backward("relu")
+guided_relu_backward_op.forbid_double_backward("guided_relu")
 
 
 def relu(input: Tensor) -> Tensor:
@@ -96,7 +85,7 @@ def relu(input: Tensor) -> Tensor:
         channels_last (other layouts come back contiguous).
     """
     _args.tensor("relu", "input", input, None)
-    return torch.ops.fastcnn.relu(input)
+    return relu_op(input)
 
 
 def guided_relu(input: Tensor) -> Tensor:
@@ -110,4 +99,4 @@ def guided_relu(input: Tensor) -> Tensor:
         Tensor shaped and laid out like ``input``; forward equals :func:`relu`.
     """
     _args.tensor("guided_relu", "input", input, None)
-    return torch.ops.fastcnn.guided_relu(input)
+    return guided_relu_op(input)

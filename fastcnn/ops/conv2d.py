@@ -3,13 +3,13 @@ backward ops (input, weight, bias), each a custom op so torch.compile traces thr
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from . import _args
-from ._autograd import forbid_double_backward
 from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads, workspace
+from ._op import Op
 from ._shapes import conv2d_output_format, conv2d_output_shape, empty
+from .activation import relu_backward_op
 
 __all__ = ["conv2d"]
 
@@ -30,12 +30,6 @@ def _forward_output(input: Tensor, weight: Tensor, stride, pad_begin, pad_end, d
     return empty(shape, input, conv2d_output_format(input, weight))
 
 
-@torch.library.custom_op(
-    "fastcnn::conv2d",
-    mutates_args=(),
-    device_types="cpu",
-    schema=f"(Tensor input, Tensor weight, Tensor? bias, {_GEOMETRY}, bool relu) -> Tensor",
-)
 def _conv2d(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
     geometry = (stride, pad_begin, pad_end, dilation, groups)
     x, w = dense(input), dense(weight)
@@ -46,17 +40,10 @@ def _conv2d(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, r
     return out
 
 
-@_conv2d.register_fake
-def _(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
+def _conv2d_fake(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
     return _forward_output(input, weight, stride, pad_begin, pad_end, dilation)
 
 
-@torch.library.custom_op(
-    "fastcnn::conv2d_backward_input",
-    mutates_args=(),
-    device_types="cpu",
-    schema=_BACKWARD.format(other="weight", size="input_size", geometry=_GEOMETRY) + " -> Tensor",
-)
 def _conv2d_backward_input(
     grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end, dilation, groups
 ):
@@ -69,17 +56,12 @@ def _conv2d_backward_input(
     return grad_input
 
 
-@_conv2d_backward_input.register_fake
-def _(grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end, dilation, groups):
+def _backward_input_fake(
+    grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end, dilation, groups
+):
     return empty(input_size, grad_output, memory_format(channels_last))
 
 
-@torch.library.custom_op(
-    "fastcnn::conv2d_backward_weight",
-    mutates_args=(),
-    device_types="cpu",
-    schema=_BACKWARD.format(other="input", size="weight_size", geometry=_GEOMETRY) + " -> Tensor",
-)
 def _conv2d_backward_weight(
     grad_output, input, weight_size, channels_last, stride, pad_begin, pad_end, dilation, groups
 ):
@@ -92,21 +74,41 @@ def _conv2d_backward_weight(
     return grad_weight
 
 
-@_conv2d_backward_weight.register_fake
-def _(grad_output, input, weight_size, channels_last, stride, pad_begin, pad_end, dilation, groups):
+def _backward_weight_fake(
+    grad_output, input, weight_size, channels_last, stride, pad_begin, pad_end, dilation, groups
+):
     return empty(weight_size, grad_output, memory_format(channels_last))
 
 
-@torch.library.custom_op("fastcnn::conv2d_backward_bias", mutates_args=(), device_types="cpu")
 def _conv2d_backward_bias(grad_output: Tensor) -> Tensor:
     grad_bias = grad_output.new_empty(grad_output.shape[1])
     _C.conv2d_backward_bias(capsule(dense(grad_output)), capsule(grad_bias), threads())
     return grad_bias
 
 
-@_conv2d_backward_bias.register_fake
-def _(grad_output: Tensor) -> Tensor:
+def _backward_bias_fake(grad_output: Tensor) -> Tensor:
     return grad_output.new_empty(grad_output.shape[1])
+
+
+conv2d_op = Op(
+    "conv2d",
+    _conv2d,
+    _conv2d_fake,
+    f"(Tensor input, Tensor weight, Tensor? bias, {_GEOMETRY}, bool relu) -> Tensor",
+)
+backward_input_op = Op(
+    "conv2d_backward_input",
+    _conv2d_backward_input,
+    _backward_input_fake,
+    _BACKWARD.format(other="weight", size="input_size", geometry=_GEOMETRY) + " -> Tensor",
+)
+backward_weight_op = Op(
+    "conv2d_backward_weight",
+    _conv2d_backward_weight,
+    _backward_weight_fake,
+    _BACKWARD.format(other="input", size="weight_size", geometry=_GEOMETRY) + " -> Tensor",
+)
+backward_bias_op = Op("conv2d_backward_bias", _conv2d_backward_bias, _backward_bias_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -121,25 +123,21 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     input, weight, output = ctx.saved_tensors
     if ctx.relu:
-        grad = torch.ops.fastcnn.relu_backward(grad, output)
+        grad = relu_backward_op(grad, output)
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     grad_input = grad_weight = grad_bias = None
     if need_input:
-        grad_input = torch.ops.fastcnn.conv2d_backward_input(
-            grad, weight, input.shape, ctx.layouts[0], *ctx.geometry
-        )
+        grad_input = backward_input_op(grad, weight, input.shape, ctx.layouts[0], *ctx.geometry)
     if need_weight:
-        grad_weight = torch.ops.fastcnn.conv2d_backward_weight(
-            grad, input, weight.shape, ctx.layouts[1], *ctx.geometry
-        )
+        grad_weight = backward_weight_op(grad, input, weight.shape, ctx.layouts[1], *ctx.geometry)
     if ctx.has_bias and need_bias:
-        grad_bias = torch.ops.fastcnn.conv2d_backward_bias(grad)
+        grad_bias = backward_bias_op(grad)
     return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 
-_conv2d.register_autograd(_backward, setup_context=_setup_context)
-for _op in (_conv2d_backward_input, _conv2d_backward_weight, _conv2d_backward_bias):
-    forbid_double_backward(_op, "conv2d")
+conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+for _op in (backward_input_op, backward_weight_op, backward_bias_op):
+    _op.forbid_double_backward("conv2d")
 
 
 def _padding(op: str, padding, kernel: tuple, stride: tuple, dilation: tuple):
@@ -228,7 +226,7 @@ def conv2d(
             f"{op}: the kernel ({span[0]}x{span[1]} with dilation) is larger than the padded "
             f"input ({padded[0]}x{padded[1]})"
         )
-    out = torch.ops.fastcnn.conv2d(
+    out = conv2d_op(
         input, weight, bias, stride, pad_begin, pad_end, dilation, groups, activation == "relu"
     )
     return out.squeeze(0) if unbatched else out

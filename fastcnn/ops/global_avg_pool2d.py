@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from . import _args
-from ._autograd import forbid_double_backward
 from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
+from ._op import Op
 from ._shapes import empty
 
 __all__ = ["global_avg_pool2d"]
 
 
-@torch.library.custom_op("fastcnn::global_avg_pool2d", mutates_args=(), device_types="cpu")
 def _global_avg_pool2d(input: Tensor) -> Tensor:
     x = dense(input)
     out = x.new_empty(x.shape[:2])
@@ -21,26 +19,27 @@ def _global_avg_pool2d(input: Tensor) -> Tensor:
     return out
 
 
-@_global_avg_pool2d.register_fake
-def _(input: Tensor) -> Tensor:
+def _forward_fake(input: Tensor) -> Tensor:
     return input.new_empty(input.shape[:2])
 
 
-@torch.library.custom_op(
-    "fastcnn::global_avg_pool2d_backward",
-    mutates_args=(),
-    device_types="cpu",
-    schema="(Tensor grad_output, SymInt[4] input_size, bool channels_last) -> Tensor",
-)
 def _global_avg_pool2d_backward(grad_output, input_size, channels_last):
     grad_input = empty(input_size, grad_output, memory_format(channels_last))
     _C.global_avg_pool2d_backward(capsule(grad_output.contiguous()), capsule(grad_input), threads())
     return grad_input
 
 
-@_global_avg_pool2d_backward.register_fake
-def _(grad_output, input_size, channels_last):
+def _backward_fake(grad_output, input_size, channels_last):
     return empty(input_size, grad_output, memory_format(channels_last))
+
+
+global_avg_pool2d_op = Op("global_avg_pool2d", _global_avg_pool2d, _forward_fake)
+backward_op = Op(
+    "global_avg_pool2d_backward",
+    _global_avg_pool2d_backward,
+    _backward_fake,
+    "(Tensor grad_output, SymInt[4] input_size, bool channels_last) -> Tensor",
+)
 
 
 def _setup_context(ctx, inputs, output):
@@ -50,11 +49,11 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
-    return torch.ops.fastcnn.global_avg_pool2d_backward(grad, ctx.input_size, ctx.channels_last)
+    return backward_op(grad, ctx.input_size, ctx.channels_last)
 
 
-_global_avg_pool2d.register_autograd(_backward, setup_context=_setup_context)
-forbid_double_backward(_global_avg_pool2d_backward, "global_avg_pool2d")
+global_avg_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
+backward_op.forbid_double_backward("global_avg_pool2d")
 
 
 def global_avg_pool2d(input: Tensor, keepdim: bool = False) -> Tensor:
@@ -73,5 +72,5 @@ def global_avg_pool2d(input: Tensor, keepdim: bool = False) -> Tensor:
         raise ValueError(
             f"{op}: input must have a non-empty H x W plane, got shape {tuple(input.shape)}"
         )
-    out = torch.ops.fastcnn.global_avg_pool2d(input)
+    out = global_avg_pool2d_op(input)
     return out[:, :, None, None] if keepdim else out

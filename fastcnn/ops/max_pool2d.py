@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from . import _args
-from ._autograd import forbid_double_backward
 from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
+from ._op import Op
 from ._shapes import empty, pool2d_output_shape
 
 __all__ = ["max_pool2d"]
@@ -33,12 +33,6 @@ def _outputs(input: Tensor, kernel_size, stride, padding, dilation, ceil_mode, r
     return out, indices
 
 
-@torch.library.custom_op(
-    "fastcnn::max_pool2d",
-    mutates_args=(),
-    device_types="cpu",
-    schema=f"(Tensor input, {_GEOMETRY}, bool return_indices) -> (Tensor, Tensor)",
-)
 def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     x = dense(input)
     out, indices = _outputs(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
@@ -56,17 +50,10 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     return out, indices
 
 
-@_max_pool2d.register_fake
-def _(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+def _forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     return _outputs(dense(input), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
-@torch.library.custom_op(
-    "fastcnn::max_pool2d_backward",
-    mutates_args=(),
-    device_types="cpu",
-    schema=f"(Tensor grad_output, Tensor input, Tensor? indices, {_GEOMETRY}) -> Tensor",
-)
 def _max_pool2d_backward(
     grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode
 ):
@@ -91,10 +78,23 @@ def _max_pool2d_backward(
     return grad_input
 
 
-@_max_pool2d_backward.register_fake
-def _(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+def _backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
     x = dense(input)
     return torch.empty_like(x, memory_format=memory_format(is_channels_last(x)))
+
+
+max_pool2d_op = Op(
+    "max_pool2d",
+    _max_pool2d,
+    _forward_fake,
+    f"(Tensor input, {_GEOMETRY}, bool return_indices) -> (Tensor, Tensor)",
+)
+backward_op = Op(
+    "max_pool2d_backward",
+    _max_pool2d_backward,
+    _backward_fake,
+    f"(Tensor grad_output, Tensor input, Tensor? indices, {_GEOMETRY}) -> Tensor",
+)
 
 
 def _setup_context(ctx, inputs, output):
@@ -105,12 +105,12 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_indices):
     input, indices = ctx.saved_tensors
-    grad = torch.ops.fastcnn.max_pool2d_backward(grad_out, input, indices, *ctx.geometry)
+    grad = backward_op(grad_out, input, indices, *ctx.geometry)
     return grad, None, None, None, None, None, None
 
 
-_max_pool2d.register_autograd(_backward, setup_context=_setup_context)
-forbid_double_backward(_max_pool2d_backward, "max_pool2d")
+max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
+backward_op.forbid_double_backward("max_pool2d")
 
 
 def max_pool2d(
@@ -162,7 +162,7 @@ def max_pool2d(
             f"{input.shape[2]}x{input.shape[3]} with kernel_size {kernel}, stride {stride}, "
             f"padding {padding}, dilation {dilation}"
         )
-    out, indices = torch.ops.fastcnn.max_pool2d(
+    out, indices = max_pool2d_op(
         input, kernel, stride, padding, dilation, bool(ceil_mode), bool(return_indices)
     )
     if unbatched:

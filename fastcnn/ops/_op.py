@@ -1,0 +1,85 @@
+"""Each fastcnn op, defined once: a ``torch.library`` custom op, and a direct route to the
+same implementation for plain eager calls.
+
+A call through ``torch.ops.fastcnn.*`` passes the C++ dispatcher and the custom op's Python
+wrappers before it reaches the kernel: about 25 us, more than a small layer's whole kernel.
+When nothing could tell the two routes apart (no torch.compile tracing, no dispatch or
+torch-function modes, no functorch transform, no profiler, plain CPU tensors), the call goes
+straight to the implementation, and through an ``autograd.Function`` built from the op's own
+``setup_context`` and ``backward`` when a gradient is needed. Both routes run the same
+functions, so they give the same results and the same autograd graph semantics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _direct(args) -> bool:
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._autograd._profiler_enabled()
+    ):
+        return False
+    return all(type(a) in _PLAIN and a.is_cpu for a in args if isinstance(a, Tensor))
+
+
+def _needs_grad(args) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+
+
+class Op:
+    """``fastcnn::<name>`` with implementation ``impl`` and fake (meta) kernel ``fake``."""
+
+    def __init__(self, name: str, impl: Callable, fake: Callable, schema: str | None = None):
+        self.name = name
+        self._impl = impl
+        self._custom_op = torch.library.custom_op(
+            f"fastcnn::{name}", mutates_args=(), device_types="cpu", schema=schema
+        )(impl)
+        self._custom_op.register_fake(fake)
+        self._function: type[torch.autograd.Function] | None = None
+
+    def register_autograd(self, backward: Callable, setup_context: Callable) -> None:
+        self._custom_op.register_autograd(backward, setup_context=setup_context)
+        impl = self._impl
+
+        # forward(ctx, ...) rather than a separate setup_context: with the latter,
+        # Function.apply binds arguments through inspect.signature on every call (~30 us).
+        def forward(ctx, *args):
+            output = impl(*args)
+            setup_context(ctx, args, output)
+            return output
+
+        self._function = type(
+            f"fastcnn_{self.name}",  # the graph shows fastcnn_<name>Backward
+            (torch.autograd.Function,),
+            {"forward": staticmethod(forward), "backward": staticmethod(backward)},
+        )
+
+    def forbid_double_backward(self, forward_name: str) -> None:
+        """For backward ops: differentiating them again raises a clear error."""
+
+        def backward(ctx, *grads):
+            raise RuntimeError(
+                f"fastcnn.ops.{forward_name}: double backward (a gradient of its gradient) is "
+                "not supported; compute higher-order derivatives with torch.nn.functional "
+                "instead"
+            )
+
+        self.register_autograd(backward, setup_context=lambda ctx, inputs, output: None)
+
+    def __call__(self, *args):
+        if not _direct(args):
+            return self._custom_op(*args)
+        if self._function is not None and _needs_grad(args):
+            return self._function.apply(*args)
+        return self._impl(*args)
