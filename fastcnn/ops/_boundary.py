@@ -29,7 +29,12 @@ def is_channels_last(t: torch.Tensor) -> bool:
     """Whether torch would treat ``t`` as channels_last (``suggest_memory_format``): its
     strides order the dimensions C, W, H, N from fastest to slowest. Ambiguous layouts
     (size-1 dimensions) resolve as torch resolves them; outputs follow this rule."""
-    if t.dim() != 4 or t.stride(1) == 0:
+    if t.dim() != 4:
+        return False
+    channels_last = t.is_contiguous(memory_format=torch.channels_last)
+    if channels_last != t.is_contiguous():
+        return channels_last  # dense in exactly one format: no ambiguity to resolve
+    if t.stride(1) == 0:
         return False
     low = 0
     for d in (1, 3, 2, 0):
