@@ -14,7 +14,7 @@ __all__ = ["relu", "guided_relu"]
 
 def _flat(t: Tensor) -> Tensor:
     """A dense tensor of any layout as the 1-D run of memory it occupies."""
-    return t.as_strided((t.numel(),), (1,))
+    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
 
 
 def _like(t: Tensor, ref: Tensor) -> Tensor:
