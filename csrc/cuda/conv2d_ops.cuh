@@ -1,0 +1,181 @@
+// The three convolution passes as implicit GEMMs, per group g:
+//   forward          Y[k, (n,oh,ow)]   = sum over (c,r,s)    W[k, c,r,s] * X[(c,r,s), (n,oh,ow)]
+//   backward-input   dX[c, (n,h,w)]    = sum over (k,r,s)    W[k, c,r,s] * dY[(k,r,s), (n,h,w)]
+//   backward-weight  dW[k, (c,r,s)]    = sum over (n,oh,ow)  dY[k, (n,oh,ow)] * X[(n,oh,ow),
+//   (c,r,s)]
+// Each pass is an Op: a(g, m, q) and b(g, q, j) read the operands A[M x Kd] and B[Kd x Ncol]
+// straight from the tensors (zero outside the image: the padding, and for backward-input the
+// positions no strided window reaches), store(g, slice, m, j, acc) writes C. Backward-input
+// gathers (each dX element sums its own terms), so no pass needs atomics.
+//
+// Reduction orders put the channel innermost when the tensor read along it is channels_last,
+// so that neighbouring q read neighbouring memory; a_m_fastest / b_q_fastest tell the tile
+// loaders which index runs along memory.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace fastcnn::cuda {
+
+// The geometry of one convolution in the kernels' index type (int32 when every flat
+// position fits, else int64). Strides are in elements, in (n, c, h, w) order.
+template <typename I>
+struct ConvGeom {
+  I N, C, H, W, K, Ho, Wo, R, S, G, Cg, Kg;
+  I sh, sw, ph, pw, dh, dw;
+  I xs[4], ws[4], ys[4];  // image (input or grad_input), weight, output (or grad_output)
+  bool x_cl, y_cl;        // image / output channels_last
+  __device__ I P() const { return Ho * Wo; }
+  __device__ I RS() const { return R * S; }
+  // (c, r, s) of a reduction or column index over Cg * R * S, channel innermost for an
+  // NHWC image.
+  __device__ void crs(I q, I& c, I& r, I& s) const {
+    if (x_cl) {
+      c = q % Cg;
+      const I rs = q / Cg;
+      r = rs / S, s = rs % S;
+    } else {
+      s = q % S;
+      const I t = q / S;
+      r = t % R, c = t / R;
+    }
+  }
+  // (n, oh, ow) of an output position.
+  __device__ void nhw(I j, I& n, I& oh, I& ow) const {
+    n = j / P();
+    const I p = j % P();
+    oh = p / Wo, ow = p % Wo;
+  }
+};
+
+template <typename T, typename I>
+struct ForwardOp {
+  using Index = I;
+  using Elem = T;
+  ConvGeom<I> g;
+  const T* x;
+  const T* w;
+  const T* bias;  // may be null
+  T* y;
+  bool relu;
+
+  __device__ I groups() const { return g.G; }
+  __device__ I rows() const { return g.Kg; }
+  __device__ I cols() const { return g.N * g.P(); }
+  __device__ I depth() const { return g.Cg * g.RS(); }
+  __device__ bool a_m_fastest() const { return false; }
+  __device__ bool b_q_fastest() const { return g.x_cl; }
+
+  __device__ float a(I grp, I m, I q) const {
+    I c, r, s;
+    g.crs(q, c, r, s);
+    return to_float(w[(grp * g.Kg + m) * g.ws[0] + c * g.ws[1] + r * g.ws[2] + s * g.ws[3]]);
+  }
+  __device__ float b(I grp, I q, I j) const {
+    I c, r, s, n, oh, ow;
+    g.crs(q, c, r, s);
+    g.nhw(j, n, oh, ow);
+    const I ih = oh * g.sh - g.ph + r * g.dh, iw = ow * g.sw - g.pw + s * g.dw;
+    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0.f;
+    return to_float(x[n * g.xs[0] + (grp * g.Cg + c) * g.xs[1] + ih * g.xs[2] + iw * g.xs[3]]);
+  }
+  __device__ void store(I grp, I /*slice*/, I m, I j, float acc) const {
+    I n, oh, ow;
+    g.nhw(j, n, oh, ow);
+    const I k = grp * g.Kg + m;
+    float v = bias ? acc + to_float(bias[k]) : acc;
+    if (relu) v = v < 0.f ? 0.f : v;  // NaN passes, as in torch.relu
+    y[n * g.ys[0] + k * g.ys[1] + oh * g.ys[2] + ow * g.ys[3]] = from_float<T>(v);
+  }
+};
+
+template <typename T, typename I>
+struct BackwardInputOp {
+  using Index = I;
+  using Elem = T;
+  ConvGeom<I> g;
+  const T* dy;
+  const T* w;
+  T* dx;
+
+  __device__ I groups() const { return g.G; }
+  __device__ I rows() const { return g.Cg; }
+  __device__ I cols() const { return g.N * g.H * g.W; }
+  __device__ I depth() const { return g.Kg * g.RS(); }
+  __device__ bool a_m_fastest() const { return false; }
+  __device__ bool b_q_fastest() const { return g.y_cl; }
+
+  // (k, r, s) of a reduction index, filter innermost for an NHWC grad_output.
+  __device__ void krs(I q, I& k, I& r, I& s) const {
+    if (g.y_cl) {
+      k = q % g.Kg;
+      const I rs = q / g.Kg;
+      r = rs / g.S, s = rs % g.S;
+    } else {
+      s = q % g.S;
+      const I t = q / g.S;
+      r = t % g.R, k = t / g.R;
+    }
+  }
+  __device__ float a(I grp, I m, I q) const {
+    I k, r, s;
+    krs(q, k, r, s);
+    return to_float(w[(grp * g.Kg + k) * g.ws[0] + m * g.ws[1] + r * g.ws[2] + s * g.ws[3]]);
+  }
+  __device__ float b(I grp, I q, I j) const {
+    I k, r, s;
+    krs(q, k, r, s);
+    const I n = j / (g.H * g.W), hw = j % (g.H * g.W);
+    // The output position whose window puts tap (r, s) on (h, w), if any.
+    const I th = hw / g.W + g.ph - r * g.dh, tw = hw % g.W + g.pw - s * g.dw;
+    if (th < 0 || tw < 0 || th % g.sh != 0 || tw % g.sw != 0) return 0.f;
+    const I oh = th / g.sh, ow = tw / g.sw;
+    if (oh >= g.Ho || ow >= g.Wo) return 0.f;
+    return to_float(dy[n * g.ys[0] + (grp * g.Kg + k) * g.ys[1] + oh * g.ys[2] + ow * g.ys[3]]);
+  }
+  __device__ void store(I grp, I /*slice*/, I m, I j, float acc) const {
+    const I n = j / (g.H * g.W), hw = j % (g.H * g.W);
+    dx[n * g.xs[0] + (grp * g.Cg + m) * g.xs[1] + hw / g.W * g.xs[2] + hw % g.W * g.xs[3]] =
+        from_float<T>(acc);
+  }
+};
+
+// Backward-weight writes float partial sums per reduction slice into the workspace,
+// [slice][group][Kg][Cg*R*S]; reduce_slices adds them in slice order into dW.
+template <typename T, typename I>
+struct BackwardWeightOp {
+  using Index = I;
+  using Elem = T;
+  ConvGeom<I> g;
+  const T* dy;
+  const T* x;
+  float* partial;
+
+  __device__ I groups() const { return g.G; }
+  __device__ I rows() const { return g.Kg; }
+  __device__ I cols() const { return g.Cg * g.RS(); }
+  __device__ I depth() const { return g.N * g.P(); }
+  __device__ bool a_m_fastest() const { return g.y_cl; }
+  __device__ bool b_q_fastest() const { return !g.x_cl; }
+
+  __device__ float a(I grp, I m, I q) const {
+    I n, oh, ow;
+    g.nhw(q, n, oh, ow);
+    return to_float(dy[n * g.ys[0] + (grp * g.Kg + m) * g.ys[1] + oh * g.ys[2] + ow * g.ys[3]]);
+  }
+  __device__ float b(I grp, I q, I j) const {
+    I c, r, s, n, oh, ow;
+    g.crs(j, c, r, s);
+    g.nhw(q, n, oh, ow);
+    const I ih = oh * g.sh - g.ph + r * g.dh, iw = ow * g.sw - g.pw + s * g.dw;
+    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0.f;
+    return to_float(x[n * g.xs[0] + (grp * g.Cg + c) * g.xs[1] + ih * g.xs[2] + iw * g.xs[3]]);
+  }
+  __device__ void store(I grp, I slice, I m, I j, float acc) const {
+    partial[((slice * g.G + grp) * g.Kg + m) * cols() + j] = acc;
+  }
+};
+
+}  // namespace fastcnn::cuda
