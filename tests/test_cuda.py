@@ -23,8 +23,16 @@ pytestmark = [
     pytest.mark.skipif(not _C.cuda_compiled, reason="fastcnn was built without CUDA"),
 ]
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-FORMATS = [torch.contiguous_format, torch.channels_last]
+# Explicit ids, so that -k can select them ("fp16" is no substring of "bf16").
+DTYPES = [
+    pytest.param(torch.float32, id="fp32"),
+    pytest.param(torch.float16, id="fp16"),
+    pytest.param(torch.bfloat16, id="bf16"),
+]
+FORMATS = [
+    pytest.param(torch.contiguous_format, id="nchw"),
+    pytest.param(torch.channels_last, id="nhwc"),
+]
 TOL = {torch.float32: 1e-5, "tf32": 3e-3, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 
 
@@ -242,7 +250,7 @@ def conv_operands(case, dtype, fmt):
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("tf32", [False, True], ids=["exact", "tf32"])
 def test_conv2d_forward(case, dtype, fmt, tf32):
     if dtype != torch.float32 and tf32:
         pytest.skip("TF32 concerns float32 only")
@@ -259,7 +267,7 @@ def test_conv2d_forward(case, dtype, fmt, tf32):
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("tf32", [False, True], ids=["exact", "tf32"])
 def test_conv2d_backward(case, dtype, fmt, tf32):
     if dtype != torch.float32 and tf32:
         pytest.skip("TF32 concerns float32 only")

@@ -13,6 +13,10 @@
 #include "fastcnn/error.h"
 #include "fastcnn/tensor.h"
 
+// Marks the index and operand logic that the kernels run and that host code can run too
+// (a host harness can check the gather arithmetic against a reference without a GPU).
+#define FASTCNN_HD __host__ __device__ __forceinline__
+
 namespace fastcnn::cuda {
 
 // A CUDA runtime failure; Python sees it as RuntimeError with the op's name.
@@ -65,28 +69,28 @@ inline unsigned grid_for(int64_t n, int threads) {
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65536 ? 65536 : blocks));
 }
 
-__device__ __forceinline__ float to_float(float v) {
+FASTCNN_HD float to_float(float v) {
   return v;
 }
-__device__ __forceinline__ float to_float(__half v) {
+FASTCNN_HD float to_float(__half v) {
   return __half2float(v);
 }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) {
+FASTCNN_HD float to_float(__nv_bfloat16 v) {
   return __bfloat162float(v);
 }
 
 template <typename T>
-__device__ __forceinline__ T from_float(float v);
+FASTCNN_HD T from_float(float v);
 template <>
-__device__ __forceinline__ float from_float<float>(float v) {
+FASTCNN_HD float from_float<float>(float v) {
   return v;
 }
 template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
+FASTCNN_HD __half from_float<__half>(float v) {
   return __float2half_rn(v);
 }
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+FASTCNN_HD __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 

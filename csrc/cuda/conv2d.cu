@@ -152,17 +152,10 @@ bool use_tensor_cores(DType dtype, bool allow_tf32, const char* op) {
 template <typename T, typename I>
 __global__ void reduce_slices(const float* __restrict__ partial, T* __restrict__ dw, ConvGeom<I> g,
                               I slices) {
-  const I per_slice = g.K * g.Cg * g.RS(), cols = g.Cg * g.RS();
+  const I total = g.K * g.Cg * g.RS();
   const I step = static_cast<I>(gridDim.x) * blockDim.x;
-  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < per_slice; i += step) {
-    float sum = 0.f;
-    for (I z = 0; z < slices; ++z) sum += partial[z * per_slice + i];
-    // i = (group * Kg + m) * cols + j, and group * Kg + m is the filter k.
-    const I k = i / cols;
-    I c, r, s;
-    g.crs(i % cols, c, r, s);
-    dw[k * g.ws[0] + c * g.ws[1] + r * g.ws[2] + s * g.ws[3]] = from_float<T>(sum);
-  }
+  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step)
+    reduce_one(partial, dw, g, slices, i);
 }
 
 // Bias gradient, NCHW: one block per filter, sums over (n, pixel), a fixed-order tree.

@@ -27,11 +27,11 @@ struct ConvGeom {
   I sh, sw, ph, pw, dh, dw;
   I xs[4], ws[4], ys[4];  // image (input or grad_input), weight, output (or grad_output)
   bool x_cl, y_cl;        // image / output channels_last
-  __device__ I P() const { return Ho * Wo; }
-  __device__ I RS() const { return R * S; }
+  FASTCNN_HD I P() const { return Ho * Wo; }
+  FASTCNN_HD I RS() const { return R * S; }
   // (c, r, s) of a reduction or column index over Cg * R * S, channel innermost for an
   // NHWC image.
-  __device__ void crs(I q, I& c, I& r, I& s) const {
+  FASTCNN_HD void crs(I q, I& c, I& r, I& s) const {
     if (x_cl) {
       c = q % Cg;
       const I rs = q / Cg;
@@ -43,7 +43,7 @@ struct ConvGeom {
     }
   }
   // (n, oh, ow) of an output position.
-  __device__ void nhw(I j, I& n, I& oh, I& ow) const {
+  FASTCNN_HD void nhw(I j, I& n, I& oh, I& ow) const {
     n = j / P();
     const I p = j % P();
     oh = p / Wo, ow = p % Wo;
@@ -61,19 +61,19 @@ struct ForwardOp {
   T* y;
   bool relu;
 
-  __device__ I groups() const { return g.G; }
-  __device__ I rows() const { return g.Kg; }
-  __device__ I cols() const { return g.N * g.P(); }
-  __device__ I depth() const { return g.Cg * g.RS(); }
-  __device__ bool a_m_fastest() const { return false; }
-  __device__ bool b_q_fastest() const { return g.x_cl; }
+  FASTCNN_HD I groups() const { return g.G; }
+  FASTCNN_HD I rows() const { return g.Kg; }
+  FASTCNN_HD I cols() const { return g.N * g.P(); }
+  FASTCNN_HD I depth() const { return g.Cg * g.RS(); }
+  FASTCNN_HD bool a_m_fastest() const { return false; }
+  FASTCNN_HD bool b_q_fastest() const { return g.x_cl; }
 
-  __device__ float a(I grp, I m, I q) const {
+  FASTCNN_HD float a(I grp, I m, I q) const {
     I c, r, s;
     g.crs(q, c, r, s);
     return to_float(w[(grp * g.Kg + m) * g.ws[0] + c * g.ws[1] + r * g.ws[2] + s * g.ws[3]]);
   }
-  __device__ float b(I grp, I q, I j) const {
+  FASTCNN_HD float b(I grp, I q, I j) const {
     I c, r, s, n, oh, ow;
     g.crs(q, c, r, s);
     g.nhw(j, n, oh, ow);
@@ -81,7 +81,7 @@ struct ForwardOp {
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0.f;
     return to_float(x[n * g.xs[0] + (grp * g.Cg + c) * g.xs[1] + ih * g.xs[2] + iw * g.xs[3]]);
   }
-  __device__ void store(I grp, I /*slice*/, I m, I j, float acc) const {
+  FASTCNN_HD void store(I grp, I /*slice*/, I m, I j, float acc) const {
     I n, oh, ow;
     g.nhw(j, n, oh, ow);
     const I k = grp * g.Kg + m;
@@ -100,15 +100,15 @@ struct BackwardInputOp {
   const T* w;
   T* dx;
 
-  __device__ I groups() const { return g.G; }
-  __device__ I rows() const { return g.Cg; }
-  __device__ I cols() const { return g.N * g.H * g.W; }
-  __device__ I depth() const { return g.Kg * g.RS(); }
-  __device__ bool a_m_fastest() const { return false; }
-  __device__ bool b_q_fastest() const { return g.y_cl; }
+  FASTCNN_HD I groups() const { return g.G; }
+  FASTCNN_HD I rows() const { return g.Cg; }
+  FASTCNN_HD I cols() const { return g.N * g.H * g.W; }
+  FASTCNN_HD I depth() const { return g.Kg * g.RS(); }
+  FASTCNN_HD bool a_m_fastest() const { return false; }
+  FASTCNN_HD bool b_q_fastest() const { return g.y_cl; }
 
   // (k, r, s) of a reduction index, filter innermost for an NHWC grad_output.
-  __device__ void krs(I q, I& k, I& r, I& s) const {
+  FASTCNN_HD void krs(I q, I& k, I& r, I& s) const {
     if (g.y_cl) {
       k = q % g.Kg;
       const I rs = q / g.Kg;
@@ -119,12 +119,12 @@ struct BackwardInputOp {
       r = t % g.R, k = t / g.R;
     }
   }
-  __device__ float a(I grp, I m, I q) const {
+  FASTCNN_HD float a(I grp, I m, I q) const {
     I k, r, s;
     krs(q, k, r, s);
     return to_float(w[(grp * g.Kg + k) * g.ws[0] + m * g.ws[1] + r * g.ws[2] + s * g.ws[3]]);
   }
-  __device__ float b(I grp, I q, I j) const {
+  FASTCNN_HD float b(I grp, I q, I j) const {
     I k, r, s;
     krs(q, k, r, s);
     const I n = j / (g.H * g.W), hw = j % (g.H * g.W);
@@ -135,7 +135,7 @@ struct BackwardInputOp {
     if (oh >= g.Ho || ow >= g.Wo) return 0.f;
     return to_float(dy[n * g.ys[0] + (grp * g.Kg + k) * g.ys[1] + oh * g.ys[2] + ow * g.ys[3]]);
   }
-  __device__ void store(I grp, I /*slice*/, I m, I j, float acc) const {
+  FASTCNN_HD void store(I grp, I /*slice*/, I m, I j, float acc) const {
     const I n = j / (g.H * g.W), hw = j % (g.H * g.W);
     dx[n * g.xs[0] + (grp * g.Cg + m) * g.xs[1] + hw / g.W * g.xs[2] + hw % g.W * g.xs[3]] =
         from_float<T>(acc);
@@ -153,19 +153,19 @@ struct BackwardWeightOp {
   const T* x;
   float* partial;
 
-  __device__ I groups() const { return g.G; }
-  __device__ I rows() const { return g.Kg; }
-  __device__ I cols() const { return g.Cg * g.RS(); }
-  __device__ I depth() const { return g.N * g.P(); }
-  __device__ bool a_m_fastest() const { return g.y_cl; }
-  __device__ bool b_q_fastest() const { return !g.x_cl; }
+  FASTCNN_HD I groups() const { return g.G; }
+  FASTCNN_HD I rows() const { return g.Kg; }
+  FASTCNN_HD I cols() const { return g.Cg * g.RS(); }
+  FASTCNN_HD I depth() const { return g.N * g.P(); }
+  FASTCNN_HD bool a_m_fastest() const { return g.y_cl; }
+  FASTCNN_HD bool b_q_fastest() const { return !g.x_cl; }
 
-  __device__ float a(I grp, I m, I q) const {
+  FASTCNN_HD float a(I grp, I m, I q) const {
     I n, oh, ow;
     g.nhw(q, n, oh, ow);
     return to_float(dy[n * g.ys[0] + (grp * g.Kg + m) * g.ys[1] + oh * g.ys[2] + ow * g.ys[3]]);
   }
-  __device__ float b(I grp, I q, I j) const {
+  FASTCNN_HD float b(I grp, I q, I j) const {
     I c, r, s, n, oh, ow;
     g.crs(j, c, r, s);
     g.nhw(q, n, oh, ow);
@@ -173,9 +173,24 @@ struct BackwardWeightOp {
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0.f;
     return to_float(x[n * g.xs[0] + (grp * g.Cg + c) * g.xs[1] + ih * g.xs[2] + iw * g.xs[3]]);
   }
-  __device__ void store(I grp, I slice, I m, I j, float acc) const {
+  FASTCNN_HD void store(I grp, I slice, I m, I j, float acc) const {
     partial[((slice * g.G + grp) * g.Kg + m) * cols() + j] = acc;
   }
 };
+
+// Element i of the filter-major [K][Cg*R*S] partial sums: their sum over the slices, in
+// slice order, written to dW in its layout.
+template <typename T, typename I>
+FASTCNN_HD void reduce_one(const float* __restrict__ partial, T* __restrict__ dw,
+                           const ConvGeom<I>& g, I slices, I i) {
+  const I cols = g.Cg * g.RS(), per_slice = g.K * cols;
+  float sum = 0.f;
+  for (I z = 0; z < slices; ++z) sum += partial[z * per_slice + i];
+  // i = (group * Kg + m) * cols + j, and group * Kg + m is the filter k.
+  const I k = i / cols;
+  I c, r, s;
+  g.crs(i % cols, c, r, s);
+  dw[k * g.ws[0] + c * g.ws[1] + r * g.ws[2] + s * g.ws[3]] = from_float<T>(sum);
+}
 
 }  // namespace fastcnn::cuda

@@ -11,11 +11,11 @@
 // windows cannot overlap, atomics when they can. The deterministic backward instead
 // gathers: each input element sums, in a fixed order, dy of the windows whose argmax it is.
 #include <algorithm>
-#include <cmath>
 #include <type_traits>
 
 #include "cuda/checks.h"
 #include "cuda/common.cuh"
+#include "cuda/max_pool2d_window.cuh"
 #include "fastcnn/ops.h"
 
 namespace fastcnn::cuda {
@@ -23,111 +23,13 @@ namespace {
 
 constexpr int kThreads = 256;
 
-struct PoolShape {
-  int64_t N, C, H, W, Ho, Wo;
-  int64_t xs[4], ys[4];  // element strides of n, c, h, w (input, output)
-  int kh, kw, sh, sw, ph, pw, dh, dw;
-  bool y_channels_last, x_channels_last;
-};
-
-// (n, c, h, w) of the element at flat position i of a dense tensor of sizes (N, C, H, W).
-template <typename Index>
-struct Coords {
-  Index n, c, h, w;
-};
-template <typename Index>
-__device__ __forceinline__ Coords<Index> coords_of(Index i, Index C, Index H, Index W,
-                                                   bool channels_last) {
-  Coords<Index> k;
-  if (channels_last) {
-    k.c = i % C, i /= C;
-    k.w = i % W, i /= W;
-    k.h = i % H, k.n = i / H;
-  } else {
-    k.w = i % W, i /= W;
-    k.h = i % H, i /= H;
-    k.c = i % C, k.n = i / C;
-  }
-  return k;
-}
-
-// The window's max and its tap r * kw + s (-1 when the window holds no input element).
-template <typename T, typename Index>
-__device__ __forceinline__ int window_max(const T* __restrict__ plane, const PoolShape& g, Index oh,
-                                          Index ow, float& best) {
-  const Index h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
-  best = -INFINITY;
-  int tap = -1;
-  for (int r = 0; r < g.kh; ++r) {
-    const Index ih = h0 + r * g.dh;
-    if (ih < 0 || ih >= g.H) continue;
-    for (int s = 0; s < g.kw; ++s) {
-      const Index iw = w0 + s * g.dw;
-      if (iw < 0 || iw >= g.W) continue;
-      const float v = to_float(plane[ih * g.xs[2] + iw * g.xs[3]]);
-      if (tap < 0 || v > best || v != v) {  // NaN wins, as in torch
-        best = v;
-        tap = r * g.kw + s;
-      }
-    }
-  }
-  return tap;
-}
-
-// Saved argmax <-> tap. Index tensors hold flat plane positions, offset tensors taps.
-template <typename S>
-struct Saved {
-  __device__ static S encode(int tap, const PoolShape& g, int64_t oh, int64_t ow) {
-    return static_cast<S>(tap < 0 ? g.kh * g.kw : tap);
-  }
-  __device__ static int decode(S v, const PoolShape& g, int64_t oh, int64_t ow) {
-    return static_cast<int>(v) >= g.kh * g.kw ? -1 : static_cast<int>(v);
-  }
-};
-template <>
-struct Saved<int64_t> {
-  __device__ static int64_t encode(int tap, const PoolShape& g, int64_t oh, int64_t ow) {
-    if (tap < 0) return -1;
-    const int64_t ih = oh * g.sh - g.ph + tap / g.kw * g.dh;
-    const int64_t iw = ow * g.sw - g.pw + tap % g.kw * g.dw;
-    return ih * g.W + iw;
-  }
-  // An index outside the window (a corrupt or foreign tensor) counts as no argmax, so a
-  // bad index never addresses memory.
-  __device__ static int decode(int64_t v, const PoolShape& g, int64_t oh, int64_t ow) {
-    if (v < 0 || v >= g.H * g.W) return -1;
-    const int64_t dh = v / g.W - (oh * g.sh - g.ph), dw = v % g.W - (ow * g.sw - g.pw);
-    if (dh < 0 || dw < 0 || dh % g.dh != 0 || dw % g.dw != 0) return -1;
-    const int64_t r = dh / g.dh, s = dw / g.dw;
-    return r < g.kh && s < g.kw ? static_cast<int>(r * g.kw + s) : -1;
-  }
-};
-struct NoSaved {};
-
 template <typename T, typename S, typename Index>
 __global__ void forward_kernel(const T* __restrict__ x, T* __restrict__ y, S* __restrict__ saved,
                                PoolShape g) {
   const Index total = static_cast<Index>(g.N * g.C * g.Ho * g.Wo);
   const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
-  for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const Coords<Index> o = coords_of<Index>(i, g.C, g.Ho, g.Wo, g.y_channels_last);
-    float best;
-    const int tap = window_max<T, Index>(x + o.n * g.xs[0] + o.c * g.xs[1], g, o.h, o.w, best);
-    y[i] = from_float<T>(best);
-    if constexpr (!std::is_same_v<S, NoSaved>) saved[i] = Saved<S>::encode(tap, g, o.h, o.w);
-  }
-}
-
-// The tap of output o's argmax: saved, or recomputed from the input.
-template <typename T, typename S, typename Index>
-__device__ __forceinline__ int argmax_tap(const T* __restrict__ x, const S* __restrict__ saved,
-                                          const PoolShape& g, Index i, const Coords<Index>& o) {
-  if constexpr (std::is_same_v<S, NoSaved>) {
-    float best;
-    return window_max<T, Index>(x + o.n * g.xs[0] + o.c * g.xs[1], g, o.h, o.w, best);
-  } else {
-    return Saved<S>::decode(saved[i], g, o.h, o.w);
-  }
+  for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step)
+    forward_one<T, S, Index>(x, y, saved, g, i);
 }
 
 template <typename T, typename S, typename Index, bool kAtomic>
@@ -137,17 +39,12 @@ __global__ void backward_scatter_kernel(const T* __restrict__ dy, const T* __res
   const Index total = static_cast<Index>(g.N * g.C * g.Ho * g.Wo);
   const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const Coords<Index> o = coords_of<Index>(i, g.C, g.Ho, g.Wo, g.y_channels_last);
-    const int tap = argmax_tap<T, S, Index>(x, saved, g, i, o);
-    if (tap < 0) continue;
-    const Index ih = o.h * g.sh - g.ph + tap / g.kw * g.dh;
-    const Index iw = o.w * g.sw - g.pw + tap % g.kw * g.dw;
-    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;  // a corrupt offset
-    T* dst = dx + o.n * g.xs[0] + o.c * g.xs[1] + ih * g.xs[2] + iw * g.xs[3];
+    Index dst;
+    if (!scatter_target<T, S, Index>(x, saved, g, i, dst)) continue;
     if constexpr (kAtomic)
-      atomicAdd(dst, dy[i]);
+      atomicAdd(dx + dst, dy[i]);
     else
-      *dst = dy[i];
+      dx[dst] = dy[i];
   }
 }
 
@@ -157,24 +54,8 @@ __global__ void backward_gather_kernel(const T* __restrict__ dy, const T* __rest
                                        PoolShape g) {
   const Index total = static_cast<Index>(g.N * g.C * g.H * g.W);
   const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
-  for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const Coords<Index> in = coords_of<Index>(i, g.C, g.H, g.W, g.x_channels_last);
-    float sum = 0.f;
-    for (int r = 0; r < g.kh; ++r) {
-      const Index th = in.h + g.ph - r * g.dh;  // oh * sh for the window whose tap r is ih
-      if (th < 0) break;
-      if (th % g.sh != 0 || th / g.sh >= g.Ho) continue;
-      for (int s = 0; s < g.kw; ++s) {
-        const Index tw = in.w + g.pw - s * g.dw;
-        if (tw < 0) break;
-        if (tw % g.sw != 0 || tw / g.sw >= g.Wo) continue;
-        Coords<Index> o{in.n, in.c, th / g.sh, tw / g.sw};
-        const Index j = o.n * g.ys[0] + o.c * g.ys[1] + o.h * g.ys[2] + o.w * g.ys[3];
-        if (argmax_tap<T, S, Index>(x, saved, g, j, o) == r * g.kw + s) sum += to_float(dy[j]);
-      }
-    }
-    dx[i] = from_float<T>(sum);
-  }
+  for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step)
+    dx[i] = from_float<T>(gather_one<T, S, Index>(dy, x, saved, g, i));
 }
 
 PoolShape validate(const char* op, const char* in_name, const TensorView& x, const char* out_name,
