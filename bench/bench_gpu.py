@@ -37,6 +37,7 @@ import statistics
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -247,14 +248,14 @@ def pool_cases(dtype: str, fmt: str) -> Iterator[Case]:
             x = _rand(shape, dt, mf)
             return (lambda: fc.max_pool2d(x, *geometry, False)[0], lambda: F.max_pool2d(x, k, s, p))
 
-        def step(shape=shape, geometry=geometry, k=k, s=s, p=p, yshape=(n, c, ho, ho)):
+        def step(shape=shape, geometry=geometry, k=k, s=s, p=p, yshape=(n, c, ho, ho), det=False):
             x = _rand(shape, dt, mf)
             xr = x.clone().requires_grad_()
             dy = _rand(yshape, dt, mf)
 
             def fast():
                 out, offsets = fc.max_pool2d(x, *geometry, False)
-                return fc.max_pool2d_backward(dy, x, offsets, *geometry)
+                return fc.max_pool2d_backward(dy, x, offsets, *geometry, deterministic=det)
 
             def ref():
                 xr.grad = None
@@ -264,9 +265,14 @@ def pool_cases(dtype: str, fmt: str) -> Iterator[Case]:
             return fast, ref
 
         yield Case(pid, "maxpool fwd", fmt, dtype, label, 0, x_bytes + y_bytes, fwd, 0)
-        # x read twice (forward, shape of dx), dy read, offsets written and read, dx written
+        # Compulsory traffic: x read, y written, offsets written and read, dy read, dx written.
         step_bytes = 2 * x_bytes + 2 * y_bytes + 2 * y_bytes // es
-        yield Case(pid, "maxpool fwd+bwd", fmt, dtype, label, 0, step_bytes, step, 0)
+        # Overlapping windows add gradients in another order than torch does.
+        step_tol = 1e-5 if dtype == "float32" else 1e-2
+        yield Case(pid, "maxpool fwd+bwd", fmt, dtype, label, 0, step_bytes, step, step_tol)
+        # The deterministic backward gathers: dx written once, without zeroing it first.
+        det = partial(step, det=True)
+        yield Case(pid, "maxpool fwd+bwd det", fmt, dtype, label, 0, step_bytes, det, step_tol)
 
 
 def gap_cases(dtype: str, fmt: str) -> Iterator[Case]:
