@@ -183,7 +183,7 @@ def test_max_pool2d_backward(geometry, dtype, fmt, saved, deterministic):
         dy, x, None if saved == "none" else s, *geometry, deterministic=deterministic
     )
     assert dx.is_contiguous(memory_format=fmt)
-    # Overlapping windows sum several gradients in the element's dtype (atomics) or float.
+    # Overlapping windows add gradients in another order than torch (float32 atomics).
     assert rel_err(dx, xr.grad) < (0 if dtype == torch.float32 else 1) * TOL[dtype] + 1e-6
     if deterministic:
         again = cuda().max_pool2d_backward(
@@ -217,6 +217,8 @@ CONV_CASES = [
     (2, 12, 9, 9, 12, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 12),  # depthwise
     (2, 6, 8, 8, 12, (3, 3), (2, 1), (1, 1), (0, 1), (1, 2), 3),
     (1, 70, 5, 5, 130, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1),  # more than one tile
+    (2, 6, 9, 8, 12, (3, 2), (2, 1), (1, 0), (1, 1), (1, 2), 6),  # depthwise, multiplier 2
+    (3, 1, 10, 9, 5, (3, 3), (1, 2), (1, 1), (0, 1), (2, 1), 1),  # one input channel (direct)
 ]
 
 

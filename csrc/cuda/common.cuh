@@ -94,6 +94,26 @@ FASTCNN_HD __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
+// (n, c, h, w) of the element at flat position i of a dense tensor of sizes (N, C, H, W).
+template <typename Index>
+struct Coords {
+  Index n, c, h, w;
+};
+template <typename Index>
+FASTCNN_HD Coords<Index> coords_of(Index i, Index C, Index H, Index W, bool channels_last) {
+  Coords<Index> k;
+  if (channels_last) {
+    k.c = i % C, i /= C;
+    k.w = i % W, i /= W;
+    k.h = i % H, k.n = i / H;
+  } else {
+    k.w = i % W, i /= W;
+    k.h = i % H, i /= H;
+    k.c = i % C, k.n = i / C;
+  }
+  return k;
+}
+
 // Calls f(T{}) with T the device type of `dtype` (float, __half or __nv_bfloat16); the
 // entry points have checked the dtype already.
 template <typename F>

@@ -2,11 +2,14 @@
 // kernels (conv2d_ops.cuh: the passes; conv2d_simt.cuh: exact FP32; conv2d_mma.cuh: tensor
 // cores). Backward-weight splits its reduction over slices that write float partial sums
 // to the workspace, then adds them in slice order: deterministic, no float atomics.
+// One input channel per group (depthwise, or a single-channel input) runs direct kernels
+// instead (conv2d_depthwise.cuh): a GEMM with one row per group would waste its tiles.
 #include <algorithm>
 #include <utility>
 
 #include "cuda/checks.h"
 #include "cuda/common.cuh"
+#include "cuda/conv2d_depthwise.cuh"
 #include "cuda/conv2d_mma.cuh"
 #include "cuda/conv2d_ops.cuh"
 #include "cuda/conv2d_simt.cuh"
@@ -60,6 +63,8 @@ ConvGeom<int64_t> validate(const ConvNames& nm, const TensorView& x, const Tenso
                 g.K, ") must be divisible by groups (", g.G, ")");
   FASTCNN_CHECK(g.G <= 65535, nm.op, ": groups must be at most 65535 on CUDA, got ", g.G);
   g.Cg = g.C / g.G, g.Kg = g.K / g.G;
+  FASTCNN_CHECK(g.R * g.S <= 65535, nm.op, ": ", nm.weight,
+                " must have at most 65535 taps (R x S) on CUDA, got ", g.R, "x", g.S);
   FASTCNN_CHECK(w.sizes[1] == g.Cg, nm.op, ": ", nm.weight,
                 " must be [K, C/groups, R, S] with C/groups = ", g.Cg, ", got ", w.sizes[1],
                 " input channels per group");
@@ -75,6 +80,7 @@ ConvGeom<int64_t> validate(const ConvNames& nm, const TensorView& x, const Tenso
   check_sizes(nm.op, nm.output, y, {g.N, g.K, g.Ho, g.Wo});
   g.x_cl = is_channels_last(x);
   g.y_cl = is_channels_last(y);
+  g.w_rows_dense = weight_rows_dense(g);
   return g;
 }
 
@@ -94,6 +100,7 @@ Split weight_split(const ConvGeom<int64_t>& g) {
 }
 
 size_t weight_workspace_bytes(const ConvGeom<int64_t>& g) {
+  if (g.Cg == 1) return 0;  // the direct kernels reduce within a block
   const Split sp = weight_split(g);
   return static_cast<size_t>(sp.slices * g.K * g.Cg * g.R * g.S) * sizeof(float);
 }
@@ -105,7 +112,7 @@ ConvGeom<I> narrow(const ConvGeom<int64_t>& g) {
   n.R = g.R, n.S = g.S, n.G = g.G, n.Cg = g.Cg, n.Kg = g.Kg;
   n.sh = g.sh, n.sw = g.sw, n.ph = g.ph, n.pw = g.pw, n.dh = g.dh, n.dw = g.dw;
   for (int d = 0; d < 4; ++d) n.xs[d] = g.xs[d], n.ws[d] = g.ws[d], n.ys[d] = g.ys[d];
-  n.x_cl = g.x_cl, n.y_cl = g.y_cl;
+  n.x_cl = g.x_cl, n.y_cl = g.y_cl, n.w_rows_dense = g.w_rows_dense;
   return n;
 }
 
@@ -223,6 +230,12 @@ void conv2d_forward(const TensorView& input, const TensorView& weight, const Ten
     using T = decltype(t);
     dispatch_index(g, 0, [&](auto index) {
       using I = decltype(index);
+      if (g.Cg == 1) {
+        depthwise_forward<T, I><<<grid_for(output.numel(), 256), 256, 0, as_stream(stream)>>>(
+            input.ptr<T>(), weight.ptr<T>(), bias ? bias->ptr<T>() : nullptr, output.ptr<T>(),
+            narrow<I>(g), p.relu);
+        return check_launch(nm.op);
+      }
       const ForwardOp<T, I> op{narrow<I>(g),    input.ptr<T>(),
                                weight.ptr<T>(), bias ? bias->ptr<T>() : nullptr,
                                output.ptr<T>(), p.relu};
@@ -244,6 +257,12 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
     using T = decltype(t);
     dispatch_index(g, 0, [&](auto index) {
       using I = decltype(index);
+      if (g.Cg == 1) {
+        depthwise_backward_input<T, I>
+            <<<grid_for(grad_input.numel(), 256), 256, 0, as_stream(stream)>>>(
+                grad_output.ptr<T>(), weight.ptr<T>(), grad_input.ptr<T>(), narrow<I>(g));
+        return check_launch(nm.op);
+      }
       const BackwardInputOp<T, I> op{narrow<I>(g), grad_output.ptr<T>(), weight.ptr<T>(),
                                      grad_input.ptr<T>()};
       launch_gemm(op, g.Cg, g.N * g.H * g.W, 1, g.Kg * g.R * g.S, tc, as_stream(stream), nm.op);
@@ -269,11 +288,23 @@ void conv2d_backward_weight(const TensorView& grad_output, const TensorView& inp
   }
   const Split sp = weight_split(g);
   const bool tc = use_tensor_cores(input.dtype, allow_tf32, nm.op);
-  auto* partial = static_cast<float*>(workspace->data);
+  auto* partial = needed ? static_cast<float*>(workspace->data) : nullptr;
   dispatch_float(input.dtype, [&](auto t) {
     using T = decltype(t);
     dispatch_index(g, static_cast<int64_t>(needed / sizeof(float)), [&](auto index) {
       using I = decltype(index);
+      if (g.Cg == 1) {
+        const auto taps = static_cast<unsigned>(g.R * g.S);
+        if (g.y_cl)
+          depthwise_backward_weight_channels<T, I>
+              <<<dim3(static_cast<unsigned>(ceil_div(g.K, 32)), taps), dim3(32, 8), 0, s>>>(
+                  grad_output.ptr<T>(), input.ptr<T>(), grad_weight.ptr<T>(), narrow<I>(g));
+        else
+          depthwise_backward_weight_planes<T, I>
+              <<<dim3(static_cast<unsigned>(g.K), taps), 256, 0, s>>>(
+                  grad_output.ptr<T>(), input.ptr<T>(), grad_weight.ptr<T>(), narrow<I>(g));
+        return check_launch(nm.op);
+      }
       const BackwardWeightOp<T, I> op{narrow<I>(g), grad_output.ptr<T>(), input.ptr<T>(), partial};
       launch_gemm(op, g.Kg, g.Cg * g.R * g.S, sp.slices, sp.chunk, tc, s, nm.op);
       reduce_slices<T, I><<<grid_for(g.K * g.Cg * g.R * g.S, 256), 256, 0, s>>>(

@@ -104,13 +104,14 @@ __global__ void __launch_bounds__(mma::kThreads) conv_gemm_mma(Op op, typename O
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wrow = warp / 4 * 32, wcol = warp % 4 * 16;
   const BlockWork<I> b = block_work(op, k_chunk);
+  const Slots<Op> slots = resolve_slots(op, b.grp, b.m0, b.n0);
 
   float acc[2][2][4] = {};
   for (I k0 = b.k_begin; k0 < b.k_end; k0 += kBK) {
     if constexpr (std::is_same_v<T, float>)
-      load_step(op, b.grp, b.m0, b.n0, k0, b.k_end, As, Bs, RoundTf32{});
+      load_step(op, slots, k0, b.k_end, As, Bs, RoundTf32{});
     else
-      load_step(op, b.grp, b.m0, b.n0, k0, b.k_end, As, Bs);
+      load_step(op, slots, k0, b.k_end, As, Bs);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll

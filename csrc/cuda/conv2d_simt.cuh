@@ -16,10 +16,11 @@ __global__ void __launch_bounds__(tiles::kThreads)
   __shared__ TileB Bs;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const BlockWork<I> b = block_work(op, k_chunk);
+  const Slots<Op> slots = resolve_slots(op, b.grp, b.m0, b.n0);
 
   float acc[4][4] = {};
   for (I k0 = b.k_begin; k0 < b.k_end; k0 += kBK) {
-    load_step(op, b.grp, b.m0, b.n0, k0, b.k_end, As, Bs);
+    load_step(op, slots, k0, b.k_end, As, Bs);
 #pragma unroll
     for (int kk = 0; kk < kBK; ++kk) {
       float av[4], bv[4];

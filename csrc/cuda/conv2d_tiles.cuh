@@ -2,7 +2,7 @@
 // of C (one group, one reduction slice) in steps of depth 16. Each step, every one of the
 // 256 threads reads 4 elements of each operand through the Op's gather functions (zero
 // outside the matrix or the slice) and stores them, as float, into k-major shared tiles
-// As[k][m] and Bs[k][n].
+// As[k][m] and Bs[k][n]. A thread's loads keep their row of A and column of B at every step.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -33,33 +33,55 @@ struct Identity {
   __device__ float operator()(float v) const { return v; }
 };
 
+// The row of A and column of B behind each of a thread's loads: fixed for the block, so
+// resolved once (Op::row_a / col_b) rather than at every reduction step.
+template <typename Op>
+struct Slots {
+  typename Op::RowA rows[kLoads];
+  typename Op::ColB cols[kLoads];
+  bool row_ok[kLoads], col_ok[kLoads];
+};
+
+template <typename Op>
+__device__ __forceinline__ Slots<Op> resolve_slots(const Op& op, typename Op::Index grp,
+                                                   typename Op::Index m0, typename Op::Index n0) {
+  Slots<Op> sl;
+#pragma unroll
+  for (int t = 0; t < kLoads; ++t) {
+    int mm, kk, jj, qq;
+    slot(threadIdx.x, t, op.a_m_fastest(), mm, kk);
+    slot(threadIdx.x, t, !op.b_q_fastest(), jj, qq);
+    sl.row_ok[t] = m0 + mm < op.rows();
+    sl.col_ok[t] = n0 + jj < op.cols();
+    // Rows and columns past the matrix load nothing; resolve them as the first one.
+    sl.rows[t] = op.row_a(grp, sl.row_ok[t] ? m0 + mm : 0);
+    sl.cols[t] = op.col_b(grp, sl.col_ok[t] ? n0 + jj : 0);
+  }
+  return sl;
+}
+
 // One step: fetch this step's operands into registers, wait for the previous step's
 // readers, store (through `round`), and wait for the stores. Every thread must call it.
 template <typename Op, typename Round = Identity>
-__device__ __forceinline__ void load_step(const Op& op, typename Op::Index grp,
-                                          typename Op::Index m0, typename Op::Index n0,
-                                          typename Op::Index k0, typename Op::Index k_end,
-                                          TileA& As, TileB& Bs, Round round = {}) {
-  using I = typename Op::Index;
-  const int tid = threadIdx.x;
+__device__ __forceinline__ void load_step(const Op& op, const Slots<Op>& sl, typename Op::Index k0,
+                                          typename Op::Index k_end, TileA& As, TileB& Bs,
+                                          Round round = {}) {
   const bool a_m = op.a_m_fastest(), b_q = op.b_q_fastest();
-  const I M = op.rows(), Ncol = op.cols();
   float ra[kLoads], rb[kLoads];
 #pragma unroll
   for (int t = 0; t < kLoads; ++t) {
     int mm, kk, jj, qq;
-    slot(tid, t, a_m, mm, kk);
-    slot(tid, t, !b_q, jj, qq);
-    const I m = m0 + mm, qa = k0 + kk, j = n0 + jj, qb = k0 + qq;
-    ra[t] = m < M && qa < k_end ? op.a(grp, m, qa) : 0.f;
-    rb[t] = j < Ncol && qb < k_end ? op.b(grp, qb, j) : 0.f;
+    slot(threadIdx.x, t, a_m, mm, kk);
+    slot(threadIdx.x, t, !b_q, jj, qq);
+    ra[t] = sl.row_ok[t] && k0 + kk < k_end ? op.a_at(sl.rows[t], k0 + kk) : 0.f;
+    rb[t] = sl.col_ok[t] && k0 + qq < k_end ? op.b_at(sl.cols[t], k0 + qq) : 0.f;
   }
   __syncthreads();
 #pragma unroll
   for (int t = 0; t < kLoads; ++t) {
     int mm, kk, jj, qq;
-    slot(tid, t, a_m, mm, kk);
-    slot(tid, t, !b_q, jj, qq);
+    slot(threadIdx.x, t, a_m, mm, kk);
+    slot(threadIdx.x, t, !b_q, jj, qq);
     As[kk][mm] = round(ra[t]);
     Bs[qq][jj] = round(rb[t]);
   }

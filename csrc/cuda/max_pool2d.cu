@@ -8,8 +8,9 @@
 //     taps, int32 otherwise; kh * kw marks a window without input element;
 //   - or nothing, and the backward recomputes each window's argmax from the input.
 // The backward scatters dy into dx (zeroed first) from the saved argmax: plain stores when
-// windows cannot overlap, atomics when they can. The deterministic backward instead
-// gathers: each input element sums, in a fixed order, dy of the windows whose argmax it is.
+// windows cannot overlap, float32 atomics when they can. The deterministic backward, and
+// float16 / bfloat16 with overlapping windows, instead gather: each input element sums in
+// float, in a fixed order, dy of the windows whose argmax it is.
 #include <algorithm>
 #include <type_traits>
 
@@ -172,9 +173,11 @@ void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
   if (grad_input.numel() == 0) return;
   DeviceGuard guard(device, op);
   const cudaStream_t s = as_stream(stream);
-  // Windows overlap when a stride is shorter than the dilated window's extent.
+  // Windows overlap when a stride is shorter than the dilated window's extent. Where they
+  // do, float16 / bfloat16 gather too: atomics would round every partial sum to 8 or 11 bits.
   const bool overlap = g.sh < (g.kh - 1) * g.dh + 1 || g.sw < (g.kw - 1) * g.dw + 1;
-  if (!deterministic || !overlap) {
+  const bool gather = overlap && (deterministic || input.dtype != DType::Float32);
+  if (!gather) {
     check_cuda(cudaMemsetAsync(grad_input.data, 0, grad_input.numel() * dtype_size(input.dtype), s),
                op, "cudaMemsetAsync");
   }
@@ -187,15 +190,17 @@ void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
         const T *dy = grad_output.ptr<T>(), *x = input.ptr<T>();
         const S* sp = saved_ptr<S>(saved);
         T* dx = grad_input.ptr<T>();
-        if (deterministic && overlap)
-          backward_gather_kernel<T, S, Index>
-              <<<grid_for(grad_input.numel(), kThreads), kThreads, 0, s>>>(dy, x, sp, dx, g);
-        else if (overlap)
-          backward_scatter_kernel<T, S, Index, true>
-              <<<grid_for(grad_output.numel(), kThreads), kThreads, 0, s>>>(dy, x, sp, dx, g);
-        else
+        const unsigned blocks_in = grid_for(grad_input.numel(), kThreads),
+                       blocks_out = grid_for(grad_output.numel(), kThreads);
+        if (gather) {
+          backward_gather_kernel<T, S, Index><<<blocks_in, kThreads, 0, s>>>(dy, x, sp, dx, g);
+        } else if (!overlap) {
           backward_scatter_kernel<T, S, Index, false>
-              <<<grid_for(grad_output.numel(), kThreads), kThreads, 0, s>>>(dy, x, sp, dx, g);
+              <<<blocks_out, kThreads, 0, s>>>(dy, x, sp, dx, g);
+        } else if constexpr (std::is_same_v<T, float>) {  // the only dtype scattered atomically
+          backward_scatter_kernel<T, S, Index, true>
+              <<<blocks_out, kThreads, 0, s>>>(dy, x, sp, dx, g);
+        }
       });
     });
   });

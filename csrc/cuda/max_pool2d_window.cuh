@@ -18,26 +18,6 @@ struct PoolShape {
   bool y_channels_last, x_channels_last;
 };
 
-// (n, c, h, w) of the element at flat position i of a dense tensor of sizes (N, C, H, W).
-template <typename Index>
-struct Coords {
-  Index n, c, h, w;
-};
-template <typename Index>
-FASTCNN_HD Coords<Index> coords_of(Index i, Index C, Index H, Index W, bool channels_last) {
-  Coords<Index> k;
-  if (channels_last) {
-    k.c = i % C, i /= C;
-    k.w = i % W, i /= W;
-    k.h = i % H, k.n = i / H;
-  } else {
-    k.w = i % W, i /= W;
-    k.h = i % H, i /= H;
-    k.c = i % C, k.n = i / C;
-  }
-  return k;
-}
-
 // The max of window (oh, ow) of a plane and its tap r * kw + s, -1 when the window holds
 // no input element. Ties keep the first maximum in window order; a NaN wins (the last one).
 template <typename T, typename Index>
