@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The GPU session in one go: build with CUDA for sm_90, the CUDA tests, the whole test
-# suite, compute-sanitizer memcheck and racecheck over the CUDA tests, and the GPU benchmark.
-# Each stage writes its log into LOGDIR, has its own time limit (the whole stays under ten
-# minutes on an H100), and a failing stage does not stop the next. A summary comes last.
+# The GPU session in one go: build with CUDA for sm_90, the CUDA tests, compute-sanitizer
+# memcheck and racecheck over the CUDA tests, the GPU benchmark, and the whole test suite
+# (last: it gets the time left of BUDGET seconds, 560 by default, so the run stays under
+# the device's ten-minute limit). Each stage writes its log into LOGDIR and has its own time
+# limit, and a failing stage does not stop the next. A summary comes last.
 #
 #   bash bench/gpu_session.sh LOGDIR          # from the repository root
 #   BENCH_ARGS="--only C5 --dtype bfloat16" bash bench/gpu_session.sh LOGDIR
+#   SUITE="tests/test_conv2d.py" bash bench/gpu_session.sh LOGDIR   # a part of the suite
 #
 # Writes 8 files: build.log test_cuda.log suite.log memcheck.log racecheck.log bench.log
 # bench.json summary.txt.
@@ -15,7 +17,10 @@ mkdir -p "$LOGDIR"
 PY=${PYTHON:-python3}
 ROOT=$(pwd)
 BENCH_ARGS=${BENCH_ARGS:---quick}
+SUITE=${SUITE:-tests}
+BUDGET=${BUDGET:-560}
 export FASTCNN_CUDA_UNVERIFIED=1 PYTHONUNBUFFERED=1
+[ -x /usr/local/cuda/bin/nvcc ] && export PATH="$PATH:/usr/local/cuda/bin"
 declare -a SUMMARY=()
 
 # stage NAME LIMIT_S LOG CMD...: runs CMD under a time limit, output to LOG, and records
@@ -33,9 +38,12 @@ stage() {
   return $rc
 }
 
-# The pytest summary line of a log ("N passed, M failed ... in Xs"), or its last line.
+# The pytest summary line of a log ("N passed, M failed ... in Xs"), or a note that the run
+# ended without one.
 result_line() {
-  grep -E "^(=+ )?[0-9]+ (passed|failed|skipped|error)" "$1" | tail -1 || tail -1 "$1"
+  local line
+  line=$(grep -E "^(=+ )?[0-9]+ (passed|failed|skipped|error|deselected)" "$1" | tail -1)
+  echo "${line:-no pytest summary (stopped early?)}"
 }
 
 {
@@ -47,7 +55,7 @@ result_line() {
 } 2>&1 | tee "$LOGDIR/summary.txt"
 
 # 1. Build: sm_90 only, ptxas resource report (registers, spills) in the log.
-FASTCNN_CUDA=ON FASTCNN_CUDA_ARCHS=90 stage build 140 "$LOGDIR/build.log" \
+FASTCNN_CUDA=ON FASTCNN_CUDA_ARCHS=90 stage build 180 "$LOGDIR/build.log" \
   $PY -m pip install -v --no-build-isolation --no-deps . \
   -Ccmake.define.FASTCNN_CUDA_PTXAS_VERBOSE=ON -Cbuild.verbose=true
 built=$?
@@ -57,12 +65,9 @@ if [ $built -eq 0 ]; then
   cd /tmp || exit 1
   $PY -c "import fastcnn; print(fastcnn.info())" >>"$LOGDIR/summary.txt" 2>&1
 
-  # 2. The CUDA tests, then everything else (in parallel workers).
+  # 2. The CUDA tests (parallel workers share the GPU).
   stage test_cuda 80 "$LOGDIR/test_cuda.log" \
-    $PY -m pytest -q -p no:cacheprovider -rfE "$ROOT/tests/test_cuda.py"
-  stage suite 80 "$LOGDIR/suite.log" \
-    $PY -m pytest -q -p no:cacheprovider -rfE -n 8 --timeout 100 "$ROOT/tests" \
-    --ignore "$ROOT/tests/test_cuda.py"
+    $PY -m pytest -q -p no:cacheprovider -rfE -n 4 "$ROOT/tests/test_cuda.py"
 
   # 3. compute-sanitizer: every allocation its own cudaMalloc, so that an access past a
   # tensor's end leaves the allocation memcheck knows. Subsets keep it within the limit.
@@ -76,8 +81,14 @@ if [ $built -eq 0 ]; then
 
   # 4. The benchmark (checks every result against torch before timing it).
   # shellcheck disable=SC2086
-  stage bench 100 "$LOGDIR/bench.log" \
+  stage bench 90 "$LOGDIR/bench.log" \
     $PY "$ROOT/bench/bench_gpu.py" $BENCH_ARGS --json "$LOGDIR/bench.json"
+
+  # 5. The rest of the suite, in the time left (its CUDA cases go through fastcnn.ops).
+  left=$((BUDGET - SECONDS))
+  stage suite $((left > 30 ? left : 30)) "$LOGDIR/suite.log" \
+    $PY -m pytest -q -p no:cacheprovider -rfE -n 8 --timeout 100 "$ROOT/$SUITE" \
+    --ignore "$ROOT/tests/test_cuda.py"
   cd "$ROOT"
 fi
 
@@ -93,7 +104,8 @@ fi
     [ -f "$LOGDIR/$t.log" ] && echo "$t: $(result_line "$LOGDIR/$t.log")"
   done
   for t in memcheck racecheck; do
-    [ -f "$LOGDIR/$t.log" ] && echo "$t: $(grep -E '(ERROR|RACECHECK) SUMMARY' "$LOGDIR/$t.log" | tail -1)"
+    [ -f "$LOGDIR/$t.log" ] && echo "$t sanitizer: $(grep -E '(ERROR|RACECHECK) SUMMARY' \
+      "$LOGDIR/$t.log" | tail -1)"
   done
   if [ -f "$LOGDIR/test_cuda.log" ]; then
     echo "test_cuda failures (first 15):"
