@@ -8,7 +8,7 @@
 #include <optional>
 #include <string>
 
-#include "dlpack_view.h"
+#include "bindings_args.h"
 #include "fastcnn/error.h"
 #include "fastcnn/ops.h"
 
@@ -16,22 +16,15 @@ namespace py = pybind11;
 using fastcnn::Conv2dParams;
 using fastcnn::Pool2dParams;
 using fastcnn::TensorView;
-using Pair = std::array<int64_t, 2>;
+using fastcnn::bindings::conv_params;
+using fastcnn::bindings::conv_pass;
+using fastcnn::bindings::optional_view;
+using fastcnn::bindings::Pair;
+using fastcnn::bindings::pool_params;
+using fastcnn::bindings::ptr;
+using fastcnn::bindings::view;
 
 namespace {
-
-TensorView view(const py::handle& obj, const char* op, const char* name) {
-  return fastcnn::view_from_dlpack(obj.ptr(), op, name);
-}
-
-std::optional<TensorView> optional_view(const py::object& obj, const char* op, const char* name) {
-  if (obj.is_none()) return std::nullopt;
-  return view(obj, op, name);
-}
-
-const TensorView* ptr(const std::optional<TensorView>& v) {
-  return v ? &*v : nullptr;
-}
 
 struct Workspace {
   void* data;
@@ -45,41 +38,6 @@ Workspace workspace(const py::handle& obj, const char* op) {
       ": workspace must be a contiguous 1-D uint8 tensor");
   FASTCNN_CHECK(v.device == fastcnn::Device::CPU, op, ": workspace must be on the CPU");
   return {v.data, static_cast<size_t>(v.sizes[0])};
-}
-
-Conv2dParams conv_params(Pair stride, Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups,
-                         bool relu) {
-  Conv2dParams p;
-  for (int i = 0; i < 2; ++i) {
-    p.stride[i] = stride[i];
-    p.pad_begin[i] = pad_begin[i];
-    p.pad_end[i] = pad_end[i];
-    p.dilation[i] = dilation[i];
-  }
-  p.groups = groups;
-  p.relu = relu;
-  return p;
-}
-
-Pool2dParams pool_params(Pair kernel, Pair stride, Pair padding, Pair dilation, bool ceil_mode) {
-  Pool2dParams p;
-  for (int i = 0; i < 2; ++i) {
-    p.kernel[i] = kernel[i];
-    p.stride[i] = stride[i];
-    p.padding[i] = padding[i];
-    p.dilation[i] = dilation[i];
-  }
-  p.ceil_mode = ceil_mode;
-  return p;
-}
-
-fastcnn::cpu::ConvPass conv_pass(const std::string& name) {
-  if (name == "forward") return fastcnn::cpu::ConvPass::Forward;
-  if (name == "backward_input") return fastcnn::cpu::ConvPass::BackwardInput;
-  if (name == "backward_weight") return fastcnn::cpu::ConvPass::BackwardWeight;
-  throw fastcnn::ValueError(
-      "conv2d_workspace: pass must be 'forward', 'backward_input' or 'backward_weight', got '" +
-      name + "'");
 }
 
 py::dict cuda_device(int index) {
@@ -131,6 +89,7 @@ PYBIND11_MODULE(_C, m) {
 #ifdef FASTCNN_WITH_CUDA
   m.attr("cuda_compiled") = true;
   m.attr("cuda_archs") = FASTCNN_CUDA_ARCHS_STR;
+  fastcnn::bindings::register_cuda(m);
 #else
   m.attr("cuda_compiled") = false;
   m.attr("cuda_archs") = "";

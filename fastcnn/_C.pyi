@@ -100,3 +100,89 @@ def relu_forward(input: Capsule, output: Capsule, threads: int) -> None: ...
 def relu_backward(
     grad_output: Capsule, output: Capsule, grad_input: Capsule, guided: bool, threads: int
 ) -> None: ...
+
+# CUDA entry points: present only when cuda_compiled. Same arguments as the CPU ones, with
+# `stream` (torch.cuda.current_stream(device).cuda_stream) instead of a thread count.
+def conv2d_workspace_cuda(
+    pass_: str,
+    input: Capsule,
+    weight: Capsule,
+    output: Capsule,
+    stride: Pair,
+    pad_begin: Pair,
+    pad_end: Pair,
+    dilation: Pair,
+    groups: int,
+) -> int: ...
+def conv2d_forward_cuda(
+    input: Capsule,
+    weight: Capsule,
+    bias: Capsule | None,
+    output: Capsule,
+    stride: Pair,
+    pad_begin: Pair,
+    pad_end: Pair,
+    dilation: Pair,
+    groups: int,
+    relu: bool,
+    allow_tf32: bool,
+    stream: int,
+) -> None: ...
+def conv2d_backward_input_cuda(
+    grad_output: Capsule,
+    weight: Capsule,
+    grad_input: Capsule,
+    stride: Pair,
+    pad_begin: Pair,
+    pad_end: Pair,
+    dilation: Pair,
+    groups: int,
+    allow_tf32: bool,
+    stream: int,
+) -> None: ...
+def conv2d_backward_weight_cuda(
+    grad_output: Capsule,
+    input: Capsule,
+    grad_weight: Capsule,
+    stride: Pair,
+    pad_begin: Pair,
+    pad_end: Pair,
+    dilation: Pair,
+    groups: int,
+    workspace: Capsule | None,
+    allow_tf32: bool,
+    stream: int,
+) -> None: ...
+def conv2d_backward_bias_cuda(grad_output: Capsule, grad_bias: Capsule, stream: int) -> None: ...
+def max_pool2d_forward_cuda(
+    input: Capsule,
+    output: Capsule,
+    saved: Capsule | None,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    ceil_mode: bool,
+    stream: int,
+) -> None: ...
+def max_pool2d_backward_cuda(
+    grad_output: Capsule,
+    input: Capsule,
+    saved: Capsule | None,
+    grad_input: Capsule,
+    kernel_size: Pair,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair,
+    ceil_mode: bool,
+    deterministic: bool,
+    stream: int,
+) -> None: ...
+def global_avg_pool2d_forward_cuda(input: Capsule, output: Capsule, stream: int) -> None: ...
+def global_avg_pool2d_backward_cuda(
+    grad_output: Capsule, grad_input: Capsule, stream: int
+) -> None: ...
+def relu_forward_cuda(input: Capsule, output: Capsule, stream: int) -> None: ...
+def relu_backward_cuda(
+    grad_output: Capsule, output: Capsule, grad_input: Capsule, guided: bool, stream: int
+) -> None: ...

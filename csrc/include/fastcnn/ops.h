@@ -89,6 +89,45 @@ int device_count();
 bool device_info(int index, DeviceInfo* out);
 int runtime_version();
 int driver_version();
+
+// The CUDA entry points: the same names, checks and semantics as the CPU ones, for
+// float32, float16 and bfloat16 tensors on one CUDA device (float64 is rejected). Each
+// launches on `stream` (a cudaStream_t: torch's current stream) under a device guard,
+// never synchronizes, and throws CudaError (a std::runtime_error naming the op) when a
+// launch fails. Built only with FASTCNN_WITH_CUDA.
+void relu_forward(const TensorView& input, const TensorView& output, void* stream);
+void relu_backward(const TensorView& grad_output, const TensorView& output,
+                   const TensorView& grad_input, bool guided, void* stream);
+
+void global_avg_pool2d_forward(const TensorView& input, const TensorView& output, void* stream);
+void global_avg_pool2d_backward(const TensorView& grad_output, const TensorView& grad_input,
+                                void* stream);
+
+// `saved` (may be null) is what the backward reads to find each window's argmax: int64
+// indices (flat h * W + w per plane, torch's convention, -1 for a window without input) or
+// compact window offsets r * kw + s (uint8 for windows of fewer than 256 taps, else int32;
+// kh * kw for a window without input). Null: the backward recomputes the argmax.
+// deterministic: the backward gathers in a fixed order instead of scattering with atomics.
+void max_pool2d_forward(const TensorView& input, const TensorView& output, const TensorView* saved,
+                        const Pool2dParams& p, void* stream);
+void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
+                         const TensorView* saved, const TensorView& grad_input,
+                         const Pool2dParams& p, bool deterministic, void* stream);
+
+// allow_tf32: float32 may use TF32 tensor cores (float16 / bfloat16 always use tensor
+// cores on sm_80+, accumulating in float32). Only backward-weight takes a workspace (a
+// CUDA uint8 tensor of conv2d_workspace_bytes); the others need none.
+size_t conv2d_workspace_bytes(cpu::ConvPass pass, const TensorView& input, const TensorView& weight,
+                              const TensorView& output, const Conv2dParams& p);
+void conv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias,
+                    const TensorView& output, const Conv2dParams& p, bool allow_tf32, void* stream);
+void conv2d_backward_input(const TensorView& grad_output, const TensorView& weight,
+                           const TensorView& grad_input, const Conv2dParams& p, bool allow_tf32,
+                           void* stream);
+void conv2d_backward_weight(const TensorView& grad_output, const TensorView& input,
+                            const TensorView& grad_weight, const Conv2dParams& p,
+                            const TensorView* workspace, bool allow_tf32, void* stream);
+void conv2d_backward_bias(const TensorView& grad_output, const TensorView& grad_bias, void* stream);
 }  // namespace cuda
 
 }  // namespace fastcnn

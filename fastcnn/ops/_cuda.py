@@ -1,0 +1,272 @@
+"""The CUDA kernels, one function per kernel, over torch tensors.
+
+Each function allocates its outputs (and any workspace) with torch on the input's device,
+in the memory format the CPU op would use, and launches on torch's current stream of that
+device. The custom ops in :mod:`fastcnn.ops` call these for CUDA tensors.
+
+The kernels were written and compiled without a GPU and have not yet been verified on one:
+:func:`enabled` is true only when the extension was built with CUDA *and* the environment
+variable ``FASTCNN_CUDA_UNVERIFIED=1`` is set. Until then CUDA tensors stay rejected.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from ._boundary import _C, capsule, dense, is_channels_last, memory_format
+from ._shapes import conv2d_output_format, conv2d_output_shape, empty, pool2d_output_shape
+
+__all__ = [
+    "enabled",
+    "conv2d",
+    "conv2d_backward_input",
+    "conv2d_backward_weight",
+    "conv2d_backward_bias",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "max_pool2d_offset_dtype",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "relu",
+    "relu_backward",
+]
+
+
+def enabled() -> bool:
+    """Whether CUDA tensors may use these kernels: the extension was built with CUDA and
+    ``FASTCNN_CUDA_UNVERIFIED=1`` is set (the kernels have not yet run on a GPU)."""
+    return bool(_C.cuda_compiled) and os.environ.get("FASTCNN_CUDA_UNVERIFIED") == "1"
+
+
+def _stream(t: Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def _allow_tf32(allow_tf32: bool | None) -> bool:
+    """TF32 for float32 convolutions follows torch's own switch for its convolutions."""
+    return torch.backends.cudnn.allow_tf32 if allow_tf32 is None else bool(allow_tf32)
+
+
+def _flat(t: Tensor) -> Tensor:
+    """A dense tensor of any layout as the 1-D run of memory it occupies."""
+    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
+
+
+def relu(input: Tensor) -> Tensor:
+    """``max(input, 0)`` of a tensor of any shape; NaN stays NaN. Same layout as ``input``."""
+    x = dense(input)
+    out = torch.empty_like(x)
+    _C.relu_forward_cuda(capsule(_flat(x)), capsule(_flat(out)), _stream(x))
+    return out
+
+
+def relu_backward(grad_output: Tensor, output: Tensor, guided: bool = False) -> Tensor:
+    """``grad_output * (output > 0)``; guided also zeroes negative gradients. Shapes match."""
+    y = dense(output)
+    dy = (
+        grad_output
+        if grad_output.stride() == y.stride()
+        else torch.empty_like(y).copy_(grad_output)
+    )
+    dx = torch.empty_like(y)
+    _C.relu_backward_cuda(
+        capsule(_flat(dy)), capsule(_flat(y)), capsule(_flat(dx)), bool(guided), _stream(y)
+    )
+    return dx
+
+
+def global_avg_pool2d(input: Tensor) -> Tensor:
+    """Tensor[N, C, H, W] -> Tensor[N, C], the mean of each plane (float accumulation)."""
+    x = dense(input)
+    out = x.new_empty(x.shape[:2])
+    _C.global_avg_pool2d_forward_cuda(capsule(x), capsule(out), _stream(x))
+    return out
+
+
+def global_avg_pool2d_backward(grad_output: Tensor, input_size, channels_last: bool) -> Tensor:
+    """Tensor[N, C] -> Tensor[input_size], each plane filled with grad / (H * W)."""
+    grad_input = empty(input_size, grad_output, memory_format(channels_last))
+    dy = grad_output.contiguous()
+    _C.global_avg_pool2d_backward_cuda(capsule(dy), capsule(grad_input), _stream(dy))
+    return grad_input
+
+
+def max_pool2d_offset_dtype(kernel_size) -> torch.dtype:
+    """The compact dtype of saved window offsets: uint8 below 256 taps (kh * kw marks an
+    empty window), else int32."""
+    return torch.uint8 if kernel_size[0] * kernel_size[1] < 256 else torch.int32
+
+
+def max_pool2d(
+    input: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool, return_indices: bool
+) -> tuple[Tensor, Tensor]:
+    """Max pooling of Tensor[N, C, H, W] (geometry as pairs, already normalized).
+
+    Returns ``(output, saved)``, both Tensor[N, C, Ho, Wo] in the input's memory format:
+    ``saved`` holds int64 indices (flat ``h * W + w``, torch's convention) when
+    ``return_indices``, else compact window offsets (:func:`max_pool2d_offset_dtype`) for
+    :func:`max_pool2d_backward`.
+    """
+    x = dense(input)
+    shape = pool2d_output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    fmt = memory_format(is_channels_last(x))
+    out = empty(shape, x, fmt)
+    dtype = torch.int64 if return_indices else max_pool2d_offset_dtype(kernel_size)
+    saved = empty(shape, x, fmt, dtype)
+    _C.max_pool2d_forward_cuda(
+        capsule(x),
+        capsule(out),
+        capsule(saved),
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        bool(ceil_mode),
+        _stream(x),
+    )
+    return out, saved
+
+
+def max_pool2d_backward(
+    grad_output: Tensor,
+    input: Tensor,
+    saved: Tensor | None,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    ceil_mode: bool,
+    deterministic: bool | None = None,
+) -> Tensor:
+    """The gradient of :func:`max_pool2d` w.r.t. its input: Tensor[N, C, H, W] like input.
+
+    ``saved`` is the forward's second output (indices or window offsets), or ``None`` to
+    recompute each window's argmax. ``deterministic`` (default: torch's
+    ``are_deterministic_algorithms_enabled()``) gathers in a fixed order instead of
+    scattering with atomics where windows overlap.
+    """
+    x = dense(input)
+    fmt = memory_format(is_channels_last(x))
+    grad_input = torch.empty_like(x, memory_format=fmt)
+    dy = grad_output.contiguous(memory_format=fmt)
+    s = None if saved is None else saved.contiguous(memory_format=fmt)
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    _C.max_pool2d_backward_cuda(
+        capsule(dy),
+        capsule(x),
+        capsule(s),
+        capsule(grad_input),
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        bool(ceil_mode),
+        bool(deterministic),
+        _stream(x),
+    )
+    return grad_input
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride,
+    pad_begin,
+    pad_end,
+    dilation,
+    groups: int,
+    relu: bool = False,
+    allow_tf32: bool | None = None,
+) -> Tensor:
+    """Tensor[N, C, H, W] * Tensor[K, C/groups, R, S] (+ bias Tensor[K], then ReLU when
+    ``relu``) -> Tensor[N, K, Ho, Wo]. ``allow_tf32`` (default: torch's
+    ``backends.cudnn.allow_tf32``) lets float32 use TF32 tensor cores."""
+    x, w = dense(input), dense(weight)
+    shape = conv2d_output_shape(x.shape, w.shape, stride, pad_begin, pad_end, dilation)
+    out = empty(shape, x, conv2d_output_format(x, w))
+    b = None if bias is None else bias.contiguous()
+    _C.conv2d_forward_cuda(
+        capsule(x),
+        capsule(w),
+        capsule(b),
+        capsule(out),
+        stride,
+        pad_begin,
+        pad_end,
+        dilation,
+        groups,
+        bool(relu),
+        _allow_tf32(allow_tf32),
+        _stream(x),
+    )
+    return out
+
+
+def conv2d_backward_input(
+    grad_output: Tensor,
+    weight: Tensor,
+    input_size,
+    channels_last: bool,
+    stride,
+    pad_begin,
+    pad_end,
+    dilation,
+    groups: int,
+    allow_tf32: bool | None = None,
+) -> Tensor:
+    """Tensor[N, K, Ho, Wo] -> the input gradient Tensor[input_size]."""
+    dy, w = dense(grad_output), dense(weight)
+    grad_input = empty(input_size, dy, memory_format(channels_last))
+    _C.conv2d_backward_input_cuda(
+        capsule(dy),
+        capsule(w),
+        capsule(grad_input),
+        stride,
+        pad_begin,
+        pad_end,
+        dilation,
+        groups,
+        _allow_tf32(allow_tf32),
+        _stream(dy),
+    )
+    return grad_input
+
+
+def conv2d_backward_weight(
+    grad_output: Tensor,
+    input: Tensor,
+    weight_size,
+    channels_last: bool,
+    stride,
+    pad_begin,
+    pad_end,
+    dilation,
+    groups: int,
+    allow_tf32: bool | None = None,
+) -> Tensor:
+    """Tensor[N, K, Ho, Wo] and the input -> the weight gradient Tensor[weight_size].
+    The reduction is split over slices whose float partial sums (a workspace from torch's
+    allocator) are added in a fixed order: deterministic."""
+    dy, x = dense(grad_output), dense(input)
+    grad_weight = empty(weight_size, dy, memory_format(channels_last))
+    geometry = (stride, pad_begin, pad_end, dilation, groups)
+    cx, cw, cy = capsule(x), capsule(grad_weight), capsule(dy)
+    nbytes = _C.conv2d_workspace_cuda("backward_weight", cx, cw, cy, *geometry)
+    workspace = torch.empty(nbytes, dtype=torch.uint8, device=dy.device)
+    _C.conv2d_backward_weight_cuda(
+        cy, cx, cw, *geometry, capsule(workspace), _allow_tf32(allow_tf32), _stream(dy)
+    )
+    return grad_weight
+
+
+def conv2d_backward_bias(grad_output: Tensor) -> Tensor:
+    """Tensor[N, K, Ho, Wo] -> Tensor[K], the sum over batch and pixels."""
+    dy = dense(grad_output)
+    grad_bias = dy.new_empty(dy.shape[1])
+    _C.conv2d_backward_bias_cuda(capsule(dy), capsule(grad_bias), _stream(dy))
+    return grad_bias
