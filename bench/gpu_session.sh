@@ -69,15 +69,22 @@ if [ $built -eq 0 ]; then
   stage test_cuda 80 "$LOGDIR/test_cuda.log" \
     $PY -m pytest -q -p no:cacheprovider -rfE -n 4 "$ROOT/tests/test_cuda.py"
 
-  # 3. compute-sanitizer: every allocation its own cudaMalloc, so that an access past a
-  # tensor's end leaves the allocation memcheck knows. Subsets keep it within the limit.
+  # 3. compute-sanitizer over float32 cases (the other dtypes run the same index code), the
+  # test functions in order of risk so that a stage stopped at its limit has covered the
+  # conv kernels. memcheck: every allocation its own cudaMalloc, so that an access past a
+  # tensor's end leaves the allocation memcheck knows. racecheck: the kernels that share
+  # memory (conv tiles, pooling and bias reductions).
+  T="$ROOT/tests/test_cuda.py"
+  export CUDA_MODULE_LOADING=LAZY
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 stage memcheck 90 "$LOGDIR/memcheck.log" \
     compute-sanitizer --tool memcheck --leak-check no --error-exitcode 99 \
-    $PY -m pytest -q -p no:cacheprovider -x "$ROOT/tests/test_cuda.py" -k "not fp16 and not bf16"
+    $PY -m pytest -q -p no:cacheprovider -x -k "fp32 and not indices" \
+    "$T::test_conv2d_forward" "$T::test_conv2d_backward" "$T::test_max_pool2d_backward" \
+    "$T::test_max_pool2d_forward" "$T::test_global_avg_pool2d" "$T::test_relu_forward_backward"
   stage racecheck 50 "$LOGDIR/racecheck.log" \
     compute-sanitizer --tool racecheck --error-exitcode 99 \
-    $PY -m pytest -q -p no:cacheprovider -x "$ROOT/tests/test_cuda.py" \
-    -k "(conv2d_forward or conv2d_backward or global_avg) and fp32 and not tf32"
+    $PY -m pytest -q -p no:cacheprovider -x -k "fp32" \
+    "$T::test_conv2d_forward" "$T::test_global_avg_pool2d" "$T::test_conv2d_backward"
 
   # 4. The benchmark (checks every result against torch before timing it).
   # shellcheck disable=SC2086
