@@ -11,6 +11,7 @@ import torch
 from torch.utils.dlpack import to_dlpack
 
 from .._extension import _C
+from .._info import cuda_targets
 
 __all__ = [
     "_C",
@@ -28,7 +29,8 @@ def unsupported_device(op: str, name: str, device: torch.device) -> RuntimeError
     """The error for a tensor on a device without fastcnn kernels: every device but the CPU
     today, CUDA included (even a build with CUDA compiled holds only device queries)."""
     build = (
-        f"this build's CUDA code, for {_C.cuda_archs.replace(',', ', ')}, only queries devices"
+        f"this build's CUDA code, for {cuda_targets(_C.cuda_archs.split(','))}, only queries "
+        "devices"
         if _C.cuda_compiled
         else "this is a CPU-only build"
     )
