@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ._extension import _C
@@ -30,6 +32,23 @@ def info() -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def cuda_targets(archs: list[str]) -> str:
+    """CMake's architecture list as what the GPU gets: ``["80-real", "90"]`` ->
+    ``"sm_80, sm_90 + PTX compute_90"`` (a plain number means machine code and PTX)."""
+    sass, ptx = [], []
+    for arch in archs:
+        match = re.fullmatch(r"(\d+[af]?)(?:-(real|virtual))?", arch)
+        if match is None:  # "native", "all", "all-major"
+            sass.append(arch)
+            continue
+        number, kind = match.groups()
+        if kind != "virtual":
+            sass.append(f"sm_{number}")
+        if kind != "real":
+            ptx.append(f"compute_{number}")
+    return ", ".join(sass) + (f" + PTX {', '.join(ptx)}" if ptx else "")
 
 
 def _version(v: int) -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 def _info(args: argparse.Namespace) -> int:
     from . import info
+    from ._info import cuda_targets
 
     report = info()
     if args.json:
@@ -20,11 +21,12 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  CPU kernels: {report['isa']}, {report['threads']} threads")
     if report["cuda_compiled"]:
         print(
-            f"  CUDA: compiled for {', '.join(report['cuda_archs'])} "
-            f"(runtime {report['cuda_runtime']}, driver {report['cuda_driver'] or 'none'})"
+            f"  CUDA: compiled for {cuda_targets(report['cuda_archs'])} "
+            f"(runtime {report['cuda_runtime']}, driver {report['cuda_driver'] or 'none'}); "
+            "no CUDA kernels for the ops yet: CUDA tensors raise an error"
         )
     else:
-        print("  CUDA: not compiled into this build (CPU tensors only)")
+        print("  CUDA: not compiled into this build: CUDA tensors are unsupported, CPU only")
     if not report["cuda_devices"]:
         print("  CUDA devices: none visible")
     for i, d in enumerate(report["cuda_devices"]):
@@ -137,6 +139,8 @@ def _viz(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the ``fastcnn`` command with ``argv`` (default: ``sys.argv[1:]``); returns the
+    exit status."""
     parser = argparse.ArgumentParser(prog="fastcnn", description="fastcnn's command line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -13,8 +13,10 @@ __all__ = ["Conv2d", "GlobalAvgPool2d", "GuidedReLU", "MaxPool2d", "ReLU"]
 
 
 class Conv2d(torch.nn.Conv2d):
-    """:class:`torch.nn.Conv2d` on fastcnn's kernels. Non-zero padding modes pad explicitly
-    first, exactly as torch does, then convolve without padding."""
+    """:class:`torch.nn.Conv2d` on fastcnn's kernels: Tensor[N, C, H, W] (or unbatched
+    Tensor[C, H, W]) -> Tensor[N, K, Ho, Wo], with weight Tensor[K, C/groups, R, S] and bias
+    Tensor[K]. Non-zero padding modes pad explicitly first, exactly as torch does, then
+    convolve without padding."""
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.padding_mode != "zeros":
@@ -26,7 +28,9 @@ class Conv2d(torch.nn.Conv2d):
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
-    """:class:`torch.nn.MaxPool2d` on fastcnn's kernel."""
+    """:class:`torch.nn.MaxPool2d` on fastcnn's kernel: Tensor[N, C, H, W] (or unbatched
+    Tensor[C, H, W]) -> Tensor[N, C, Ho, Wo]; with ``return_indices=True`` also the int64
+    indices Tensor[N, C, Ho, Wo] of the maxima (flat ``h * W + w``, as torch)."""
 
     def forward(self, input: Tensor):
         return ops.max_pool2d(
@@ -41,8 +45,9 @@ class MaxPool2d(torch.nn.MaxPool2d):
 
 
 class ReLU(torch.nn.ReLU):
-    """:class:`torch.nn.ReLU` on fastcnn's kernel. ``inplace=True`` is accepted for
-    compatibility, but the result is always a new tensor: the input is left unchanged."""
+    """:class:`torch.nn.ReLU` on fastcnn's kernel: Tensor[*] -> Tensor[*] of the same shape.
+    ``inplace=True`` is accepted for compatibility, but the result is always a new tensor:
+    the input is left unchanged."""
 
     def forward(self, input: Tensor) -> Tensor:
         return ops.relu(input)
@@ -50,7 +55,7 @@ class ReLU(torch.nn.ReLU):
 
 class GuidedReLU(torch.nn.ReLU):
     """ReLU whose backward passes only positive gradients where the input was positive
-    (guided backpropagation); its forward equals :class:`ReLU`."""
+    (guided backpropagation); its forward equals :class:`ReLU`: Tensor[*] -> Tensor[*]."""
 
     def forward(self, input: Tensor) -> Tensor:
         return ops.guided_relu(input)

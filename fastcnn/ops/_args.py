@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ._boundary import unsupported_device
+
 _CPU_DTYPES = (torch.float32, torch.float64)
 
 
@@ -40,10 +42,7 @@ def tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None, layout: st
     if not t.is_floating_point():
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
     if not (t.is_cpu or t.is_meta):  # meta: shape inference and tracing
-        raise RuntimeError(
-            f"{op}: {name} is on {t.device}, but this build of fastcnn runs its kernels on the "
-            "CPU only (CUDA kernels are not part of it); move the tensors to the CPU"
-        )
+        raise unsupported_device(op, name, t.device)
     if t.dtype not in _CPU_DTYPES:
         raise TypeError(f"{op}: {name} must be float32 or float64 on the CPU, got {t.dtype}")
     ndims = (ndim,) if isinstance(ndim, int) else ndim

@@ -11,8 +11,33 @@ import torch
 from torch.utils.dlpack import to_dlpack
 
 from .._extension import _C
+from .._info import cuda_targets
 
-__all__ = ["_C", "capsule", "dense", "is_channels_last", "memory_format", "threads", "workspace"]
+__all__ = [
+    "_C",
+    "capsule",
+    "dense",
+    "is_channels_last",
+    "memory_format",
+    "threads",
+    "unsupported_device",
+    "workspace",
+]
+
+
+def unsupported_device(op: str, name: str, device: torch.device) -> RuntimeError:
+    """The error for a tensor on a device without fastcnn kernels: every device but the CPU
+    today, CUDA included (even a build with CUDA compiled holds only device queries)."""
+    build = (
+        f"this build's CUDA code, for {cuda_targets(_C.cuda_archs.split(','))}, only queries "
+        "devices"
+        if _C.cuda_compiled
+        else "this is a CPU-only build"
+    )
+    return RuntimeError(
+        f"{op}: {name} is on {device}, but fastcnn has no {device.type.upper()} kernels yet "
+        f"({build}); its ops take CPU tensors only: move the tensors to the CPU with .cpu()"
+    )
 
 
 def capsule(t: torch.Tensor | None):

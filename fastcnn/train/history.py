@@ -31,10 +31,12 @@ class History:
             getattr(self, name).append(metrics[name])
 
     def state_dict(self) -> dict:
+        """Every field as a plain dict of lists (what checkpoints store)."""
         return asdict(self)
 
     @classmethod
     def from_state_dict(cls, state: dict) -> History:
+        """The History a :meth:`state_dict` describes."""
         return cls(**{k: list(v) for k, v in state.items()})
 
     def plot(self, ax=None):
