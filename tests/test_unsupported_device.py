@@ -51,7 +51,7 @@ def test_message_says_what_was_built():
     assert message.startswith("conv2d: input is on cuda:1, but fastcnn has no CUDA kernels yet")
     if _C.cuda_compiled:
         targets = cuda_targets(fastcnn.info()["cuda_archs"])
-        assert f"this build's CUDA code, for {targets}, only queries devices" in message
+        assert f"this build's CUDA kernels, for {targets}, are not yet verified" in message
     else:
         assert "(this is a CPU-only build)" in message
 

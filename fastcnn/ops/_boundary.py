@@ -26,11 +26,12 @@ __all__ = [
 
 
 def unsupported_device(op: str, name: str, device: torch.device) -> RuntimeError:
-    """The error for a tensor on a device without fastcnn kernels: every device but the CPU
-    today, CUDA included (even a build with CUDA compiled holds only device queries)."""
+    """The error for a tensor on a device without fastcnn kernels in its ops: every device but
+    the CPU today. A CUDA build compiles CUDA kernels (``fastcnn.ops._cuda``), but they have
+    not yet run on a GPU, so the ops do not route CUDA tensors to them."""
     build = (
-        f"this build's CUDA code, for {cuda_targets(_C.cuda_archs.split(','))}, only queries "
-        "devices"
+        f"this build's CUDA kernels, for {cuda_targets(_C.cuda_archs.split(','))}, are not yet "
+        "verified on a GPU and not used by the ops"
         if _C.cuda_compiled
         else "this is a CPU-only build"
     )
