@@ -5,8 +5,10 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 
 #include "dlpack_view.h"
 #include "fastcnn/error.h"
@@ -47,8 +49,33 @@ Workspace workspace(const py::handle& obj, const char* op) {
   return {v.data, static_cast<size_t>(v.sizes[0])};
 }
 
-Conv2dParams conv_params(Pair stride, Pair pad_begin, Pair pad_end, Pair dilation, int64_t groups,
-                         bool relu) {
+// Geometry values past 32 bits describe no real layer, and would let the kernels' size
+// arithmetic (e.g. dilation * (kernel - 1)) overflow int64; the kernels check the lower bounds.
+Pair geometry(const char* op, const char* name, Pair v) {
+  constexpr int64_t kMax = INT32_MAX;
+  FASTCNN_CHECK(v[0] <= kMax && v[1] <= kMax, op, ": ", name, " must be at most ", kMax, ", got (",
+                v[0], ", ", v[1], ")");
+  return v;
+}
+
+// The output-size formulas divide by the stride and multiply dilation by the kernel: the
+// kernels validate these first, and the size queries exposed on their own do so here.
+void check_out_size_args(const char* op, int64_t size, int64_t kernel, int64_t stride,
+                         int64_t padding, int64_t dilation) {
+  FASTCNN_CHECK(size >= 0 && size <= INT64_MAX / 4, op, ": size must be in [0, 2^61], got ", size);
+  for (const auto& [name, v, low] :
+       {std::tuple{"kernel", kernel, 1}, std::tuple{"stride", stride, 1},
+        std::tuple{"padding", padding, 0}, std::tuple{"dilation", dilation, 1}})
+    FASTCNN_CHECK(v >= low && v <= INT32_MAX, op, ": ", name, " must be in [", low, ", ", INT32_MAX,
+                  "], got ", v);
+}
+
+Conv2dParams conv_params(const char* op, Pair stride, Pair pad_begin, Pair pad_end, Pair dilation,
+                         int64_t groups, bool relu) {
+  stride = geometry(op, "stride", stride);
+  pad_begin = geometry(op, "pad_begin", pad_begin);
+  pad_end = geometry(op, "pad_end", pad_end);
+  dilation = geometry(op, "dilation", dilation);
   Conv2dParams p;
   for (int i = 0; i < 2; ++i) {
     p.stride[i] = stride[i];
@@ -61,7 +88,12 @@ Conv2dParams conv_params(Pair stride, Pair pad_begin, Pair pad_end, Pair dilatio
   return p;
 }
 
-Pool2dParams pool_params(Pair kernel, Pair stride, Pair padding, Pair dilation, bool ceil_mode) {
+Pool2dParams pool_params(const char* op, Pair kernel, Pair stride, Pair padding, Pair dilation,
+                         bool ceil_mode) {
+  kernel = geometry(op, "kernel_size", kernel);
+  stride = geometry(op, "stride", stride);
+  padding = geometry(op, "padding", padding);
+  dilation = geometry(op, "dilation", dilation);
   Pool2dParams p;
   for (int i = 0; i < 2; ++i) {
     p.kernel[i] = kernel[i];
@@ -140,10 +172,23 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_runtime_version", &fastcnn::cuda::runtime_version);
   m.def("cuda_driver_version", &fastcnn::cuda::driver_version);
 
-  m.def("conv_out_size", &fastcnn::conv_out_size, py::arg("size"), py::arg("kernel"),
-        py::arg("stride"), py::arg("pad_total"), py::arg("dilation"));
-  m.def("pool_out_size", &fastcnn::pool_out_size, py::arg("size"), py::arg("kernel"),
-        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+  m.def(
+      "conv_out_size",
+      [](int64_t size, int64_t kernel, int64_t stride, int64_t pad_total, int64_t dilation) {
+        check_out_size_args("conv_out_size", size, kernel, stride, pad_total, dilation);
+        return fastcnn::conv_out_size(size, kernel, stride, pad_total, dilation);
+      },
+      py::arg("size"), py::arg("kernel"), py::arg("stride"), py::arg("pad_total"),
+      py::arg("dilation"));
+  m.def(
+      "pool_out_size",
+      [](int64_t size, int64_t kernel, int64_t stride, int64_t padding, int64_t dilation,
+         bool ceil_mode) {
+        check_out_size_args("pool_out_size", size, kernel, stride, padding, dilation);
+        return fastcnn::pool_out_size(size, kernel, stride, padding, dilation, ceil_mode);
+      },
+      py::arg("size"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+      py::arg("dilation"), py::arg("ceil_mode"));
 
   m.def(
       "conv2d_workspace",
@@ -153,7 +198,7 @@ PYBIND11_MODULE(_C, m) {
         return fastcnn::cpu::conv2d_workspace_bytes(
             conv_pass(pass), view(input, op, "input"), view(weight, op, "weight"),
             view(output, op, "output"),
-            conv_params(stride, pad_begin, pad_end, dilation, groups, false), threads);
+            conv_params(op, stride, pad_begin, pad_end, dilation, groups, false), threads);
       },
       py::arg("pass_"), py::arg("input"), py::arg("weight"), py::arg("output"), py::arg("stride"),
       py::arg("pad_begin"), py::arg("pad_end"), py::arg("dilation"), py::arg("groups"),
@@ -169,7 +214,7 @@ PYBIND11_MODULE(_C, m) {
                          y = view(output, op, "output");
         const auto b = optional_view(bias, op, "bias");
         const Workspace s = workspace(ws, op);
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, relu);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, relu);
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_forward(x, w, ptr(b), y, p, s.data, s.bytes, threads);
       },
@@ -185,7 +230,7 @@ PYBIND11_MODULE(_C, m) {
         const TensorView dy = view(grad_output, op, "grad_output"), w = view(weight, op, "weight"),
                          dx = view(grad_input, op, "grad_input");
         const Workspace s = workspace(ws, op);
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, false);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, false);
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_backward_input(dy, w, dx, p, s.data, s.bytes, threads);
       },
@@ -201,7 +246,7 @@ PYBIND11_MODULE(_C, m) {
         const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
                          dw = view(grad_weight, op, "grad_weight");
         const Workspace s = workspace(ws, op);
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, false);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, false);
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_backward_weight(dy, x, dw, p, s.data, s.bytes, threads);
       },
@@ -227,7 +272,7 @@ PYBIND11_MODULE(_C, m) {
         const char* op = "max_pool2d";
         const TensorView x = view(input, op, "input"), y = view(output, op, "output");
         const auto idx = optional_view(indices, op, "indices");
-        const Pool2dParams p = pool_params(kernel, stride, padding, dilation, ceil_mode);
+        const Pool2dParams p = pool_params(op, kernel, stride, padding, dilation, ceil_mode);
         py::gil_scoped_release nogil;
         fastcnn::cpu::max_pool2d_forward(x, y, ptr(idx), p, threads);
       },
@@ -243,7 +288,7 @@ PYBIND11_MODULE(_C, m) {
         const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
                          dx = view(grad_input, op, "grad_input");
         const auto idx = optional_view(indices, op, "indices");
-        const Pool2dParams p = pool_params(kernel, stride, padding, dilation, ceil_mode);
+        const Pool2dParams p = pool_params(op, kernel, stride, padding, dilation, ceil_mode);
         py::gil_scoped_release nogil;
         fastcnn::cpu::max_pool2d_backward(dy, x, ptr(idx), dx, p, threads);
       },
