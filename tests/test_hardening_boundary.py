@@ -708,3 +708,78 @@ def test_fuzz_boundary(make, handmade):
         check(data.draw(mutated(make(), handmade)))
 
     run()
+
+
+# --- The same boundary, case by case: one message per kind of bad argument -------------------
+
+F32 = (2, 32, 1)
+
+
+@pytest.mark.parametrize(
+    "describe, error, message",
+    [
+        (dict(shape=[-1]), ValueError, "input has a negative size -1"),
+        (dict(shape=[2**62, 2**62], strides=[0, 0]), ValueError, "input is too large"),
+        (dict(shape=[3], strides=[2**62]), ValueError, "input is too large"),
+        (dict(shape=[3], strides=[-(2**63)]), ValueError, "input is too large"),
+        (dict(shape=[1] * 5), ValueError, "input must have at most 4 dimensions, got 5"),
+        (dict(shape=[4], dtype=(2, 32, 4)), TypeError, "input has a dtype no kernel takes"),
+        (dict(shape=[4], dtype=(5, 64, 1)), TypeError, "input has a dtype no kernel takes"),
+        (dict(shape=[4], device=(4, 0)), ValueError, "input is on an unsupported device"),
+        (dict(shape=[4], device=(2, 0)), ValueError, "input must be a CPU tensor"),
+        (dict(shape=[4], version=(2, 0)), ValueError, "input is a DLPack 2.x capsule"),
+        (dict(shape=[4], null=True), ValueError, "input has a null data pointer"),
+        (dict(shape=[4], shift=1), ValueError, "input data pointer is not aligned"),
+    ],
+)
+def test_each_bad_capsule_raises(handmade, describe, error, message):
+    backing = torch.zeros(64)
+    describe = dict(describe)
+    ptr = 0 if describe.pop("null", False) else backing.data_ptr() + describe.pop("shift", 0)
+    shape = describe.pop("shape")
+    cap = handmade(
+        ptr, shape, describe.pop("strides", None), describe.pop("dtype", F32), **describe
+    )
+    with pytest.raises(error, match=f"relu: {message}"):
+        _C.relu_forward(cap, to_dlpack(torch.empty(4)), 1)
+
+
+def test_null_pointer_of_an_empty_tensor_is_accepted(handmade):
+    _C.relu_forward(handmade(None, [0]), handmade(None, [0]), 1)
+
+
+@pytest.mark.parametrize("fn", ["conv_out_size", "pool_out_size"])
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        ((5, 3, 0, 0, 1), "stride"),  # a division by zero before these were checked
+        ((5, 0, 1, 0, 1), "kernel"),
+        ((5, 3, 1, -1, 1), "padding"),
+        ((5, 3, 1, 0, 0), "dilation"),
+        ((5, 2**31, 1, 0, 2**31), "kernel"),  # dilation * (kernel - 1) would overflow int64
+        ((-1, 3, 1, 0, 1), "size"),
+        ((2**62, 3, 1, 0, 1), "size"),
+    ],
+)
+def test_size_queries_validate_their_arguments(fn, args, name):
+    extra = (False,) if fn == "pool_out_size" else ()
+    with pytest.raises(ValueError, match=f"{fn}: {name} must be in"):
+        getattr(_C, fn)(*args, *extra)
+
+
+@pytest.mark.parametrize("name", ["stride", "padding", "dilation", "kernel_size"])
+def test_geometry_past_32_bits_raises(name):
+    x, y = torch.randn(1, 1, 4, 4), torch.empty(1, 1, 2, 2)
+    geometry = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0), "dilation": (1, 1)}
+    geometry[name] = (1, 2**40)
+    with pytest.raises(ValueError, match=rf"max_pool2d: {name} must be at most 2147483647"):
+        _C.max_pool2d_forward(
+            to_dlpack(x), to_dlpack(y), None, **geometry, ceil_mode=False, threads=1
+        )
+
+
+@pytest.mark.parametrize("threads", [0, -1])
+def test_threads_below_one_raise(threads):
+    x = torch.randn(8)
+    with pytest.raises(ValueError, match=f"relu: threads must be >= 1, got {threads}"):
+        _C.relu_forward(to_dlpack(x), to_dlpack(torch.empty(8)), threads)
