@@ -5,8 +5,10 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 
 #include "bindings_args.h"
 #include "fastcnn/error.h"
@@ -16,6 +18,7 @@ namespace py = pybind11;
 using fastcnn::Conv2dParams;
 using fastcnn::Pool2dParams;
 using fastcnn::TensorView;
+using fastcnn::bindings::check_out_size_args;
 using fastcnn::bindings::conv_params;
 using fastcnn::bindings::conv_pass;
 using fastcnn::bindings::optional_view;
@@ -99,10 +102,23 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_runtime_version", &fastcnn::cuda::runtime_version);
   m.def("cuda_driver_version", &fastcnn::cuda::driver_version);
 
-  m.def("conv_out_size", &fastcnn::conv_out_size, py::arg("size"), py::arg("kernel"),
-        py::arg("stride"), py::arg("pad_total"), py::arg("dilation"));
-  m.def("pool_out_size", &fastcnn::pool_out_size, py::arg("size"), py::arg("kernel"),
-        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+  m.def(
+      "conv_out_size",
+      [](int64_t size, int64_t kernel, int64_t stride, int64_t pad_total, int64_t dilation) {
+        check_out_size_args("conv_out_size", size, kernel, stride, pad_total, dilation);
+        return fastcnn::conv_out_size(size, kernel, stride, pad_total, dilation);
+      },
+      py::arg("size"), py::arg("kernel"), py::arg("stride"), py::arg("pad_total"),
+      py::arg("dilation"));
+  m.def(
+      "pool_out_size",
+      [](int64_t size, int64_t kernel, int64_t stride, int64_t padding, int64_t dilation,
+         bool ceil_mode) {
+        check_out_size_args("pool_out_size", size, kernel, stride, padding, dilation);
+        return fastcnn::pool_out_size(size, kernel, stride, padding, dilation, ceil_mode);
+      },
+      py::arg("size"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+      py::arg("dilation"), py::arg("ceil_mode"));
 
   m.def(
       "conv2d_workspace",
@@ -112,7 +128,7 @@ PYBIND11_MODULE(_C, m) {
         return fastcnn::cpu::conv2d_workspace_bytes(
             conv_pass(pass), view(input, op, "input"), view(weight, op, "weight"),
             view(output, op, "output"),
-            conv_params(stride, pad_begin, pad_end, dilation, groups, false), threads);
+            conv_params(op, stride, pad_begin, pad_end, dilation, groups, false), threads);
       },
       py::arg("pass_"), py::arg("input"), py::arg("weight"), py::arg("output"), py::arg("stride"),
       py::arg("pad_begin"), py::arg("pad_end"), py::arg("dilation"), py::arg("groups"),
@@ -128,7 +144,7 @@ PYBIND11_MODULE(_C, m) {
                          y = view(output, op, "output");
         const auto b = optional_view(bias, op, "bias");
         const Workspace s = workspace(ws, op);
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, relu);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, relu);
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_forward(x, w, ptr(b), y, p, s.data, s.bytes, threads);
       },
@@ -144,7 +160,7 @@ PYBIND11_MODULE(_C, m) {
         const TensorView dy = view(grad_output, op, "grad_output"), w = view(weight, op, "weight"),
                          dx = view(grad_input, op, "grad_input");
         const Workspace s = workspace(ws, op);
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, false);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, false);
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_backward_input(dy, w, dx, p, s.data, s.bytes, threads);
       },
@@ -160,7 +176,7 @@ PYBIND11_MODULE(_C, m) {
         const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
                          dw = view(grad_weight, op, "grad_weight");
         const Workspace s = workspace(ws, op);
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, false);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, false);
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_backward_weight(dy, x, dw, p, s.data, s.bytes, threads);
       },
@@ -186,7 +202,7 @@ PYBIND11_MODULE(_C, m) {
         const char* op = "max_pool2d";
         const TensorView x = view(input, op, "input"), y = view(output, op, "output");
         const auto idx = optional_view(indices, op, "indices");
-        const Pool2dParams p = pool_params(kernel, stride, padding, dilation, ceil_mode);
+        const Pool2dParams p = pool_params(op, kernel, stride, padding, dilation, ceil_mode);
         py::gil_scoped_release nogil;
         fastcnn::cpu::max_pool2d_forward(x, y, ptr(idx), p, threads);
       },
@@ -202,7 +218,7 @@ PYBIND11_MODULE(_C, m) {
         const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
                          dx = view(grad_input, op, "grad_input");
         const auto idx = optional_view(indices, op, "indices");
-        const Pool2dParams p = pool_params(kernel, stride, padding, dilation, ceil_mode);
+        const Pool2dParams p = pool_params(op, kernel, stride, padding, dilation, ceil_mode);
         py::gil_scoped_release nogil;
         fastcnn::cpu::max_pool2d_backward(dy, x, ptr(idx), dx, p, threads);
       },

@@ -26,7 +26,7 @@ void register_cuda(py::module_& m) {
         return cuda::conv2d_workspace_bytes(
             conv_pass(pass), view(input, op, "input"), view(weight, op, "weight"),
             view(output, op, "output"),
-            conv_params(stride, pad_begin, pad_end, dilation, groups, false));
+            conv_params(op, stride, pad_begin, pad_end, dilation, groups, false));
       },
       py::arg("pass_"), py::arg("input"), py::arg("weight"), py::arg("output"), py::arg("stride"),
       py::arg("pad_begin"), py::arg("pad_end"), py::arg("dilation"), py::arg("groups"));
@@ -40,7 +40,7 @@ void register_cuda(py::module_& m) {
         const TensorView x = view(input, op, "input"), w = view(weight, op, "weight"),
                          y = view(output, op, "output");
         const auto b = optional_view(bias, op, "bias");
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, relu);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, relu);
         py::gil_scoped_release nogil;
         cuda::conv2d_forward(x, w, ptr(b), y, p, allow_tf32, stream_ptr(stream));
       },
@@ -56,7 +56,7 @@ void register_cuda(py::module_& m) {
         const char* op = "conv2d_backward_input";
         const TensorView dy = view(grad_output, op, "grad_output"), w = view(weight, op, "weight"),
                          dx = view(grad_input, op, "grad_input");
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, false);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, false);
         py::gil_scoped_release nogil;
         cuda::conv2d_backward_input(dy, w, dx, p, allow_tf32, stream_ptr(stream));
       },
@@ -73,7 +73,7 @@ void register_cuda(py::module_& m) {
         const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
                          dw = view(grad_weight, op, "grad_weight");
         const auto ws = optional_view(workspace, op, "workspace");
-        const Conv2dParams p = conv_params(stride, pad_begin, pad_end, dilation, groups, false);
+        const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, false);
         py::gil_scoped_release nogil;
         cuda::conv2d_backward_weight(dy, x, dw, p, ptr(ws), allow_tf32, stream_ptr(stream));
       },
@@ -99,7 +99,7 @@ void register_cuda(py::module_& m) {
         const char* op = "max_pool2d";
         const TensorView x = view(input, op, "input"), y = view(output, op, "output");
         const auto s = optional_view(saved, op, "indices");
-        const Pool2dParams p = pool_params(kernel, stride, padding, dilation, ceil_mode);
+        const Pool2dParams p = pool_params(op, kernel, stride, padding, dilation, ceil_mode);
         py::gil_scoped_release nogil;
         cuda::max_pool2d_forward(x, y, ptr(s), p, stream_ptr(stream));
       },
@@ -116,7 +116,7 @@ void register_cuda(py::module_& m) {
         const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
                          dx = view(grad_input, op, "grad_input");
         const auto s = optional_view(saved, op, "indices");
-        const Pool2dParams p = pool_params(kernel, stride, padding, dilation, ceil_mode);
+        const Pool2dParams p = pool_params(op, kernel, stride, padding, dilation, ceil_mode);
         py::gil_scoped_release nogil;
         cuda::max_pool2d_backward(dy, x, ptr(s), dx, p, deterministic, stream_ptr(stream));
       },

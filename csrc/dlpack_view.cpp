@@ -1,6 +1,8 @@
 #include "dlpack_view.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "fastcnn/error.h"
 
@@ -63,6 +65,28 @@ DType dtype_of(const DLDataType& t, const char* op, const char* name) {
                                  " bits, ", t.lanes, " lanes)"));
 }
 
+// Every size non-negative, and the element count and the bytes the view spans fit in int64:
+// the kernels index in int64, so a view beyond that could address anything.
+void check_extent(const DLTensor& t, DType dtype, const char* op, const char* name) {
+  int64_t numel = 1, last = 0;  // `last`: offset of the farthest element, in elements
+  bool overflow = false;
+  for (int d = 0; d < t.ndim; ++d) {
+    FASTCNN_CHECK(t.shape[d] >= 0, op, ": ", name, " has a negative size ", t.shape[d],
+                  " in dimension ", d);
+    overflow |= __builtin_mul_overflow(numel, t.shape[d], &numel);
+  }
+  for (int d = t.ndim - 1; d >= 0 && numel > 0 && t.strides; --d) {
+    int64_t step = 0;
+    overflow |= t.strides[d] == INT64_MIN ||
+                __builtin_mul_overflow(t.shape[d] - 1, std::abs(t.strides[d]), &step) ||
+                __builtin_add_overflow(last, step, &last);
+  }
+  int64_t bytes = 0;
+  overflow |= __builtin_mul_overflow(std::max(numel, last + 1), dtype_size(dtype), &bytes);
+  FASTCNN_CHECK(!overflow, op, ": ", name,
+                " is too large: its element count or the bytes it spans overflow 64 bits");
+}
+
 }  // namespace
 
 TensorView view_from_dlpack(PyObject* obj, const char* op, const char* name) {
@@ -84,6 +108,7 @@ TensorView view_from_dlpack(PyObject* obj, const char* op, const char* name) {
                 " must have at most ", TensorView::kMaxDims, " dimensions, got ", t->ndim);
   v.ndim = t->ndim;
   v.dtype = dtype_of(t->dtype, op, name);
+  check_extent(*t, v.dtype, op, name);
   int64_t stride = 1;
   for (int d = v.ndim - 1; d >= 0; --d) {
     v.sizes[d] = t->shape[d];

@@ -191,6 +191,7 @@ void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
   FASTCNN_CHECK(dense_strides_4d(op, "grad_input", grad_input) == g.xs, op,
                 ": grad_input must have the shape and memory format of input");
   check_sizes(op, "grad_input", grad_input, {g.N, g.C, g.H, g.W});
+  if (grad_input.numel() == 0) return;  // its pointer may be null: nothing to clear
   const int64_t* idx = indices ? indices->ptr<int64_t>() : nullptr;
   const bool ok = input.dtype == DType::Float64
                       ? backward(g, p, grad_output.ptr<double>(), input.ptr<double>(), idx,

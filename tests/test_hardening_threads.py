@@ -1,0 +1,146 @@
+"""Threads: the ops are safe to call from many Python threads at once, release the GIL while
+their kernels run, and give bit-identical results run after run, for a given thread count;
+all but conv2d's GEMM backward-weight give the same bits for every thread count."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+import fastcnn
+from fastcnn import _C
+from fastcnn.ops._boundary import capsule
+
+
+@pytest.fixture
+def num_threads():
+    """Sets torch's (and so fastcnn's) thread count for the test, then restores it."""
+    saved = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(saved)
+
+
+def _leaf(shape, fmt, gen: torch.Generator):
+    return torch.randn(shape, generator=gen).contiguous(memory_format=fmt).requires_grad_()
+
+
+# Each case: a function of fresh leaves returning (output, gradients of the leaves), and
+# whether its results are the same for every thread count.
+def _conv(groups, fmt, gen):
+    x, w = _leaf((4, 32, 40, 40), fmt, gen), _leaf((32, 32 // groups, 3, 3), fmt, gen)
+    b = _leaf((32,), torch.contiguous_format, gen)
+    y = fastcnn.ops.conv2d(x, w, b, padding=1, groups=groups, activation="relu")
+    return y, (x, w, b)
+
+
+def _pool(fmt, gen):
+    x = _leaf((4, 32, 48, 48), fmt, gen)
+    return fastcnn.ops.max_pool2d(x, 3, 2, 1), (x,)
+
+
+def _gap(fmt, gen):
+    x = _leaf((8, 64, 24, 24), fmt, gen)
+    return fastcnn.ops.global_avg_pool2d(x), (x,)
+
+
+def _relu(op, fmt, gen):
+    x = _leaf((4, 32, 48, 48), fmt, gen)
+    return getattr(fastcnn.ops, op)(x), (x,)
+
+
+CASES = {
+    "conv2d": lambda fmt, gen: _conv(1, fmt, gen),
+    "conv2d_depthwise": lambda fmt, gen: _conv(32, fmt, gen),
+    "max_pool2d": _pool,
+    "global_avg_pool2d": _gap,
+    "relu": lambda fmt, gen: _relu("relu", fmt, gen),
+    "guided_relu": lambda fmt, gen: _relu("guided_relu", fmt, gen),
+}
+FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+
+
+def _run(case: str, fmt, seed: int) -> list[torch.Tensor]:
+    """The op's output and its input gradients, for inputs drawn from `seed`."""
+    gen = torch.Generator().manual_seed(seed)  # not the global one: threads share that
+    out, leaves = CASES[case](fmt, gen)
+    grad = torch.randn(out.shape, generator=gen)
+    out.backward(grad.contiguous(memory_format=fmt) if grad.dim() == 4 else grad)
+    return [out.detach(), *(t.grad for t in leaves)]
+
+
+def _identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
+@pytest.mark.parametrize("case", CASES)
+def test_bit_identical_across_runs_and_thread_counts(case, fmt, num_threads):
+    results = {}
+    for threads in (1, 2):
+        num_threads(threads)
+        runs = [_run(case, fmt, seed=0) for _ in range(3)]
+        assert all(_identical(runs[0], r) for r in runs[1:]), f"{threads} threads: runs differ"
+        results[threads] = runs[0]
+    if case.startswith("conv2d") and case != "conv2d_depthwise":
+        # The GEMM backward-weight splits its reduction over threads (partial sums added in
+        # a fixed order): deterministic for a thread count, not across counts. The rest is.
+        output, grad_x, _, grad_b = results[1]
+        assert _identical([output, grad_x, grad_b], [results[2][i] for i in (0, 1, 3)])
+    else:
+        assert _identical(results[1], results[2]), "1 and 2 threads differ"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_eight_python_threads_match_serial_calls(case, num_threads):
+    num_threads(2)
+    seeds = range(8)
+    fmts = [FORMATS["nchw"], FORMATS["nhwc"]] * 4
+    serial = [_run(case, fmt, s) for s, fmt in zip(seeds, fmts)]
+    start = threading.Barrier(8)
+
+    def worker(i):
+        start.wait()  # all eight enter the kernels together
+        return [_run(case, fmts[i], seeds[i]) for _ in range(3)]
+
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(worker, range(8)))
+    for i, runs in enumerate(concurrent):
+        for r in runs:
+            assert _identical(r, serial[i]), f"thread {i} differs from the serial call"
+
+
+def test_kernels_release_the_gil(num_threads):
+    """While one thread is inside a long kernel, another Python thread keeps running."""
+    num_threads(1)
+    x = torch.randn(4, 64, 96, 96)
+    w = torch.randn(64, 64, 3, 3)
+    out = torch.empty(4, 64, 96, 96)
+    geometry = ((1, 1), (1, 1), (1, 1), (1, 1), 1)
+    ws = torch.empty(
+        _C.conv2d_workspace("forward", capsule(x), capsule(w), capsule(out), *geometry, 1),
+        dtype=torch.uint8,
+    )
+    args = (capsule(x), capsule(w), None, capsule(out), *geometry, False, capsule(ws), 1)
+    window = {}
+
+    def call():
+        window["start"] = time.perf_counter()
+        _C.conv2d_forward(*args)
+        window["end"] = time.perf_counter()
+
+    ticks = []
+    worker = threading.Thread(target=call)
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+    worker.join()
+    start, end = window["start"], window["end"]
+    assert end - start > 0.05, "the kernel ran too briefly to tell"
+    # Python's switch interval is 5 ms: a kernel holding the GIL would let no tick through
+    # in the middle of its run.
+    middle = [t for t in ticks if start + 0.01 < t < end - 0.01]
+    assert len(middle) > 100, f"the main thread ran {len(middle)} times during the kernel"
