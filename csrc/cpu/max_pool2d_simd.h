@@ -1,0 +1,252 @@
+// The max-pooling row kernels, written once over PoolVec<T> (the including translation unit
+// defines it for its ISA first: cpu/{generic,avx2,avx512}/pool_vec.h) and compiled per ISA.
+// Everything here has internal linkage, so the copies compiled with different ISA flags
+// never stand in for one another at link time.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "cpu/max_pool2d_kernels.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+// Column taps [lo, hi) of the window starting at w0 whose positions lie in [0, W).
+struct ColTaps {
+  int64_t lo, hi;
+};
+ColTaps col_taps(const RowWindows& g, int64_t w0) {
+  const int64_t lo = w0 >= 0 ? 0 : (-w0 + g.dilation - 1) / g.dilation;
+  const int64_t hi = g.W - 1 - w0 < 0 ? 0 : std::min(g.kernel, (g.W - 1 - w0) / g.dilation + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+template <typename T>
+struct Best {
+  T value;
+  int64_t index;  // -1: the window holds no input element
+};
+
+// One window, one channel, scalar: x points at the plane's first element, pixels `pixel`
+// elements apart. Borders, tails and planes too large for the vector index lanes take it.
+template <typename T>
+Best<T> window_scalar(const T* x, int64_t pixel, const RowWindows& g, int64_t ow) {
+  const int64_t w0 = ow * g.stride - g.pad;
+  const ColTaps cols = col_taps(g, w0);
+  if (g.rows == 0 || cols.lo == cols.hi) return {-std::numeric_limits<T>::infinity(), -1};
+  Best<T> best{-std::numeric_limits<T>::infinity(), g.first_row * g.W + w0 + cols.lo * g.dilation};
+  for (int64_t r = 0; r < g.rows; ++r) {
+    const int64_t row = (g.first_row + r * g.row_step) * g.W;
+    for (int64_t s = cols.lo; s < cols.hi; ++s) {
+      const int64_t flat = row + w0 + s * g.dilation;
+      const T v = x[flat * pixel];
+      if (v > best.value || v != v) best = {v, flat};
+    }
+  }
+  return best;
+}
+
+// Whether the largest flat index of these windows fits the vector index lanes.
+template <typename T>
+bool fits_index_lanes(const RowWindows& g) {
+  using Index = typename PoolVec<T>::Index;
+  const int64_t last_row = g.first_row + (g.rows - 1) * g.row_step;
+  return (last_row + 1) * g.W <= std::numeric_limits<Index>::max();
+}
+
+enum class Step { One, Two, Any };
+
+// NCHW, outputs [ow, ow + width) of a row, every tap inside the input.
+template <typename T, Step kStep, bool kIndex>
+void nchw_vector(const T* plane, const RowWindows& g, int64_t ow, T* y, int64_t* idx) {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
+  typename P::V best = P::set1(-std::numeric_limits<T>::infinity());
+  const int64_t w0 = ow * g.stride - g.pad;
+  typename P::I best_index = P::iadd(P::iset1(static_cast<Index>(g.first_row * g.W + w0)), lanes);
+  for (int64_t r = 0; r < g.rows; ++r) {
+    const int64_t row = (g.first_row + r * g.row_step) * g.W;
+    for (int64_t s = 0; s < g.kernel; ++s) {
+      const int64_t flat = row + w0 + s * g.dilation;
+      typename P::V v;
+      if constexpr (kStep == Step::One)
+        v = P::load(plane + flat);
+      else if constexpr (kStep == Step::Two)
+        v = P::load_even(plane + flat);
+      else
+        v = P::gather(plane + flat, lanes);
+      const typename P::M take = P::takes(v, best);
+      best = P::select(take, v, best);
+      if constexpr (kIndex)
+        best_index =
+            P::iselect(take, P::iadd(P::iset1(static_cast<Index>(flat)), lanes), best_index);
+    }
+  }
+  if (y) P::store(y, best);
+  if constexpr (kIndex) P::store_index(idx, best_index);
+}
+
+template <typename T, Step kStep, bool kIndex>
+void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
+                   int64_t* idx) {
+  constexpr int64_t width = PoolVec<T>::width;
+  // Outputs [a, b) have every tap inside the row; a stride-2 vector also reads the element
+  // after its last tap.
+  const int64_t a = std::clamp((g.pad + g.stride - 1) / g.stride, ow0, ow1);
+  const int64_t last = g.W - 1 - (kStep == Step::Two ? 1 : 0) + g.pad - (g.kernel - 1) * g.dilation;
+  const int64_t b = std::clamp(last >= 0 ? last / g.stride + 1 : 0, a, ow1);
+  const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
+  const int64_t vector_end = vectors ? a + (b - a) / width * width : a;
+  auto scalar = [&](int64_t from, int64_t to) {
+    for (int64_t ow = from; ow < to; ++ow) {
+      const Best<T> m = window_scalar(plane, 1, g, ow);
+      if (y) y[ow - ow0] = m.value;
+      if (idx) idx[ow - ow0] = m.index;
+    }
+  };
+  scalar(ow0, a);
+  for (int64_t ow = a; ow < vector_end; ow += width)
+    nchw_vector<T, kStep, kIndex>(plane, g, ow, y ? y + (ow - ow0) : nullptr,
+                                  kIndex ? idx + (ow - ow0) : nullptr);
+  scalar(vector_end, ow1);
+}
+
+template <typename T>
+void nchw_row(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y, int64_t* idx) {
+  auto run = [&](auto step) {
+    constexpr Step kStep = decltype(step)::value;
+    if (idx)
+      nchw_row_with<T, kStep, true>(plane, g, ow0, ow1, y, idx);
+    else
+      nchw_row_with<T, kStep, false>(plane, g, ow0, ow1, y, idx);
+  };
+  if (g.stride == 1)
+    run(std::integral_constant<Step, Step::One>{});
+  else if (g.stride == 2)
+    run(std::integral_constant<Step, Step::Two>{});
+  else
+    run(std::integral_constant<Step, Step::Any>{});
+}
+
+// NHWC: the max of one window over channels [c, c + kVectors * width), in registers.
+template <typename T, int kVectors>
+struct ChannelBlock {
+  using P = PoolVec<T>;
+  typename P::V best[kVectors];
+  typename P::I index[kVectors];
+
+  ChannelBlock(const T* image, const RowWindows& g, int64_t C, int64_t c, int64_t w0,
+               ColTaps cols) {
+    using Index = typename P::Index;
+    for (int j = 0; j < kVectors; ++j) {
+      best[j] = P::set1(-std::numeric_limits<T>::infinity());
+      index[j] = P::iset1(static_cast<Index>(g.first_row * g.W + w0 + cols.lo * g.dilation));
+    }
+    for (int64_t r = 0; r < g.rows; ++r) {
+      const int64_t row = (g.first_row + r * g.row_step) * g.W;
+      for (int64_t s = cols.lo; s < cols.hi; ++s) {
+        const int64_t flat = row + w0 + s * g.dilation;
+        const T* px = image + flat * C + c;
+        const typename P::I here = P::iset1(static_cast<Index>(flat));
+        for (int j = 0; j < kVectors; ++j) {
+          const typename P::V v = P::load(px + j * P::width);
+          const typename P::M take = P::takes(v, best[j]);
+          best[j] = P::select(take, v, best[j]);
+          index[j] = P::iselect(take, here, index[j]);
+        }
+      }
+    }
+  }
+};
+
+// Calls f(c, kVectors) over channel blocks of [c0, c1) that fill whole vectors (4 at a time,
+// then 1), and returns where the scalar tail starts.
+template <typename T, typename F>
+int64_t for_each_channel_block(int64_t c0, int64_t c1, const F& f) {
+  constexpr int64_t width = PoolVec<T>::width;
+  int64_t c = c0;
+  for (; c + 4 * width <= c1; c += 4 * width) f(c, std::integral_constant<int, 4>{});
+  for (; c + width <= c1; c += width) f(c, std::integral_constant<int, 1>{});
+  return c;
+}
+
+template <typename T>
+void nhwc_row(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1, int64_t Wo,
+              int64_t out_stride, T* y, int64_t* idx) {
+  using P = PoolVec<T>;
+  const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    T* yp = y + ow * out_stride;
+    int64_t* ip = idx ? idx + ow * out_stride : nullptr;
+    const int64_t w0 = ow * g.stride - g.pad;
+    const ColTaps cols = col_taps(g, w0);
+    int64_t tail = c0;
+    if (vectors && cols.lo < cols.hi) {
+      tail = for_each_channel_block<T>(c0, c1, [&](int64_t c, auto vectors_) {
+        constexpr int kVectors = decltype(vectors_)::value;
+        const ChannelBlock<T, kVectors> m(image, g, C, c, w0, cols);
+        for (int j = 0; j < kVectors; ++j) {
+          P::store(yp + c + j * P::width, m.best[j]);
+          if (ip) P::store_index(ip + c + j * P::width, m.index[j]);
+        }
+      });
+    }
+    for (int64_t c = tail; c < c1; ++c) {
+      const Best<T> m = window_scalar(image + c, C, g, ow);
+      yp[c] = m.value;
+      if (ip) ip[c] = m.index;
+    }
+  }
+}
+
+template <typename T>
+void nhwc_row_backward(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
+                       int64_t Wo, int64_t out_stride, const T* dy, T* dx) {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    const T* dyp = dy + ow * out_stride;
+    const int64_t w0 = ow * g.stride - g.pad;
+    const ColTaps cols = col_taps(g, w0);
+    int64_t tail = c0;
+    if (vectors && cols.lo < cols.hi) {
+      tail = for_each_channel_block<T>(c0, c1, [&](int64_t c, auto vectors_) {
+        constexpr int kVectors = decltype(vectors_)::value;
+        const ChannelBlock<T, kVectors> m(image, g, C, c, w0, cols);
+        typename P::V grad[kVectors];
+        for (int j = 0; j < kVectors; ++j) grad[j] = P::load(dyp + c + j * P::width);
+        // Each tap's pixel takes the gradient in the channels whose argmax it is: no
+        // scattered stores, and lanes of one vector never collide.
+        for (int64_t r = 0; r < g.rows; ++r) {
+          const int64_t row = (g.first_row + r * g.row_step) * g.W;
+          for (int64_t s = cols.lo; s < cols.hi; ++s) {
+            const int64_t flat = row + w0 + s * g.dilation;
+            T* px = dx + flat * C + c;
+            const typename P::I here = P::iset1(static_cast<Index>(flat));
+            for (int j = 0; j < kVectors; ++j) {
+              const typename P::V add = P::select(P::ieq(m.index[j], here), grad[j], P::zero());
+              P::store(px + j * P::width, P::add(P::load(px + j * P::width), add));
+            }
+          }
+        }
+      });
+    }
+    for (int64_t c = tail; c < c1; ++c) {
+      const int64_t i = window_scalar(image + c, C, g, ow).index;
+      if (i >= 0) dx[i * C + c] += dyp[c];
+    }
+  }
+}
+
+template <typename T>
+MaxPoolKernels<T> max_pool2d_kernels_for() {
+  return {&nchw_row<T>, &nhwc_row<T>, &nhwc_row_backward<T>};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
