@@ -24,7 +24,7 @@ struct RowWindows {
 template <typename T>
 struct MaxPoolKernels {
   // NCHW: outputs ow in [ow0, ow1) of one row of one plane (row stride W, column stride 1).
-  // y[ow - ow0] and idx[ow - ow0]; either may be null.
+  // y[ow - ow0] and idx[ow - ow0]; idx may be null.
   void (*nchw_row)(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
                    int64_t* idx);
   // NHWC: outputs ow in [0, Wo), channels [c0, c1) of one row of one image (pixel stride C).

@@ -59,60 +59,145 @@ bool fits_index_lanes(const RowWindows& g) {
 
 enum class Step { One, Two, Any };
 
-// NCHW, outputs [ow, ow + width) of a row, every tap inside the input.
-template <typename T, Step kStep, bool kIndex>
-void nchw_vector(const T* plane, const RowWindows& g, int64_t ow, T* y, int64_t* idx) {
+// Input columns a vector of outputs reads in one row: its taps, and for stride 2 the element
+// after the last one (the de-interleaving load reads pairs).
+template <typename T, Step kStep>
+int64_t vector_span(const RowWindows& g) {
+  return (PoolVec<T>::width - 1) * g.stride + (g.kernel - 1) * g.dilation + 1 +
+         (kStep == Step::Two ? 1 : 0);
+}
+
+// Border vectors read a copy of their rows padded with -inf: at most this many columns.
+constexpr int64_t kMaxSpan = 512;
+
+// NCHW: folds input row r of the windows of outputs [ow, ow + width) into the running maxima
+// best[] and their indices index[]. Without kPadded every tap lies inside the row; with it,
+// the row is first copied with -inf where the windows overhang it.
+template <typename T, Step kStep, bool kIndex, bool kPadded>
+void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow, T* best_out,
+                     typename PoolVec<T>::Index* index_out) {
   using P = PoolVec<T>;
   using Index = typename P::Index;
+  constexpr T kLowest = -std::numeric_limits<T>::infinity();
   const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
-  typename P::V best = P::set1(-std::numeric_limits<T>::infinity());
   const int64_t w0 = ow * g.stride - g.pad;
-  typename P::I best_index = P::iadd(P::iset1(static_cast<Index>(g.first_row * g.W + w0)), lanes);
-  for (int64_t r = 0; r < g.rows; ++r) {
-    const int64_t row = (g.first_row + r * g.row_step) * g.W;
-    for (int64_t s = 0; s < g.kernel; ++s) {
-      const int64_t flat = row + w0 + s * g.dilation;
-      typename P::V v;
-      if constexpr (kStep == Step::One)
-        v = P::load(plane + flat);
-      else if constexpr (kStep == Step::Two)
-        v = P::load_even(plane + flat);
-      else
-        v = P::gather(plane + flat, lanes);
-      const typename P::M take = P::takes(v, best);
-      best = P::select(take, v, best);
-      if constexpr (kIndex)
-        best_index =
-            P::iselect(take, P::iadd(P::iset1(static_cast<Index>(flat)), lanes), best_index);
+  const int64_t row = (g.first_row + r * g.row_step) * g.W;
+  // Tap s loads at src + w0 + s * dilation - shift.
+  const T* src = plane + row;
+  int64_t shift = 0;
+  T padded[kPadded ? kMaxSpan : 1];
+  if constexpr (kPadded) {
+    const int64_t span = vector_span<T, kStep>(g);
+    for (int64_t i = 0; i < span; ++i) {
+      const int64_t col = w0 + i;
+      padded[i] = col >= 0 && col < g.W ? src[col] : kLowest;
+    }
+    src = padded;
+    shift = w0;
+  }
+  typename P::V best = P::load(best_out);
+  typename P::I best_index;
+  if constexpr (kIndex) best_index = P::iload(index_out);
+  for (int64_t s = 0; s < g.kernel; ++s) {
+    const int64_t col = w0 + s * g.dilation;
+    typename P::V v;
+    if constexpr (kStep == Step::One)
+      v = P::load(src + col - shift);
+    else if constexpr (kStep == Step::Two)
+      v = P::load_even(src + col - shift);
+    else
+      v = P::gather(src + col - shift, lanes);
+    const typename P::M take = P::takes(v, best);
+    best = P::select(take, v, best);
+    if constexpr (kIndex)
+      best_index =
+          P::iselect(take, P::iadd(P::iset1(static_cast<Index>(row + col)), lanes), best_index);
+  }
+  P::store(best_out, best);
+  if constexpr (kIndex) P::istore(index_out, best_index);
+}
+
+// Outputs computed per pass over the input rows: their running maxima stay in L1.
+constexpr int64_t kRowChunk = 256;
+
+// NCHW, outputs [ow0, ow1) with ow1 - ow0 in [width, kRowChunk]. The input rows of the
+// windows are read one after the other, each from left to right, so the plane streams through
+// in order (interleaving the rows of a window defeats the hardware prefetchers).
+template <typename T, Step kStep, bool kIndex>
+void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
+                int64_t* idx) {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  constexpr int64_t width = P::width;
+  constexpr T kLowest = -std::numeric_limits<T>::infinity();
+  // Outputs [a, b) read only inside the row.
+  const int64_t a = (g.pad + g.stride - 1) / g.stride;
+  const int64_t last = g.W - vector_span<T, kStep>(g) + g.pad + (width - 1) * g.stride;
+  const int64_t b = last >= 0 ? last / g.stride + 1 : 0;
+  const int64_t n = ow1 - ow0;
+  // Vectors start every width outputs; the last one ends at ow1, overlapping its neighbour
+  // if need be (folding a row in twice changes nothing).
+  auto start_of = [&](int64_t v) { return std::min(v * width, n - width); };
+  const int64_t vectors = (n + width - 1) / width;
+  auto interior = [&](int64_t v) {
+    const int64_t ow = ow0 + start_of(v);
+    return ow >= a && ow + width <= b;
+  };
+  T best[kRowChunk];
+  Index index[kIndex ? kRowChunk : 1];
+  const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
+  for (int64_t v = 0; v < vectors; ++v) {
+    const int64_t j = start_of(v);
+    P::store(best + j, P::set1(kLowest));
+    if constexpr (kIndex) {
+      const int64_t first = g.first_row * g.W + (ow0 + j) * g.stride - g.pad;
+      P::istore(index + j, P::iadd(P::iset1(static_cast<Index>(first)), lanes));
     }
   }
-  if (y) P::store(y, best);
-  if constexpr (kIndex) P::store_index(idx, best_index);
+  for (int64_t r = 0; r < g.rows; ++r)
+    for (int64_t v = 0; v < vectors; ++v) {
+      const int64_t j = start_of(v);
+      Index* ip = kIndex ? index + j : nullptr;
+      if (interior(v))
+        nchw_vector_row<T, kStep, kIndex, false>(plane, g, r, ow0 + j, best + j, ip);
+      else
+        nchw_vector_row<T, kStep, kIndex, true>(plane, g, r, ow0 + j, best + j, ip);
+    }
+  for (int64_t j = 0; j < n; ++j) y[j] = best[j];
+  if constexpr (kIndex) {
+    for (int64_t v = 0; v < vectors; ++v) P::store_index(idx + start_of(v), P::iload(index + start_of(v)));
+    for (int64_t v = 0; v < vectors; ++v) {
+      const int64_t j = start_of(v);
+      if (interior(v)) continue;
+      // A lane left at -inf never took a value: its index is the window's first tap inside
+      // the input (or -1 for none), as the scalar rule gives.
+      for (int64_t l = j; l < j + width; ++l)
+        if (best[l] == kLowest) idx[l] = window_scalar(plane, 1, g, ow0 + l).index;
+    }
+  }
 }
 
 template <typename T, Step kStep, bool kIndex>
 void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
                    int64_t* idx) {
   constexpr int64_t width = PoolVec<T>::width;
-  // Outputs [a, b) have every tap inside the row; a stride-2 vector also reads the element
-  // after its last tap.
-  const int64_t a = std::clamp((g.pad + g.stride - 1) / g.stride, ow0, ow1);
-  const int64_t last = g.W - 1 - (kStep == Step::Two ? 1 : 0) + g.pad - (g.kernel - 1) * g.dilation;
-  const int64_t b = std::clamp(last >= 0 ? last / g.stride + 1 : 0, a, ow1);
-  const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
-  const int64_t vector_end = vectors ? a + (b - a) / width * width : a;
-  auto scalar = [&](int64_t from, int64_t to) {
-    for (int64_t ow = from; ow < to; ++ow) {
+  const bool vectors = g.rows > 0 && ow1 - ow0 >= width && fits_index_lanes<T>(g) &&
+                       vector_span<T, kStep>(g) <= kMaxSpan;
+  if (!vectors) {
+    for (int64_t ow = ow0; ow < ow1; ++ow) {
       const Best<T> m = window_scalar(plane, 1, g, ow);
-      if (y) y[ow - ow0] = m.value;
+      y[ow - ow0] = m.value;
       if (idx) idx[ow - ow0] = m.index;
     }
-  };
-  scalar(ow0, a);
-  for (int64_t ow = a; ow < vector_end; ow += width)
-    nchw_vector<T, kStep, kIndex>(plane, g, ow, y ? y + (ow - ow0) : nullptr,
-                                  kIndex ? idx + (ow - ow0) : nullptr);
-  scalar(vector_end, ow1);
+    return;
+  }
+  // Chunks of at least one vector each.
+  const int64_t chunks = (ow1 - ow0 + kRowChunk - 1) / kRowChunk;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t from = ow0 + (ow1 - ow0) * c / chunks, to = ow0 + (ow1 - ow0) * (c + 1) / chunks;
+    nchw_chunk<T, kStep, kIndex>(plane, g, from, to, y + (from - ow0),
+                                 kIndex ? idx + (from - ow0) : nullptr);
+  }
 }
 
 template <typename T>

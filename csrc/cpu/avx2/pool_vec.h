@@ -69,6 +69,8 @@ struct PoolVec<float> {
     return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a), m));
   }
   static M ieq(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b)); }
+  static I iload(const Index* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static void istore(Index* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
   static void store_index(int64_t* p, I v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
                         _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)));
@@ -115,6 +117,8 @@ struct PoolVec<double> {
     return _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(b), _mm256_castsi256_pd(a), m));
   }
   static M ieq(I a, I b) { return _mm256_castsi256_pd(_mm256_cmpeq_epi64(a, b)); }
+  static I iload(const Index* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static void istore(Index* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
   static void store_index(int64_t* p, I v) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
   }

@@ -62,6 +62,8 @@ struct PoolVec<float> {
   static I iadd(I a, I b) { return _mm512_add_epi32(a, b); }
   static I iselect(M m, I a, I b) { return _mm512_mask_blend_epi32(m, b, a); }
   static M ieq(I a, I b) { return _mm512_cmpeq_epi32_mask(a, b); }
+  static I iload(const Index* p) { return _mm512_loadu_si512(p); }
+  static void istore(Index* p, I v) { _mm512_storeu_si512(p, v); }
   static void store_index(int64_t* p, I v) {
     _mm512_storeu_si512(p, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)));
     _mm512_storeu_si512(p + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
@@ -104,6 +106,8 @@ struct PoolVec<double> {
   static I iadd(I a, I b) { return _mm512_add_epi64(a, b); }
   static I iselect(M m, I a, I b) { return _mm512_mask_blend_epi64(m, b, a); }
   static M ieq(I a, I b) { return _mm512_cmpeq_epi64_mask(a, b); }
+  static I iload(const Index* p) { return _mm512_loadu_si512(p); }
+  static void istore(Index* p, I v) { _mm512_storeu_si512(p, v); }
   static void store_index(int64_t* p, I v) { _mm512_storeu_si512(p, v); }
 };
 

@@ -36,6 +36,8 @@ struct PoolVec {
   static I iadd(I a, I b) { return a + b; }
   static I iselect(M m, I a, I b) { return m ? a : b; }
   static M ieq(I a, I b) { return a == b; }
+  static I iload(const Index* p) { return *p; }
+  static void istore(Index* p, I v) { *p = v; }
   static void store_index(int64_t* p, I v) { *p = v; }
 };
 
