@@ -154,16 +154,24 @@ void forward(const PoolGeom& g, const Pool2dParams& p, const T* x, T* y, int64_t
   });
 }
 
-// Zeroes channels [c0, c1) of image n of dx.
+// Zeroes rows [h0, h1), channels [c0, c1) of image n of dx (NHWC).
 template <typename T>
-void zero_image(const PoolGeom& g, T* dx, int64_t n, int64_t c0, int64_t c1) {
+void zero_rows(const PoolGeom& g, T* dx, int64_t n, int64_t h0, int64_t h1, int64_t c0,
+               int64_t c1) {
   T* image = dx + n * g.xs[0];
   if (c0 == 0 && c1 == g.C) {
-    std::memset(image, 0, sizeof(T) * g.C * g.H * g.W);
+    std::memset(image + h0 * g.W * g.C, 0, sizeof(T) * g.C * g.W * (h1 - h0));
     return;
   }
-  for (int64_t i = 0; i < g.H * g.W; ++i)
+  for (int64_t i = h0 * g.W; i < h1 * g.W; ++i)
     std::memset(image + i * g.C + c0, 0, sizeof(T) * (c1 - c0));
+}
+
+// Whether the windows cover every input element exactly once.
+bool windows_tile(const PoolGeom& g, const Pool2dParams& p) {
+  return p.kernel[0] == p.stride[0] && p.kernel[1] == p.stride[1] && p.padding[0] == 0 &&
+         p.padding[1] == 0 && p.dilation[0] == 1 && p.dilation[1] == 1 &&
+         g.Ho * p.stride[0] == g.H && g.Wo * p.stride[1] == g.W;
 }
 
 // With indices from the forward: dx[index] += dy, every index checked. The element of flat
@@ -184,7 +192,7 @@ bool backward_indexed(const PoolGeom& g, const T* dy, const int64_t* idx, T* dx,
   };
   if (g.channels_last) {
     for_each_channel_range(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
-      zero_image(g, dx, n, c0, c1);
+      zero_rows(g, dx, n, 0, g.H, c0, c1);
       for (int64_t oh = 0; oh < g.Ho; ++oh)
         for (int64_t ow = 0; ow < g.Wo; ++ow)
           for (int64_t c = c0; c < c1; ++c) scatter(n, c, oh, ow);
@@ -205,11 +213,22 @@ void backward_recomputed(const PoolGeom& g, const Pool2dParams& p, const T* dy, 
                          int threads) {
   const MaxPoolKernels<T>& k = kernels<T>();
   if (g.channels_last) {
+    const bool tiles = windows_tile(g, p);
     for_each_channel_range(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
-      zero_image(g, dx, n, c0, c1);
-      for (int64_t oh = 0; oh < g.Ho; ++oh)
-        k.nhwc_row_backward(x + n * g.xs[0], row_windows(g, p, oh), g.C, c0, c1, g.Wo, g.ys[3],
-                            dy + n * g.ys[0] + oh * g.ys[2], dx + n * g.xs[0]);
+      // Rows are zeroed just before the first window that adds to them, so the adds find
+      // them in cache.
+      int64_t zeroed = tiles ? g.H : 0;
+      for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        const RowWindows rows = row_windows(g, p, oh);
+        const int64_t needed = rows.rows ? rows.first_row + (rows.rows - 1) * rows.row_step + 1 : 0;
+        if (needed > zeroed) {
+          zero_rows(g, dx, n, zeroed, needed, c0, c1);
+          zeroed = needed;
+        }
+        k.nhwc_row_backward(x + n * g.xs[0], rows, g.C, c0, c1, g.Wo, g.ys[3],
+                            dy + n * g.ys[0] + oh * g.ys[2], dx + n * g.xs[0], tiles);
+      }
+      zero_rows(g, dx, n, zeroed, g.H, c0, c1);
     });
     return;
   }

@@ -33,8 +33,10 @@ struct MaxPoolKernels {
                    int64_t Wo, int64_t out_stride, T* y, int64_t* idx);
   // NHWC backward with the argmax recomputed from the image: dx[argmax] += dy for each output
   // of the row, channels [c0, c1). dy points at the output row (pixels out_stride apart).
+  // tiles: the windows cover every pixel of the image exactly once, and the row's pixels of
+  // dx are stored (the gradient or 0) instead of added to.
   void (*nhwc_row_backward)(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
-                            int64_t Wo, int64_t out_stride, const T* dy, T* dx);
+                            int64_t Wo, int64_t out_stride, const T* dy, T* dx, bool tiles);
 };
 
 struct MaxPoolKernelSet {

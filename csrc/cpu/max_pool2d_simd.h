@@ -88,10 +88,11 @@ void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow,
   T padded[kPadded ? kMaxSpan : 1];
   if constexpr (kPadded) {
     const int64_t span = vector_span<T, kStep>(g);
-    for (int64_t i = 0; i < span; ++i) {
-      const int64_t col = w0 + i;
-      padded[i] = col >= 0 && col < g.W ? src[col] : kLowest;
-    }
+    const int64_t lo = std::clamp<int64_t>(-w0, 0, span),
+                  hi = std::clamp<int64_t>(g.W - w0, lo, span);
+    std::fill(padded, padded + lo, kLowest);
+    std::copy(src + w0 + lo, src + w0 + hi, padded + lo);
+    std::fill(padded + hi, padded + span, kLowest);
     src = padded;
     shift = w0;
   }
@@ -124,8 +125,7 @@ constexpr int64_t kRowChunk = 256;
 // windows are read one after the other, each from left to right, so the plane streams through
 // in order (interleaving the rows of a window defeats the hardware prefetchers).
 template <typename T, Step kStep, bool kIndex>
-void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
-                int64_t* idx) {
+void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y, int64_t* idx) {
   using P = PoolVec<T>;
   using Index = typename P::Index;
   constexpr int64_t width = P::width;
@@ -165,7 +165,8 @@ void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T
     }
   for (int64_t j = 0; j < n; ++j) y[j] = best[j];
   if constexpr (kIndex) {
-    for (int64_t v = 0; v < vectors; ++v) P::store_index(idx + start_of(v), P::iload(index + start_of(v)));
+    for (int64_t v = 0; v < vectors; ++v)
+      P::store_index(idx + start_of(v), P::iload(index + start_of(v)));
     for (int64_t v = 0; v < vectors; ++v) {
       const int64_t j = start_of(v);
       if (interior(v)) continue;
@@ -288,9 +289,10 @@ void nhwc_row(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_
   }
 }
 
-template <typename T>
-void nhwc_row_backward(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
-                       int64_t Wo, int64_t out_stride, const T* dy, T* dx) {
+// kTiles: the windows tile the image, so each pixel's gradient is stored once, not added.
+template <typename T, bool kTiles>
+void nhwc_row_backward_with(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
+                            int64_t Wo, int64_t out_stride, const T* dy, T* dx) {
   using P = PoolVec<T>;
   using Index = typename P::Index;
   const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
@@ -298,6 +300,13 @@ void nhwc_row_backward(const T* image, const RowWindows& g, int64_t C, int64_t c
     const T* dyp = dy + ow * out_stride;
     const int64_t w0 = ow * g.stride - g.pad;
     const ColTaps cols = col_taps(g, w0);
+    // Calls f(flat) for each tap of the window that lies inside the image.
+    auto for_each_tap = [&](const auto& f) {
+      for (int64_t r = 0; r < g.rows; ++r) {
+        const int64_t row = (g.first_row + r * g.row_step) * g.W;
+        for (int64_t s = cols.lo; s < cols.hi; ++s) f(row + w0 + s * g.dilation);
+      }
+    };
     int64_t tail = c0;
     if (vectors && cols.lo < cols.hi) {
       tail = for_each_channel_block<T>(c0, c1, [&](int64_t c, auto vectors_) {
@@ -307,25 +316,36 @@ void nhwc_row_backward(const T* image, const RowWindows& g, int64_t C, int64_t c
         for (int j = 0; j < kVectors; ++j) grad[j] = P::load(dyp + c + j * P::width);
         // Each tap's pixel takes the gradient in the channels whose argmax it is: no
         // scattered stores, and lanes of one vector never collide.
-        for (int64_t r = 0; r < g.rows; ++r) {
-          const int64_t row = (g.first_row + r * g.row_step) * g.W;
-          for (int64_t s = cols.lo; s < cols.hi; ++s) {
-            const int64_t flat = row + w0 + s * g.dilation;
-            T* px = dx + flat * C + c;
-            const typename P::I here = P::iset1(static_cast<Index>(flat));
-            for (int j = 0; j < kVectors; ++j) {
-              const typename P::V add = P::select(P::ieq(m.index[j], here), grad[j], P::zero());
+        for_each_tap([&](int64_t flat) {
+          T* px = dx + flat * C + c;
+          const typename P::I here = P::iset1(static_cast<Index>(flat));
+          for (int j = 0; j < kVectors; ++j) {
+            const typename P::V add = P::select(P::ieq(m.index[j], here), grad[j], P::zero());
+            if constexpr (kTiles)
+              P::store(px + j * P::width, add);
+            else
               P::store(px + j * P::width, P::add(P::load(px + j * P::width), add));
-            }
           }
-        }
+        });
       });
     }
     for (int64_t c = tail; c < c1; ++c) {
       const int64_t i = window_scalar(image + c, C, g, ow).index;
-      if (i >= 0) dx[i * C + c] += dyp[c];
+      if constexpr (kTiles)
+        for_each_tap([&](int64_t flat) { dx[flat * C + c] = flat == i ? dyp[c] : T(0); });
+      else if (i >= 0)
+        dx[i * C + c] += dyp[c];
     }
   }
+}
+
+template <typename T>
+void nhwc_row_backward(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
+                       int64_t Wo, int64_t out_stride, const T* dy, T* dx, bool tiles) {
+  if (tiles)
+    nhwc_row_backward_with<T, true>(image, g, C, c0, c1, Wo, out_stride, dy, dx);
+  else
+    nhwc_row_backward_with<T, false>(image, g, C, c0, c1, Wo, out_stride, dy, dx);
 }
 
 template <typename T>
