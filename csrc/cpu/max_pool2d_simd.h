@@ -67,35 +67,18 @@ int64_t vector_span(const RowWindows& g) {
          (kStep == Step::Two ? 1 : 0);
 }
 
-// Border vectors read a copy of their rows padded with -inf: at most this many columns.
-constexpr int64_t kMaxSpan = 512;
-
 // NCHW: folds input row r of the windows of outputs [ow, ow + width) into the running maxima
-// best[] and their indices index[]. Without kPadded every tap lies inside the row; with it,
-// the row is first copied with -inf where the windows overhang it.
-template <typename T, Step kStep, bool kIndex, bool kPadded>
+// best[] and their indices index[]. Without kBorder every tap lies inside the row; with it,
+// the loads read -inf where the windows overhang the row.
+template <typename T, Step kStep, bool kIndex, bool kBorder>
 void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow, T* best_out,
                      typename PoolVec<T>::Index* index_out) {
   using P = PoolVec<T>;
   using Index = typename P::Index;
-  constexpr T kLowest = -std::numeric_limits<T>::infinity();
   const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
   const int64_t w0 = ow * g.stride - g.pad;
   const int64_t row = (g.first_row + r * g.row_step) * g.W;
-  // Tap s loads at src + w0 + s * dilation - shift.
   const T* src = plane + row;
-  int64_t shift = 0;
-  T padded[kPadded ? kMaxSpan : 1];
-  if constexpr (kPadded) {
-    const int64_t span = vector_span<T, kStep>(g);
-    const int64_t lo = std::clamp<int64_t>(-w0, 0, span),
-                  hi = std::clamp<int64_t>(g.W - w0, lo, span);
-    std::fill(padded, padded + lo, kLowest);
-    std::copy(src + w0 + lo, src + w0 + hi, padded + lo);
-    std::fill(padded + hi, padded + span, kLowest);
-    src = padded;
-    shift = w0;
-  }
   typename P::V best = P::load(best_out);
   typename P::I best_index;
   if constexpr (kIndex) best_index = P::iload(index_out);
@@ -103,11 +86,11 @@ void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow,
     const int64_t col = w0 + s * g.dilation;
     typename P::V v;
     if constexpr (kStep == Step::One)
-      v = P::load(src + col - shift);
+      v = kBorder ? P::load(src, col, g.W) : P::load(src + col);
     else if constexpr (kStep == Step::Two)
-      v = P::load_even(src + col - shift);
+      v = kBorder ? P::load_even(src, col, g.W) : P::load_even(src + col);
     else
-      v = P::gather(src + col - shift, lanes);
+      v = kBorder ? P::gather(src, col, lanes, g.W) : P::gather(src + col, lanes);
     const typename P::M take = P::takes(v, best);
     best = P::select(take, v, best);
     if constexpr (kIndex)
@@ -182,8 +165,7 @@ template <typename T, Step kStep, bool kIndex>
 void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
                    int64_t* idx) {
   constexpr int64_t width = PoolVec<T>::width;
-  const bool vectors = g.rows > 0 && ow1 - ow0 >= width && fits_index_lanes<T>(g) &&
-                       vector_span<T, kStep>(g) <= kMaxSpan;
+  const bool vectors = g.rows > 0 && ow1 - ow0 >= width && fits_index_lanes<T>(g);
   if (!vectors) {
     for (int64_t ow = ow0; ow < ow1; ++ow) {
       const Best<T> m = window_scalar(plane, 1, g, ow);

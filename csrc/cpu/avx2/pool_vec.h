@@ -5,6 +5,7 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace fastcnn::cpu {
@@ -39,6 +40,29 @@ struct PoolVec<float> {
         _mm256_permute4x64_pd(_mm256_castps_pd(pairs), _MM_SHUFFLE(3, 1, 2, 0)));
   }
   static V gather(const float* p, I offsets) { return _mm256_i32gather_ps(p, offsets, 4); }
+  // The same loads of the columns col + lane (load, load_even) or col + offsets (gather) of a
+  // row of W elements, reading -inf outside [0, W) without touching memory there.
+  static __m256i inside(__m256i cols, int64_t W) {
+    return _mm256_and_si256(_mm256_cmpgt_epi32(cols, _mm256_set1_epi32(-1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(W)), cols));
+  }
+  static V load(const float* row, int64_t col, int64_t W) {
+    const __m256i cols = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(col)), iota(1));
+    const __m256i m = inside(cols, W);
+    return _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_maskload_ps(row + col, m),
+                            _mm256_castsi256_ps(m));
+  }
+  static V load_even(const float* row, int64_t col, int64_t W) {
+    const __m256 pairs =
+        _mm256_shuffle_ps(load(row, col, W), load(row, col + 8, W), _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(pairs), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+  static V gather(const float* row, int64_t col, I offsets, int64_t W) {
+    const __m256i cols = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(col)), offsets);
+    return _mm256_mask_i32gather_ps(_mm256_set1_ps(-INFINITY), row + col, offsets,
+                                    _mm256_castsi256_ps(inside(cols, W)), 4);
+  }
   // v > best, or v is NaN: the update rule of a max that keeps the first maximum.
   static M takes(V v, V best) {
     return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
@@ -98,6 +122,24 @@ struct PoolVec<double> {
   }
   static V gather(const double* p, I offsets) {
     return _mm256_i64gather_pd(p, static_cast<__m256i>(offsets), 8);
+  }
+  static __m256i inside(__m256i cols, int64_t W) {
+    return _mm256_and_si256(_mm256_cmpgt_epi64(cols, _mm256_set1_epi64x(-1)),
+                            _mm256_cmpgt_epi64(_mm256_set1_epi64x(W), cols));
+  }
+  static V load(const double* row, int64_t col, int64_t W) {
+    const __m256i m = inside(_mm256_add_epi64(_mm256_set1_epi64x(col), iota(1)), W);
+    return _mm256_blendv_pd(_mm256_set1_pd(-INFINITY), _mm256_maskload_pd(row + col, m),
+                            _mm256_castsi256_pd(m));
+  }
+  static V load_even(const double* row, int64_t col, int64_t W) {
+    const __m256d pairs = _mm256_unpacklo_pd(load(row, col, W), load(row, col + 4, W));
+    return _mm256_permute4x64_pd(pairs, _MM_SHUFFLE(3, 1, 2, 0));
+  }
+  static V gather(const double* row, int64_t col, I offsets, int64_t W) {
+    const __m256i m = inside(_mm256_add_epi64(_mm256_set1_epi64x(col), offsets), W);
+    return _mm256_mask_i64gather_pd(_mm256_set1_pd(-INFINITY), row + col, offsets,
+                                    _mm256_castsi256_pd(m), 8);
   }
   static M takes(V v, V best) {
     return _mm256_or_pd(_mm256_cmp_pd(v, best, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));

@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace fastcnn::cpu {
@@ -32,6 +33,25 @@ struct PoolVec<float> {
     return _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_loadu_ps(p + 16));
   }
   static V gather(const float* p, I offsets) { return _mm512_i32gather_ps(offsets, p, 4); }
+  // The same loads of the columns col + lane (load, load_even) or col + offsets (gather) of a
+  // row of W elements, reading -inf outside [0, W) without touching memory there.
+  static __mmask16 inside(__m512i cols, int64_t W) {
+    return _mm512_cmplt_epu32_mask(cols, _mm512_set1_epi32(static_cast<int32_t>(W)));
+  }
+  static V load(const float* row, int64_t col, int64_t W) {
+    const __m512i cols = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(col)), iota(1));
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), inside(cols, W), row + col);
+  }
+  static V load_even(const float* row, int64_t col, int64_t W) {
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(load(row, col, W), even, load(row, col + 16, W));
+  }
+  static V gather(const float* row, int64_t col, I offsets, int64_t W) {
+    const __m512i cols = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(col)), offsets);
+    return _mm512_mask_i32gather_ps(_mm512_set1_ps(-INFINITY), inside(cols, W), offsets, row + col,
+                                    4);
+  }
   // v > best, or v is NaN: the update rule of a max that keeps the first maximum.
   static M takes(V v, V best) {
     return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
@@ -88,6 +108,22 @@ struct PoolVec<double> {
     return _mm512_permutex2var_pd(_mm512_loadu_pd(p), even, _mm512_loadu_pd(p + 8));
   }
   static V gather(const double* p, I offsets) { return _mm512_i64gather_pd(offsets, p, 8); }
+  static __mmask8 inside(__m512i cols, int64_t W) {
+    return _mm512_cmplt_epu64_mask(cols, _mm512_set1_epi64(W));
+  }
+  static V load(const double* row, int64_t col, int64_t W) {
+    const __m512i cols = _mm512_add_epi64(_mm512_set1_epi64(col), iota(1));
+    return _mm512_mask_loadu_pd(_mm512_set1_pd(-INFINITY), inside(cols, W), row + col);
+  }
+  static V load_even(const double* row, int64_t col, int64_t W) {
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    return _mm512_permutex2var_pd(load(row, col, W), even, load(row, col + 8, W));
+  }
+  static V gather(const double* row, int64_t col, I offsets, int64_t W) {
+    const __m512i cols = _mm512_add_epi64(_mm512_set1_epi64(col), offsets);
+    return _mm512_mask_i64gather_pd(_mm512_set1_pd(-INFINITY), inside(cols, W), offsets, row + col,
+                                    8);
+  }
   static M takes(V v, V best) {
     return _mm512_cmp_pd_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
   }

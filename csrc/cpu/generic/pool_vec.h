@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 namespace fastcnn::cpu {
 namespace {
@@ -22,6 +23,12 @@ struct PoolVec {
   static V add(V a, V b) { return a + b; }
   static V load_even(const T* p) { return *p; }
   static V gather(const T* p, I) { return *p; }
+  // The same loads of column col of a row of W elements, reading -inf outside [0, W).
+  static V load(const T* row, int64_t col, int64_t W) {
+    return col >= 0 && col < W ? row[col] : -std::numeric_limits<T>::infinity();
+  }
+  static V load_even(const T* row, int64_t col, int64_t W) { return load(row, col, W); }
+  static V gather(const T* row, int64_t col, I, int64_t W) { return load(row, col, W); }
   static M takes(V v, V best) { return v > best || v != v; }
   static V select(M m, V a, V b) { return m ? a : b; }
 
