@@ -1,6 +1,6 @@
 // Global-average-pooling sums per ISA, one implementation per translation unit
 // (cpu/{generic,avx2,avx512}/global_avg_pool2d.cpp), picked with the micro-kernels' ISA.
-// Sums are kept in double, float32 inputs included.
+// Sums are kept in double (runs of up to 4 vectors are added in the input type first).
 #pragma once
 
 #include <cstdint>
