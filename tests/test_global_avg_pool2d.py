@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,6 +34,51 @@ def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
     else:  # "permuted": dense, but neither NCHW nor NHWC
         out = torch.empty_like(x.transpose(-1, -2).contiguous()).transpose(-1, -2)
     return out.copy_(x)
+
+
+ISAS = ["generic", "avx2", "avx512"]
+
+# Every ISA's sums against torch, in a subprocess with FASTCNN_ISA set: planes of 49, 1 and
+# 203 elements (whole vectors and scalar tails, NCHW), 83 channels (NHWC blocks of 4 vectors,
+# single vectors and a scalar tail), and a large offset that float32 sums would lose.
+_ISA_CHECK = textwrap.dedent(
+    """
+    import json, torch, torch.nn.functional as F, fastcnn
+    torch.manual_seed(0)
+    checked = 0
+    for dtype in (torch.float32, torch.float64):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            for shape in ((3, 83, 7, 7), (2, 83, 1, 1), (2, 5, 7, 29), (1, 16, 64, 64)):
+                x = (torch.randn(shape, dtype=torch.float64) * 3 + 1000).to(dtype)
+                x = x.contiguous(memory_format=fmt).requires_grad_()
+                out = fastcnn.ops.global_avg_pool2d(x)
+                exact = x.detach().double().mean((2, 3))
+                torch.testing.assert_close(out.double(), exact, rtol=0, atol=1e-4)
+                torch.testing.assert_close(out, F.adaptive_avg_pool2d(x.detach(), 1).flatten(1))
+                grad = torch.randn_like(out)
+                gx, = torch.autograd.grad(out, x, grad)
+                expected = (grad[:, :, None, None] / (shape[2] * shape[3])).expand(shape)
+                torch.testing.assert_close(gx, expected)
+                assert gx.is_contiguous(memory_format=fmt)
+                checked += 1
+    print(json.dumps({"isa": fastcnn.info()["isa"], "checked": checked}))
+    """
+)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_isa_matches_torch(isa):
+    order = {name: i for i, name in enumerate(ISAS)}
+    native = fastcnn.info()["isa"]
+    if order[isa] > order[native]:
+        pytest.skip(f"this CPU runs {native}, not {isa}")
+    env = {**os.environ, "FASTCNN_ISA": isa}
+    proc = subprocess.run(
+        [sys.executable, "-c", _ISA_CHECK], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"isa": isa, "checked": 2 * 2 * 4}
 
 
 def _torch_gap(x: torch.Tensor, keepdim: bool) -> torch.Tensor:

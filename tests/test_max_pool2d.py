@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -415,6 +420,96 @@ class TestMaxPool2d:
     def test_bad_pair_type(self, kernel_size):
         with pytest.raises(TypeError, match="max_pool2d: kernel_size must be an int or a pair"):
             fastcnn.ops.max_pool2d(torch.randn(1, 1, 8, 8), kernel_size)
+
+
+ISAS = ["generic", "avx2", "avx512"]
+
+# Every ISA's kernels against torch and the reference, in a subprocess with FASTCNN_ISA set.
+# Rows of up to 75 columns give each ISA whole vectors of outputs (16 floats for AVX-512)
+# beside scalar borders and tails; 83 channels give NHWC blocks of 4 vectors, single vectors
+# and a scalar tail. Strides 1, 2 and 3 take the contiguous, de-interleaving and gathering
+# loads. Values: distinct, ties (few distinct values), NaN, -inf, all -inf.
+_ISA_CHECK = textwrap.dedent(
+    """
+    import json, math, sys, torch, torch.nn.functional as F, fastcnn
+    from fastcnn.ops import _reference as R
+    torch.manual_seed(0)
+    geometries = [
+        (3, 2, 1, 1, False), (2, 2, 0, 1, False), (3, 1, 1, 1, False), (3, 3, 1, 1, True),
+        ((3, 2), (2, 1), (1, 0), (1, 2), True), ((2, 3), (1, 2), (1, 1), (2, 1), True),
+    ]
+    # 2x2/2 windows tile a 40 x 40 image: the NHWC backward stores instead of adding; one
+    # image that large is split over threads by channels.
+    torch.set_num_threads(2)
+    layouts = [
+        (torch.contiguous_format, (2, 3, 9, 75)),
+        (torch.channels_last, (2, 83, 7, 9)),
+        (torch.channels_last, (1, 83, 40, 40)),
+    ]
+    def values(kind, shape, dtype):
+        x = torch.randn(shape, dtype=dtype)
+        if kind == "ties":
+            x = torch.randint(0, 3, shape).to(dtype)
+        elif kind == "nan":
+            x[torch.rand(shape) < 0.1] = math.nan
+        elif kind == "neg_inf":
+            x[torch.rand(shape) < 0.6] = -math.inf
+        elif kind == "all_neg_inf":
+            x.fill_(-math.inf)
+        return x
+    checked = 0
+    for dtype in (torch.float32, torch.float64):
+        for fmt, shape in layouts:
+            for kind in ("randn", "ties", "nan", "neg_inf", "all_neg_inf"):
+                x = values(kind, shape, dtype).contiguous(memory_format=fmt)
+                for k, s, p, d, ceil in geometries:
+                    kw = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+                    t_out, t_idx = F.max_pool2d(x, return_indices=True, **kw)
+                    ref_out, ref_idx = R.max_pool2d(x, return_indices=True, **kw)
+                    grad = torch.randn_like(t_out)
+                    xt = x.clone().requires_grad_()
+                    t_gx, = torch.autograd.grad(F.max_pool2d(xt, **kw), xt, grad)
+                    for return_indices in (False, True):
+                        xi = x.clone().requires_grad_()
+                        res = fastcnn.ops.max_pool2d(xi, return_indices=return_indices, **kw)
+                        out = res[0] if return_indices else res
+                        exact = dict(rtol=0, atol=0, equal_nan=True)
+                        torch.testing.assert_close(out, t_out, **exact)
+                        torch.testing.assert_close(out, ref_out, **exact)
+                        assert out.is_contiguous(memory_format=fmt)
+                        if return_indices:
+                            torch.testing.assert_close(res[1], t_idx, rtol=0, atol=0)
+                            torch.testing.assert_close(res[1], ref_idx, rtol=0, atol=0)
+                        gx, = torch.autograd.grad(out, xi, grad)
+                        torch.testing.assert_close(gx, t_gx)
+                        assert gx.is_contiguous(memory_format=fmt)
+                        checked += 1
+    print(json.dumps({"isa": fastcnn.info()["isa"], "checked": checked}))
+    """
+)
+
+
+def _run_under_isa(code: str, isa: str) -> dict:
+    """Runs ``code`` in a Python subprocess with FASTCNN_ISA=isa and returns the JSON it
+    prints last; skips the ISAs this CPU lacks."""
+    order = {name: i for i, name in enumerate(ISAS)}
+    native = fastcnn.info()["isa"]
+    if order[isa] > order[native]:
+        pytest.skip(f"this CPU runs {native}, not {isa}")
+    env = {**os.environ, "FASTCNN_ISA": isa}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["isa"] == isa
+    return result
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_isa_matches_torch(isa):
+    result = _run_under_isa(_ISA_CHECK, isa)
+    assert result["checked"] == 2 * 3 * 5 * 6 * 2
 
 
 def _backward_args(x, grad, indices, grad_input, geometry=((2, 2), (2, 2), (0, 0), (1, 1), False)):

@@ -1,11 +1,30 @@
-// Global average pooling: [N, C, H, W] -> [N, C], summed in double for float32 inputs.
+// Global average pooling: [N, C, H, W] -> [N, C], summed in double for float32 inputs. The
+// sums run in the per-ISA kernels (cpu/global_avg_pool2d_kernels.h); the backward's
+// broadcast is a plain store loop.
 #include <algorithm>
+#include <string_view>
+#include <type_traits>
 
 #include "cpu/checks.h"
+#include "cpu/global_avg_pool2d_kernels.h"
+#include "cpu/microkernel.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
 
 namespace fastcnn::cpu {
+
+const GapKernelSet& global_avg_pool2d_kernels() {
+  static const GapKernelSet chosen = [] {
+    const std::string_view chosen_isa = isa();
+#if defined(FASTCNN_X86)
+    if (chosen_isa == "avx512") return global_avg_pool2d_kernels_avx512();
+    if (chosen_isa == "avx2") return global_avg_pool2d_kernels_avx2();
+#endif
+    return global_avg_pool2d_kernels_generic();
+  }();
+  return chosen;
+}
+
 namespace {
 
 struct GapGeom {
@@ -47,29 +66,28 @@ void for_each_block(const GapGeom& g, int threads, const F& f) {
   });
 }
 
-// NCHW sums each plane; NHWC walks pixels with a block of channels innermost.
+template <typename T>
+const GapKernels<T>& kernels() {
+  if constexpr (std::is_same_v<T, float>)
+    return global_avg_pool2d_kernels().f32;
+  else
+    return global_avg_pool2d_kernels().f64;
+}
+
+// NCHW sums runs of whole planes; NHWC sums blocks of channels over an image's pixels.
 template <typename T>
 void forward(const GapGeom& g, const T* x, T* y, int threads) {
   const double scale = 1.0 / static_cast<double>(g.HW);
+  const GapKernels<T>& k = kernels<T>();
   if (channels_innermost(g)) {
     for_each_block(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
-      double acc[kChannelBlock] = {};
-      for (int64_t i = 0; i < g.HW; ++i) {
-        const T* px = x + n * g.xs[0] + i * g.xs[3];
-        for (int64_t c = c0; c < c1; ++c) acc[c - c0] += px[c];
-      }
-      for (int64_t c = c0; c < c1; ++c) y[n * g.C + c] = static_cast<T>(acc[c - c0] * scale);
+      k.sum_pixels(x + n * g.xs[0], g.HW, g.C, c0, c1, scale, y + n * g.C);
     });
     return;
   }
   const int nt = threads_for(g.N * g.C * g.HW, 1 << 15, threads);
   parallel_for(g.N * g.C, nt, [&](int, int64_t b, int64_t e) {
-    for (int64_t nc = b; nc < e; ++nc) {
-      const T* plane = x + nc / g.C * g.xs[0] + nc % g.C * g.xs[1];
-      double sum = 0;
-      for (int64_t i = 0; i < g.HW; ++i) sum += plane[i];
-      y[nc] = static_cast<T>(sum * scale);
-    }
+    k.sum_planes(x + b * g.HW, e - b, g.HW, scale, y + b);
   });
 }
 

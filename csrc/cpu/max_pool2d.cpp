@@ -1,12 +1,16 @@
-// Max pooling. Ties keep the first maximum in window order and NaN wins, as in torch, so
-// the backward can recompute the argmax from the input instead of storing indices.
-// Indices are flat (h * W + w) per plane; -1 marks a window with no input element.
+// Max pooling: checks, threads and the walk over output rows; the per-ISA row kernels
+// (cpu/max_pool2d_kernels.h) do the windows. Ties keep the first maximum in window order and
+// NaN wins, as in torch, so the backward can recompute the argmax from the input instead of
+// storing indices. Indices are flat (h * W + w) per plane; -1 marks a window with no input.
+#include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstring>
-#include <limits>
+#include <string_view>
+#include <type_traits>
 
 #include "cpu/checks.h"
+#include "cpu/max_pool2d_kernels.h"
+#include "cpu/microkernel.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
 
@@ -22,6 +26,19 @@ int64_t pool_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, i
 }
 
 namespace cpu {
+
+const MaxPoolKernelSet& max_pool2d_kernels() {
+  static const MaxPoolKernelSet chosen = [] {
+    const std::string_view chosen_isa = isa();
+#if defined(FASTCNN_X86)
+    if (chosen_isa == "avx512") return max_pool2d_kernels_avx512();
+    if (chosen_isa == "avx2") return max_pool2d_kernels_avx2();
+#endif
+    return max_pool2d_kernels_generic();
+  }();
+  return chosen;
+}
+
 namespace {
 
 struct PoolGeom {
@@ -60,111 +77,179 @@ PoolGeom validate(const char* op, const char* in_name, const TensorView& x, cons
     FASTCNN_CHECK(dense_strides_4d(op, "indices", *indices) == g.ys, op,
                   ": indices must have the memory format of ", out_name);
   }
-  g.channels_last = is_channels_last(y);
+  // Channels innermost in both, or columns innermost in both (size-1 dims fit either).
+  g.channels_last = g.C > 1 && g.xs[1] == 1 && g.ys[1] == 1;
+  FASTCNN_CHECK(g.channels_last || (g.xs[3] == 1 && g.ys[3] == 1), op, ": ", out_name,
+                " must have the memory format of ", in_name);
   return g;
 }
 
-template <typename T>
-struct Window {
-  T value;
-  int64_t index;
-};
-
-// Kernel taps [lo, hi) whose position start + tap * dilation lies in [0, size).
-struct Taps {
-  int64_t lo, hi;
-};
-Taps valid_taps(int64_t start, int64_t kernel, int64_t dilation, int64_t size) {
-  const int64_t lo = start >= 0 ? 0 : ceil_div(-start, dilation);
-  const int64_t hi = size - 1 - start < 0 ? 0 : std::min(kernel, (size - 1 - start) / dilation + 1);
-  return {lo, std::max(lo, hi)};
+// The windows of output row oh, for the row kernels.
+RowWindows row_windows(const PoolGeom& g, const Pool2dParams& p, int64_t oh) {
+  const int64_t h0 = oh * p.stride[0] - p.padding[0];
+  const int64_t lo = h0 >= 0 ? 0 : ceil_div(-h0, p.dilation[0]);
+  const int64_t hi =
+      g.H - 1 - h0 < 0 ? 0 : std::min(p.kernel[0], (g.H - 1 - h0) / p.dilation[0] + 1);
+  return {h0 + lo * p.dilation[0],
+          std::max<int64_t>(0, hi - lo),
+          p.dilation[0],
+          p.kernel[1],
+          p.stride[1],
+          p.padding[1],
+          p.dilation[1],
+          g.W};
 }
 
-// The max of one window of one plane (plane points at (n, c)); index -1 when the window
-// holds no input element.
 template <typename T>
-Window<T> window_max(const T* plane, const PoolGeom& g, const Pool2dParams& p, int64_t oh,
-                     int64_t ow) {
-  const int64_t h0 = oh * p.stride[0] - p.padding[0], w0 = ow * p.stride[1] - p.padding[1];
-  const int64_t h_span = (p.kernel[0] - 1) * p.dilation[0],
-                w_span = (p.kernel[1] - 1) * p.dilation[1];
-  // Most windows lie inside the plane: compare before dividing.
-  const Taps rows = h0 >= 0 && h0 + h_span < g.H ? Taps{0, p.kernel[0]}
-                                                 : valid_taps(h0, p.kernel[0], p.dilation[0], g.H);
-  const Taps cols = w0 >= 0 && w0 + w_span < g.W ? Taps{0, p.kernel[1]}
-                                                 : valid_taps(w0, p.kernel[1], p.dilation[1], g.W);
-  if (rows.lo == rows.hi || cols.lo == cols.hi) return {-std::numeric_limits<T>::infinity(), -1};
-  int64_t best_index = (h0 + rows.lo * p.dilation[0]) * g.W + w0 + cols.lo * p.dilation[1];
-  T best =
-      plane[(h0 + rows.lo * p.dilation[0]) * g.xs[2] + (w0 + cols.lo * p.dilation[1]) * g.xs[3]];
-  for (int64_t r = rows.lo; r < rows.hi; ++r) {
-    const int64_t ih = h0 + r * p.dilation[0];
-    const T* row = plane + ih * g.xs[2];
-    for (int64_t s = cols.lo; s < cols.hi; ++s) {
-      const int64_t iw = w0 + s * p.dilation[1];
-      const T v = row[iw * g.xs[3]];
-      const bool take = (v > best) | (v != v);  // NaN wins, as in torch
-      best = take ? v : best;
-      best_index = take ? ih * g.W + iw : best_index;
-    }
-  }
-  return {best, best_index};
+const MaxPoolKernels<T>& kernels() {
+  if constexpr (std::is_same_v<T, float>)
+    return max_pool2d_kernels().f32;
+  else
+    return max_pool2d_kernels().f64;
 }
 
-// Calls f(n, c, oh, ow) for every output, in an order that walks memory forward for the
-// layout, split over threads so that each (n, c) plane belongs to one thread.
+// NHWC work splits over images and, when there are fewer images than threads, channel
+// ranges: f(n, c0, c1) owns every input and output element of those channels of image n.
 template <typename F>
-void for_each_output(const PoolGeom& g, int threads, const F& f) {
-  const int64_t work = g.N * g.C * g.Ho * g.Wo;
-  if (!g.channels_last) {
-    parallel_for(g.N * g.C, threads_for(work, 1 << 14, threads), [&](int, int64_t b, int64_t e) {
-      for (int64_t nc = b; nc < e; ++nc)
-        for (int64_t oh = 0; oh < g.Ho; ++oh)
-          for (int64_t ow = 0; ow < g.Wo; ++ow) f(nc / g.C, nc % g.C, oh, ow);
-    });
-    return;
-  }
-  const int nt = threads_for(work, 1 << 14, threads);
+void for_each_channel_range(const PoolGeom& g, int threads, const F& f) {
+  const int nt = threads_for(g.N * g.C * g.Ho * g.Wo, 1 << 14, threads);
   const int64_t chunks = std::min<int64_t>(g.C, ceil_div(nt, std::max<int64_t>(g.N, 1)));
   parallel_for(g.N * chunks, nt, [&](int, int64_t b, int64_t e) {
     for (int64_t u = b; u < e; ++u) {
       const int64_t n = u / chunks, chunk = u % chunks;
-      const int64_t c0 = chunk * g.C / chunks, c1 = (chunk + 1) * g.C / chunks;
-      for (int64_t oh = 0; oh < g.Ho; ++oh)
-        for (int64_t ow = 0; ow < g.Wo; ++ow)
-          for (int64_t c = c0; c < c1; ++c) f(n, c, oh, ow);
+      f(n, chunk * g.C / chunks, (chunk + 1) * g.C / chunks);
     }
+  });
+}
+
+// NCHW work splits over (n, c) planes: f(n, c).
+template <typename F>
+void for_each_plane(const PoolGeom& g, int threads, const F& f) {
+  const int nt = threads_for(g.N * g.C * g.Ho * g.Wo, 1 << 14, threads);
+  parallel_for(g.N * g.C, nt, [&](int, int64_t b, int64_t e) {
+    for (int64_t nc = b; nc < e; ++nc) f(nc / g.C, nc % g.C);
   });
 }
 
 template <typename T>
 void forward(const PoolGeom& g, const Pool2dParams& p, const T* x, T* y, int64_t* idx,
              int threads) {
-  for_each_output(g, threads, [&](int64_t n, int64_t c, int64_t oh, int64_t ow) {
-    const Window<T> m = window_max(x + n * g.xs[0] + c * g.xs[1], g, p, oh, ow);
-    const int64_t o = n * g.ys[0] + c * g.ys[1] + oh * g.ys[2] + ow * g.ys[3];
-    y[o] = m.value;
-    if (idx) idx[o] = m.index;
+  const MaxPoolKernels<T>& k = kernels<T>();
+  if (g.channels_last) {
+    for_each_channel_range(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
+      for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        const int64_t o = n * g.ys[0] + oh * g.ys[2];
+        k.nhwc_row(x + n * g.xs[0], row_windows(g, p, oh), g.C, c0, c1, g.Wo, g.ys[3], y + o,
+                   idx ? idx + o : nullptr);
+      }
+    });
+    return;
+  }
+  for_each_plane(g, threads, [&](int64_t n, int64_t c) {
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      const int64_t o = n * g.ys[0] + c * g.ys[1] + oh * g.ys[2];
+      k.nchw_row(x + n * g.xs[0] + c * g.xs[1], row_windows(g, p, oh), 0, g.Wo, y + o,
+                 idx ? idx + o : nullptr);
+    }
   });
 }
 
+// Zeroes rows [h0, h1), channels [c0, c1) of image n of dx (NHWC).
 template <typename T>
-bool backward(const PoolGeom& g, const Pool2dParams& p, const T* dy, const T* x, const int64_t* idx,
-              T* dx, int threads) {
-  std::memset(dx, 0, sizeof(T) * g.N * g.C * g.H * g.W);
+void zero_rows(const PoolGeom& g, T* dx, int64_t n, int64_t h0, int64_t h1, int64_t c0,
+               int64_t c1) {
+  T* image = dx + n * g.xs[0];
+  if (c0 == 0 && c1 == g.C) {
+    std::memset(image + h0 * g.W * g.C, 0, sizeof(T) * g.C * g.W * (h1 - h0));
+    return;
+  }
+  for (int64_t i = h0 * g.W; i < h1 * g.W; ++i)
+    std::memset(image + i * g.C + c0, 0, sizeof(T) * (c1 - c0));
+}
+
+// Whether the windows cover every input element exactly once.
+bool windows_tile(const PoolGeom& g, const Pool2dParams& p) {
+  return p.kernel[0] == p.stride[0] && p.kernel[1] == p.stride[1] && p.padding[0] == 0 &&
+         p.padding[1] == 0 && p.dilation[0] == 1 && p.dilation[1] == 1 &&
+         g.Ho * p.stride[0] == g.H && g.Wo * p.stride[1] == g.W;
+}
+
+// With indices from the forward: dx[index] += dy, every index checked. The element of flat
+// index i of a plane lies i * xs[3] past the plane's start in both layouts.
+template <typename T>
+bool backward_indexed(const PoolGeom& g, const T* dy, const int64_t* idx, T* dx, int threads) {
   std::atomic<bool> bad_index{false};
   const int64_t plane = g.H * g.W;
-  for_each_output(g, threads, [&](int64_t n, int64_t c, int64_t oh, int64_t ow) {
+  auto scatter = [&](int64_t n, int64_t c, int64_t oh, int64_t ow) {
     const int64_t o = n * g.ys[0] + c * g.ys[1] + oh * g.ys[2] + ow * g.ys[3];
-    const int64_t i = idx ? idx[o] : window_max(x + n * g.xs[0] + c * g.xs[1], g, p, oh, ow).index;
+    const int64_t i = idx[o];
     if (i == -1) return;  // a window with no input element
     if (i < 0 || i >= plane) {
       bad_index.store(true, std::memory_order_relaxed);
       return;
     }
-    dx[n * g.xs[0] + c * g.xs[1] + i / g.W * g.xs[2] + i % g.W * g.xs[3]] += dy[o];
-  });
+    dx[n * g.xs[0] + c * g.xs[1] + i * g.xs[3]] += dy[o];
+  };
+  if (g.channels_last) {
+    for_each_channel_range(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
+      zero_rows(g, dx, n, 0, g.H, c0, c1);
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow)
+          for (int64_t c = c0; c < c1; ++c) scatter(n, c, oh, ow);
+    });
+  } else {
+    for_each_plane(g, threads, [&](int64_t n, int64_t c) {
+      std::memset(dx + n * g.xs[0] + c * g.xs[1], 0, sizeof(T) * plane);
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) scatter(n, c, oh, ow);
+    });
+  }
   return !bad_index.load();
+}
+
+// Without indices: the argmax is recomputed from x, with the forward's kernels and rules.
+template <typename T>
+void backward_recomputed(const PoolGeom& g, const Pool2dParams& p, const T* dy, const T* x, T* dx,
+                         int threads) {
+  const MaxPoolKernels<T>& k = kernels<T>();
+  if (g.channels_last) {
+    const bool tiles = windows_tile(g, p);
+    for_each_channel_range(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
+      // Rows are zeroed just before the first window that adds to them, so the adds find
+      // them in cache.
+      int64_t zeroed = tiles ? g.H : 0;
+      for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        const RowWindows rows = row_windows(g, p, oh);
+        const int64_t needed = rows.rows ? rows.first_row + (rows.rows - 1) * rows.row_step + 1 : 0;
+        if (needed > zeroed) {
+          zero_rows(g, dx, n, zeroed, needed, c0, c1);
+          zeroed = needed;
+        }
+        k.nhwc_row_backward(x + n * g.xs[0], rows, g.C, c0, c1, g.Wo, g.ys[3],
+                            dy + n * g.ys[0] + oh * g.ys[2], dx + n * g.xs[0], tiles);
+      }
+      zero_rows(g, dx, n, zeroed, g.H, c0, c1);
+    });
+    return;
+  }
+  constexpr int64_t kChunk = 256;  // outputs whose indices are scattered at once
+  for_each_plane(g, threads, [&](int64_t n, int64_t c) {
+    T* dxp = dx + n * g.xs[0] + c * g.xs[1];
+    const T* xp = x + n * g.xs[0] + c * g.xs[1];
+    std::memset(dxp, 0, sizeof(T) * g.H * g.W);
+    T values[kChunk];
+    int64_t index[kChunk];
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      const RowWindows rows = row_windows(g, p, oh);
+      const T* dyp = dy + n * g.ys[0] + c * g.ys[1] + oh * g.ys[2];
+      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += kChunk) {
+        const int64_t ow1 = std::min(g.Wo, ow0 + kChunk);
+        k.nchw_row(xp, rows, ow0, ow1, values, index);
+        for (int64_t j = 0; j < ow1 - ow0; ++j)
+          if (index[j] >= 0) dxp[index[j]] += dyp[ow0 + j];
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -192,12 +277,20 @@ void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
                 ": grad_input must have the shape and memory format of input");
   check_sizes(op, "grad_input", grad_input, {g.N, g.C, g.H, g.W});
   if (grad_input.numel() == 0) return;  // its pointer may be null: nothing to clear
-  const int64_t* idx = indices ? indices->ptr<int64_t>() : nullptr;
-  const bool ok = input.dtype == DType::Float64
-                      ? backward(g, p, grad_output.ptr<double>(), input.ptr<double>(), idx,
-                                 grad_input.ptr<double>(), threads)
-                      : backward(g, p, grad_output.ptr<float>(), input.ptr<float>(), idx,
-                                 grad_input.ptr<float>(), threads);
+  if (indices == nullptr) {
+    if (input.dtype == DType::Float64)
+      backward_recomputed(g, p, grad_output.ptr<double>(), input.ptr<double>(),
+                          grad_input.ptr<double>(), threads);
+    else
+      backward_recomputed(g, p, grad_output.ptr<float>(), input.ptr<float>(),
+                          grad_input.ptr<float>(), threads);
+    return;
+  }
+  const int64_t* idx = indices->ptr<int64_t>();
+  const bool ok =
+      input.dtype == DType::Float64
+          ? backward_indexed(g, grad_output.ptr<double>(), idx, grad_input.ptr<double>(), threads)
+          : backward_indexed(g, grad_output.ptr<float>(), idx, grad_input.ptr<float>(), threads);
   FASTCNN_CHECK(ok, op, ": indices must lie in [0, H*W) = [0, ", g.H * g.W,
                 ") or be -1 (a window without input), got an index outside that range");
 }

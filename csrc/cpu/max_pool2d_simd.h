@@ -1,0 +1,339 @@
+// The max-pooling row kernels, written once over PoolVec<T> (the including translation unit
+// defines it for its ISA first: cpu/{generic,avx2,avx512}/pool_vec.h) and compiled per ISA.
+// Everything here has internal linkage, so the copies compiled with different ISA flags
+// never stand in for one another at link time.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "cpu/max_pool2d_kernels.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+// Column taps [lo, hi) of the window starting at w0 whose positions lie in [0, W).
+struct ColTaps {
+  int64_t lo, hi;
+};
+ColTaps col_taps(const RowWindows& g, int64_t w0) {
+  const int64_t lo = w0 >= 0 ? 0 : (-w0 + g.dilation - 1) / g.dilation;
+  const int64_t hi = g.W - 1 - w0 < 0 ? 0 : std::min(g.kernel, (g.W - 1 - w0) / g.dilation + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+template <typename T>
+struct Best {
+  T value;
+  int64_t index;  // -1: the window holds no input element
+};
+
+// One window, one channel, scalar: x points at the plane's first element, pixels `pixel`
+// elements apart. Borders, tails and planes too large for the vector index lanes take it.
+template <typename T>
+Best<T> window_scalar(const T* x, int64_t pixel, const RowWindows& g, int64_t ow) {
+  const int64_t w0 = ow * g.stride - g.pad;
+  const ColTaps cols = col_taps(g, w0);
+  if (g.rows == 0 || cols.lo == cols.hi) return {-std::numeric_limits<T>::infinity(), -1};
+  Best<T> best{-std::numeric_limits<T>::infinity(), g.first_row * g.W + w0 + cols.lo * g.dilation};
+  for (int64_t r = 0; r < g.rows; ++r) {
+    const int64_t row = (g.first_row + r * g.row_step) * g.W;
+    for (int64_t s = cols.lo; s < cols.hi; ++s) {
+      const int64_t flat = row + w0 + s * g.dilation;
+      const T v = x[flat * pixel];
+      if (v > best.value || v != v) best = {v, flat};
+    }
+  }
+  return best;
+}
+
+// Whether the largest flat index of these windows fits the vector index lanes.
+template <typename T>
+bool fits_index_lanes(const RowWindows& g) {
+  using Index = typename PoolVec<T>::Index;
+  const int64_t last_row = g.first_row + (g.rows - 1) * g.row_step;
+  return (last_row + 1) * g.W <= std::numeric_limits<Index>::max();
+}
+
+enum class Step { One, Two, Any };
+
+// Input columns a vector of outputs reads in one row: its taps, and for stride 2 the element
+// after the last one (the de-interleaving load reads pairs).
+template <typename T, Step kStep>
+int64_t vector_span(const RowWindows& g) {
+  return (PoolVec<T>::width - 1) * g.stride + (g.kernel - 1) * g.dilation + 1 +
+         (kStep == Step::Two ? 1 : 0);
+}
+
+// NCHW: folds input row r of the windows of outputs [ow, ow + width) into the running maxima
+// best[] and their indices index[]. Without kBorder every tap lies inside the row; with it,
+// the loads read -inf where the windows overhang the row.
+template <typename T, Step kStep, bool kIndex, bool kBorder>
+void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow, T* best_out,
+                     typename PoolVec<T>::Index* index_out) {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
+  const int64_t w0 = ow * g.stride - g.pad;
+  const int64_t row = (g.first_row + r * g.row_step) * g.W;
+  const T* src = plane + row;
+  typename P::V best = P::load(best_out);
+  typename P::I best_index;
+  if constexpr (kIndex) best_index = P::iload(index_out);
+  for (int64_t s = 0; s < g.kernel; ++s) {
+    const int64_t col = w0 + s * g.dilation;
+    typename P::V v;
+    if constexpr (kStep == Step::One)
+      v = kBorder ? P::load(src, col, g.W) : P::load(src + col);
+    else if constexpr (kStep == Step::Two)
+      v = kBorder ? P::load_even(src, col, g.W) : P::load_even(src + col);
+    else
+      v = kBorder ? P::gather(src, col, lanes, g.W) : P::gather(src + col, lanes);
+    const typename P::M take = P::takes(v, best);
+    best = P::select(take, v, best);
+    if constexpr (kIndex)
+      best_index =
+          P::iselect(take, P::iadd(P::iset1(static_cast<Index>(row + col)), lanes), best_index);
+  }
+  P::store(best_out, best);
+  if constexpr (kIndex) P::istore(index_out, best_index);
+}
+
+// Outputs computed per pass over the input rows: their running maxima stay in L1.
+constexpr int64_t kRowChunk = 256;
+
+// NCHW, outputs [ow0, ow1) with ow1 - ow0 in [width, kRowChunk]. The input rows of the
+// windows are read one after the other, each from left to right, so the plane streams through
+// in order (interleaving the rows of a window defeats the hardware prefetchers).
+template <typename T, Step kStep, bool kIndex>
+void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y, int64_t* idx) {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  constexpr int64_t width = P::width;
+  constexpr T kLowest = -std::numeric_limits<T>::infinity();
+  // Outputs [a, b) read only inside the row.
+  const int64_t a = (g.pad + g.stride - 1) / g.stride;
+  const int64_t last = g.W - vector_span<T, kStep>(g) + g.pad + (width - 1) * g.stride;
+  const int64_t b = last >= 0 ? last / g.stride + 1 : 0;
+  const int64_t n = ow1 - ow0;
+  // Vectors start every width outputs; the last one ends at ow1, overlapping its neighbour
+  // if need be (folding a row in twice changes nothing).
+  auto start_of = [&](int64_t v) { return std::min(v * width, n - width); };
+  const int64_t vectors = (n + width - 1) / width;
+  auto interior = [&](int64_t v) {
+    const int64_t ow = ow0 + start_of(v);
+    return ow >= a && ow + width <= b;
+  };
+  T best[kRowChunk];
+  Index index[kIndex ? kRowChunk : 1];
+  const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
+  for (int64_t v = 0; v < vectors; ++v) {
+    const int64_t j = start_of(v);
+    P::store(best + j, P::set1(kLowest));
+    if constexpr (kIndex) {
+      const int64_t first = g.first_row * g.W + (ow0 + j) * g.stride - g.pad;
+      P::istore(index + j, P::iadd(P::iset1(static_cast<Index>(first)), lanes));
+    }
+  }
+  for (int64_t r = 0; r < g.rows; ++r)
+    for (int64_t v = 0; v < vectors; ++v) {
+      const int64_t j = start_of(v);
+      Index* ip = kIndex ? index + j : nullptr;
+      if (interior(v))
+        nchw_vector_row<T, kStep, kIndex, false>(plane, g, r, ow0 + j, best + j, ip);
+      else
+        nchw_vector_row<T, kStep, kIndex, true>(plane, g, r, ow0 + j, best + j, ip);
+    }
+  for (int64_t j = 0; j < n; ++j) y[j] = best[j];
+  if constexpr (kIndex) {
+    for (int64_t v = 0; v < vectors; ++v)
+      P::store_index(idx + start_of(v), P::iload(index + start_of(v)));
+    for (int64_t v = 0; v < vectors; ++v) {
+      const int64_t j = start_of(v);
+      if (interior(v)) continue;
+      // A lane left at -inf never took a value: its index is the window's first tap inside
+      // the input (or -1 for none), as the scalar rule gives.
+      for (int64_t l = j; l < j + width; ++l)
+        if (best[l] == kLowest) idx[l] = window_scalar(plane, 1, g, ow0 + l).index;
+    }
+  }
+}
+
+template <typename T, Step kStep, bool kIndex>
+void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
+                   int64_t* idx) {
+  constexpr int64_t width = PoolVec<T>::width;
+  const bool vectors = g.rows > 0 && ow1 - ow0 >= width && fits_index_lanes<T>(g);
+  if (!vectors) {
+    for (int64_t ow = ow0; ow < ow1; ++ow) {
+      const Best<T> m = window_scalar(plane, 1, g, ow);
+      y[ow - ow0] = m.value;
+      if (idx) idx[ow - ow0] = m.index;
+    }
+    return;
+  }
+  // Chunks of at least one vector each.
+  const int64_t chunks = (ow1 - ow0 + kRowChunk - 1) / kRowChunk;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t from = ow0 + (ow1 - ow0) * c / chunks, to = ow0 + (ow1 - ow0) * (c + 1) / chunks;
+    nchw_chunk<T, kStep, kIndex>(plane, g, from, to, y + (from - ow0),
+                                 kIndex ? idx + (from - ow0) : nullptr);
+  }
+}
+
+template <typename T>
+void nchw_row(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y, int64_t* idx) {
+  auto run = [&](auto step) {
+    constexpr Step kStep = decltype(step)::value;
+    if (idx)
+      nchw_row_with<T, kStep, true>(plane, g, ow0, ow1, y, idx);
+    else
+      nchw_row_with<T, kStep, false>(plane, g, ow0, ow1, y, idx);
+  };
+  if (g.stride == 1)
+    run(std::integral_constant<Step, Step::One>{});
+  else if (g.stride == 2)
+    run(std::integral_constant<Step, Step::Two>{});
+  else
+    run(std::integral_constant<Step, Step::Any>{});
+}
+
+// NHWC: the max of one window over channels [c, c + kVectors * width), in registers.
+template <typename T, int kVectors>
+struct ChannelBlock {
+  using P = PoolVec<T>;
+  typename P::V best[kVectors];
+  typename P::I index[kVectors];
+
+  ChannelBlock(const T* image, const RowWindows& g, int64_t C, int64_t c, int64_t w0,
+               ColTaps cols) {
+    using Index = typename P::Index;
+    for (int j = 0; j < kVectors; ++j) {
+      best[j] = P::set1(-std::numeric_limits<T>::infinity());
+      index[j] = P::iset1(static_cast<Index>(g.first_row * g.W + w0 + cols.lo * g.dilation));
+    }
+    for (int64_t r = 0; r < g.rows; ++r) {
+      const int64_t row = (g.first_row + r * g.row_step) * g.W;
+      for (int64_t s = cols.lo; s < cols.hi; ++s) {
+        const int64_t flat = row + w0 + s * g.dilation;
+        const T* px = image + flat * C + c;
+        const typename P::I here = P::iset1(static_cast<Index>(flat));
+        for (int j = 0; j < kVectors; ++j) {
+          const typename P::V v = P::load(px + j * P::width);
+          const typename P::M take = P::takes(v, best[j]);
+          best[j] = P::select(take, v, best[j]);
+          index[j] = P::iselect(take, here, index[j]);
+        }
+      }
+    }
+  }
+};
+
+// Calls f(c, kVectors) over channel blocks of [c0, c1) that fill whole vectors (4 at a time,
+// then 1), and returns where the scalar tail starts.
+template <typename T, typename F>
+int64_t for_each_channel_block(int64_t c0, int64_t c1, const F& f) {
+  constexpr int64_t width = PoolVec<T>::width;
+  int64_t c = c0;
+  for (; c + 4 * width <= c1; c += 4 * width) f(c, std::integral_constant<int, 4>{});
+  for (; c + width <= c1; c += width) f(c, std::integral_constant<int, 1>{});
+  return c;
+}
+
+template <typename T>
+void nhwc_row(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1, int64_t Wo,
+              int64_t out_stride, T* y, int64_t* idx) {
+  using P = PoolVec<T>;
+  const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    T* yp = y + ow * out_stride;
+    int64_t* ip = idx ? idx + ow * out_stride : nullptr;
+    const int64_t w0 = ow * g.stride - g.pad;
+    const ColTaps cols = col_taps(g, w0);
+    int64_t tail = c0;
+    if (vectors && cols.lo < cols.hi) {
+      tail = for_each_channel_block<T>(c0, c1, [&](int64_t c, auto vectors_) {
+        constexpr int kVectors = decltype(vectors_)::value;
+        const ChannelBlock<T, kVectors> m(image, g, C, c, w0, cols);
+        for (int j = 0; j < kVectors; ++j) {
+          P::store(yp + c + j * P::width, m.best[j]);
+          if (ip) P::store_index(ip + c + j * P::width, m.index[j]);
+        }
+      });
+    }
+    for (int64_t c = tail; c < c1; ++c) {
+      const Best<T> m = window_scalar(image + c, C, g, ow);
+      yp[c] = m.value;
+      if (ip) ip[c] = m.index;
+    }
+  }
+}
+
+// kTiles: the windows tile the image, so each pixel's gradient is stored once, not added.
+template <typename T, bool kTiles>
+void nhwc_row_backward_with(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
+                            int64_t Wo, int64_t out_stride, const T* dy, T* dx) {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    const T* dyp = dy + ow * out_stride;
+    const int64_t w0 = ow * g.stride - g.pad;
+    const ColTaps cols = col_taps(g, w0);
+    // Calls f(flat) for each tap of the window that lies inside the image.
+    auto for_each_tap = [&](const auto& f) {
+      for (int64_t r = 0; r < g.rows; ++r) {
+        const int64_t row = (g.first_row + r * g.row_step) * g.W;
+        for (int64_t s = cols.lo; s < cols.hi; ++s) f(row + w0 + s * g.dilation);
+      }
+    };
+    int64_t tail = c0;
+    if (vectors && cols.lo < cols.hi) {
+      tail = for_each_channel_block<T>(c0, c1, [&](int64_t c, auto vectors_) {
+        constexpr int kVectors = decltype(vectors_)::value;
+        const ChannelBlock<T, kVectors> m(image, g, C, c, w0, cols);
+        typename P::V grad[kVectors];
+        for (int j = 0; j < kVectors; ++j) grad[j] = P::load(dyp + c + j * P::width);
+        // Each tap's pixel takes the gradient in the channels whose argmax it is: no
+        // scattered stores, and lanes of one vector never collide.
+        for_each_tap([&](int64_t flat) {
+          T* px = dx + flat * C + c;
+          const typename P::I here = P::iset1(static_cast<Index>(flat));
+          for (int j = 0; j < kVectors; ++j) {
+            const typename P::V add = P::select(P::ieq(m.index[j], here), grad[j], P::zero());
+            if constexpr (kTiles)
+              P::store(px + j * P::width, add);
+            else
+              P::store(px + j * P::width, P::add(P::load(px + j * P::width), add));
+          }
+        });
+      });
+    }
+    for (int64_t c = tail; c < c1; ++c) {
+      const int64_t i = window_scalar(image + c, C, g, ow).index;
+      if constexpr (kTiles)
+        for_each_tap([&](int64_t flat) { dx[flat * C + c] = flat == i ? dyp[c] : T(0); });
+      else if (i >= 0)
+        dx[i * C + c] += dyp[c];
+    }
+  }
+}
+
+template <typename T>
+void nhwc_row_backward(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
+                       int64_t Wo, int64_t out_stride, const T* dy, T* dx, bool tiles) {
+  if (tiles)
+    nhwc_row_backward_with<T, true>(image, g, C, c0, c1, Wo, out_stride, dy, dx);
+  else
+    nhwc_row_backward_with<T, false>(image, g, C, c0, c1, Wo, out_stride, dy, dx);
+}
+
+template <typename T>
+MaxPoolKernels<T> max_pool2d_kernels_for() {
+  return {&nchw_row<T>, &nhwc_row<T>, &nhwc_row_backward<T>};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
