@@ -360,3 +360,58 @@ def test_enabled_needs_the_opt_in(monkeypatch):
     assert not cuda().enabled()
     monkeypatch.setenv("FASTCNN_CUDA_UNVERIFIED", "1")
     assert cuda().enabled()
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the public ops, nn layers and autograd (FASTCNN_CUDA_UNVERIFIED=1 routes CUDA
+# tensors to the kernels above)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cuda_ops(monkeypatch):
+    monkeypatch.setenv("FASTCNN_CUDA_UNVERIFIED", "1")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_public_ops_and_gradients_match_torch(cuda_ops, fmt):
+    import fastcnn.ops as fo
+
+    x = rand(4, 6, 13, 11, fmt=fmt).requires_grad_()
+    w = rand(8, 6, 3, 3).requires_grad_()
+    b = rand(8).requires_grad_()
+
+    def ours(x, w, b):
+        y = fo.conv2d(x, w, b, padding=1, activation="relu")
+        y = fo.max_pool2d(y, 3, 2, 1)
+        return fo.global_avg_pool2d(fo.relu(y)).sum()
+
+    def theirs(x, w, b):
+        y = F.relu(F.conv2d(x, w, b, padding=1))
+        return F.adaptive_avg_pool2d(F.relu(F.max_pool2d(y, 3, 2, 1)), 1).sum()
+
+    got = torch.autograd.grad(ours(x, w, b), (x, w, b))
+    want = torch.autograd.grad(theirs(x, w, b), (x, w, b))
+    for g, r in zip(got, want):
+        assert g.device == r.device
+        assert rel_err(g, r) < TOL[torch.float32]
+
+
+def test_convert_runs_on_cuda(cuda_ops):
+    from fastcnn.nn import convert
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.AdaptiveAvgPool2d(1),
+    ).cuda()  # fmt: skip
+    x = rand(2, 3, 16, 16)
+    assert rel_err(convert(model)(x), model(x)) < TOL[torch.float32]
+
+
+def test_cuda_tensors_rejected_without_the_switch(monkeypatch):
+    import fastcnn.ops as fo
+
+    monkeypatch.delenv("FASTCNN_CUDA_UNVERIFIED", raising=False)
+    with pytest.raises(RuntimeError, match="FASTCNN_CUDA_UNVERIFIED=1"):
+        fo.relu(rand(4))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import torch
 
+from . import _cuda
 from ._boundary import unsupported_device
 
 _CPU_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _is_int(v) -> bool:
@@ -41,9 +43,14 @@ def tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None, layout: st
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
-    if not (t.is_cpu or t.is_meta):  # meta: shape inference and tracing
+    if t.is_cuda and _cuda.enabled():
+        if t.dtype not in _CUDA_DTYPES:
+            raise TypeError(
+                f"{op}: {name} must be float32, float16 or bfloat16 on CUDA, got {t.dtype}"
+            )
+    elif not (t.is_cpu or t.is_meta):  # meta: shape inference and tracing
         raise unsupported_device(op, name, t.device)
-    if t.dtype not in _CPU_DTYPES:
+    elif t.dtype not in _CPU_DTYPES:
         raise TypeError(f"{op}: {name} must be float32 or float64 on the CPU, got {t.dtype}")
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if ndims is not None and t.dim() not in ndims:

@@ -17,6 +17,7 @@ __all__ = [
     "_C",
     "capsule",
     "dense",
+    "flat",
     "is_channels_last",
     "memory_format",
     "threads",
@@ -26,12 +27,12 @@ __all__ = [
 
 
 def unsupported_device(op: str, name: str, device: torch.device) -> RuntimeError:
-    """The error for a tensor on a device without fastcnn kernels in its ops: every device but
-    the CPU today. A CUDA build compiles CUDA kernels (``fastcnn.ops._cuda``), but they have
-    not yet run on a GPU, so the ops do not route CUDA tensors to them."""
+    """The error for a tensor on a device the ops do not run on: every device but the CPU,
+    unless CUDA kernels were compiled and enabled (``FASTCNN_CUDA_UNVERIFIED=1``: they have
+    not yet been verified on a GPU)."""
     build = (
         f"this build's CUDA kernels, for {cuda_targets(_C.cuda_archs.split(','))}, are not yet "
-        "verified on a GPU and not used by the ops"
+        "verified on a GPU and stay off unless FASTCNN_CUDA_UNVERIFIED=1 is set"
         if _C.cuda_compiled
         else "this is a CPU-only build"
     )
@@ -73,6 +74,11 @@ def is_channels_last(t: torch.Tensor) -> bool:
 
 def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def flat(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor of any layout as the 1-D run of memory it occupies."""
+    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
 
 
 def dense(t: torch.Tensor) -> torch.Tensor:

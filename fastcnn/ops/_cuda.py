@@ -16,7 +16,7 @@ import os
 import torch
 from torch import Tensor
 
-from ._boundary import _C, capsule, dense, is_channels_last, memory_format
+from ._boundary import _C, capsule, dense, flat, is_channels_last, memory_format
 from ._shapes import conv2d_output_format, conv2d_output_shape, empty, pool2d_output_shape
 
 __all__ = [
@@ -50,16 +50,11 @@ def _allow_tf32(allow_tf32: bool | None) -> bool:
     return torch.backends.cudnn.allow_tf32 if allow_tf32 is None else bool(allow_tf32)
 
 
-def _flat(t: Tensor) -> Tensor:
-    """A dense tensor of any layout as the 1-D run of memory it occupies."""
-    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
-
-
 def relu(input: Tensor) -> Tensor:
     """``max(input, 0)`` of a tensor of any shape; NaN stays NaN. Same layout as ``input``."""
     x = dense(input)
     out = torch.empty_like(x)
-    _C.relu_forward_cuda(capsule(_flat(x)), capsule(_flat(out)), _stream(x))
+    _C.relu_forward_cuda(capsule(flat(x)), capsule(flat(out)), _stream(x))
     return out
 
 
@@ -73,7 +68,7 @@ def relu_backward(grad_output: Tensor, output: Tensor, guided: bool = False) -> 
     )
     dx = torch.empty_like(y)
     _C.relu_backward_cuda(
-        capsule(_flat(dy)), capsule(_flat(y)), capsule(_flat(dx)), bool(guided), _stream(y)
+        capsule(flat(dy)), capsule(flat(y)), capsule(flat(dx)), bool(guided), _stream(y)
     )
     return dx
 

@@ -4,7 +4,7 @@ same implementation for plain eager calls.
 A call through ``torch.ops.fastcnn.*`` passes the C++ dispatcher and the custom op's Python
 wrappers before it reaches the kernel: about 25 us, more than a small layer's whole kernel.
 When nothing could tell the two routes apart (no torch.compile tracing, no dispatch or
-torch-function modes, no functorch transform, no profiler, plain CPU tensors), the call goes
+torch-function modes, no functorch transform, no profiler, plain tensors), the call goes
 straight to the implementation, and through an ``autograd.Function`` built from the op's own
 ``setup_context`` and ``backward`` when a gradient is needed. Both routes run the same
 functions, so they give the same results and the same autograd graph semantics.
@@ -29,23 +29,44 @@ def _direct(args) -> bool:
         or torch._C._autograd._profiler_enabled()
     ):
         return False
-    return all(type(a) in _PLAIN and a.is_cpu for a in args if isinstance(a, Tensor))
+    return all(type(a) in _PLAIN and (a.is_cpu or a.is_cuda) for a in args if isinstance(a, Tensor))
 
 
 def _needs_grad(args) -> bool:
     return torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
 
 
-class Op:
-    """``fastcnn::<name>`` with implementation ``impl`` and fake (meta) kernel ``fake``."""
+def _by_device(cpu: Callable, cuda: Callable) -> Callable:
+    """One implementation that runs ``cuda`` for CUDA tensors (every op's first argument is a
+    tensor on the op's device) and ``cpu`` otherwise."""
 
-    def __init__(self, name: str, impl: Callable, fake: Callable, schema: str | None = None):
+    def run(*args):
+        return (cuda if args[0].is_cuda else cpu)(*args)
+
+    return run
+
+
+class Op:
+    """``fastcnn::<name>`` with CPU implementation ``impl``, optional CUDA implementation
+    ``cuda`` (same arguments) and fake (meta) kernel ``fake``."""
+
+    def __init__(
+        self,
+        name: str,
+        impl: Callable,
+        fake: Callable,
+        schema: str | None = None,
+        cuda: Callable | None = None,
+    ):
         self.name = name
-        self._impl = impl
         self._custom_op = torch.library.custom_op(
             f"fastcnn::{name}", mutates_args=(), device_types="cpu", schema=schema
         )(impl)
         self._custom_op.register_fake(fake)
+        self._impl = impl
+        if cuda is not None:
+            self._custom_op.register_kernel("cuda", cuda)
+            self._impl = _by_device(impl, cuda)
         self._function: type[torch.autograd.Function] | None = None
 
     def register_autograd(self, backward: Callable, setup_context: Callable) -> None:

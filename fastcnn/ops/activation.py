@@ -5,16 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _args
-from ._boundary import _C, capsule, dense, threads
+from . import _args, _cuda
+from ._boundary import _C, capsule, dense, flat, threads
 from ._op import Op
 
 __all__ = ["relu", "guided_relu"]
-
-
-def _flat(t: Tensor) -> Tensor:
-    """A dense tensor of any layout as the 1-D run of memory it occupies."""
-    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
 
 
 def _like(t: Tensor, ref: Tensor) -> Tensor:
@@ -25,7 +20,7 @@ def _like(t: Tensor, ref: Tensor) -> Tensor:
 def _forward(input: Tensor) -> Tensor:
     x = dense(input)
     out = torch.empty_like(x)
-    _C.relu_forward(capsule(_flat(x)), capsule(_flat(out)), threads())
+    _C.relu_forward(capsule(flat(x)), capsule(flat(out)), threads())
     return out
 
 
@@ -33,7 +28,7 @@ def _backward(grad_output: Tensor, output: Tensor, guided: bool) -> Tensor:
     y = dense(output)
     dy = _like(grad_output, y)
     dx = torch.empty_like(y)
-    _C.relu_backward(capsule(_flat(dy)), capsule(_flat(y)), capsule(_flat(dx)), guided, threads())
+    _C.relu_backward(capsule(flat(dy)), capsule(flat(y)), capsule(flat(dx)), guided, threads())
     return dx
 
 
@@ -53,10 +48,20 @@ def _guided_relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
     return _backward(grad_output, output, guided=True)
 
 
-relu_op = Op("relu", _forward, _forward_fake)
-guided_relu_op = Op("guided_relu", _forward, _forward_fake)
-relu_backward_op = Op("relu_backward", _relu_backward, _backward_fake)
-guided_relu_backward_op = Op("guided_relu_backward", _guided_relu_backward, _backward_fake)
+def _relu_backward_cuda(grad_output: Tensor, output: Tensor) -> Tensor:
+    return _cuda.relu_backward(grad_output, output, guided=False)
+
+
+def _guided_relu_backward_cuda(grad_output: Tensor, output: Tensor) -> Tensor:
+    return _cuda.relu_backward(grad_output, output, guided=True)
+
+
+relu_op = Op("relu", _forward, _forward_fake, cuda=_cuda.relu)
+guided_relu_op = Op("guided_relu", _forward, _forward_fake, cuda=_cuda.relu)
+relu_backward_op = Op("relu_backward", _relu_backward, _backward_fake, cuda=_relu_backward_cuda)
+guided_relu_backward_op = Op(
+    "guided_relu_backward", _guided_relu_backward, _backward_fake, cuda=_guided_relu_backward_cuda
+)
 
 
 def _save_output(ctx, inputs, output):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from . import _args
+from . import _args, _cuda
 from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads, workspace
 from ._op import Op
 from ._shapes import conv2d_output_format, conv2d_output_shape, empty
@@ -95,20 +95,28 @@ conv2d_op = Op(
     _conv2d,
     _conv2d_fake,
     f"(Tensor input, Tensor weight, Tensor? bias, {_GEOMETRY}, bool relu) -> Tensor",
+    cuda=_cuda.conv2d,
 )
 backward_input_op = Op(
     "conv2d_backward_input",
     _conv2d_backward_input,
     _backward_input_fake,
     _BACKWARD.format(other="weight", size="input_size", geometry=_GEOMETRY) + " -> Tensor",
+    cuda=_cuda.conv2d_backward_input,
 )
 backward_weight_op = Op(
     "conv2d_backward_weight",
     _conv2d_backward_weight,
     _backward_weight_fake,
     _BACKWARD.format(other="input", size="weight_size", geometry=_GEOMETRY) + " -> Tensor",
+    cuda=_cuda.conv2d_backward_weight,
 )
-backward_bias_op = Op("conv2d_backward_bias", _conv2d_backward_bias, _backward_bias_fake)
+backward_bias_op = Op(
+    "conv2d_backward_bias",
+    _conv2d_backward_bias,
+    _backward_bias_fake,
+    cuda=_cuda.conv2d_backward_bias,
+)
 
 
 def _setup_context(ctx, inputs, output):

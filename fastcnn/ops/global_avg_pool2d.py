@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from . import _args
+from . import _args, _cuda
 from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
 from ._op import Op
 from ._shapes import empty
@@ -33,12 +33,15 @@ def _backward_fake(grad_output, input_size, channels_last):
     return empty(input_size, grad_output, memory_format(channels_last))
 
 
-global_avg_pool2d_op = Op("global_avg_pool2d", _global_avg_pool2d, _forward_fake)
+global_avg_pool2d_op = Op(
+    "global_avg_pool2d", _global_avg_pool2d, _forward_fake, cuda=_cuda.global_avg_pool2d
+)
 backward_op = Op(
     "global_avg_pool2d_backward",
     _global_avg_pool2d_backward,
     _backward_fake,
     "(Tensor grad_output, SymInt[4] input_size, bool channels_last) -> Tensor",
+    cuda=_cuda.global_avg_pool2d_backward,
 )
 
 

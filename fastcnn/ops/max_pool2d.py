@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _args
+from . import _args, _cuda
 from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
 from ._op import Op
 from ._shapes import empty, pool2d_output_shape
@@ -21,16 +21,17 @@ _GEOMETRY = "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation,
 
 
 def _outputs(input: Tensor, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    """The output and the second output: int64 indices when asked for; otherwise, on CUDA,
+    compact window offsets that the backward scatters through, and on the CPU an empty
+    tensor (the CPU backward recomputes each window's argmax)."""
     shape = pool2d_output_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     fmt = memory_format(is_channels_last(input))
     out = empty(shape, input, fmt)
-    indices = empty(
-        shape if return_indices else (0,),
-        input,
-        fmt if return_indices else torch.contiguous_format,
-        torch.int64,
-    )
-    return out, indices
+    if return_indices:
+        return out, empty(shape, input, fmt, torch.int64)
+    if input.is_cuda:
+        return out, empty(shape, input, fmt, _cuda.max_pool2d_offset_dtype(kernel_size))
+    return out, empty((0,), input, torch.contiguous_format, torch.int64)
 
 
 def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
@@ -88,19 +89,22 @@ max_pool2d_op = Op(
     _max_pool2d,
     _forward_fake,
     f"(Tensor input, {_GEOMETRY}, bool return_indices) -> (Tensor, Tensor)",
+    cuda=_cuda.max_pool2d,
 )
 backward_op = Op(
     "max_pool2d_backward",
     _max_pool2d_backward,
     _backward_fake,
     f"(Tensor grad_output, Tensor input, Tensor? indices, {_GEOMETRY}) -> Tensor",
+    cuda=_cuda.max_pool2d_backward,
 )
 
 
 def _setup_context(ctx, inputs, output):
     input, kernel_size, stride, padding, dilation, ceil_mode, return_indices = inputs
     ctx.geometry = (kernel_size, stride, padding, dilation, ceil_mode)
-    ctx.save_for_backward(input, output[1] if return_indices else None)
+    saved = output[1] if return_indices or input.is_cuda else None
+    ctx.save_for_backward(input, saved)
 
 
 def _backward(ctx, grad_out, grad_indices):
