@@ -1,0 +1,222 @@
+// The Winograd F(4x4, 3x3) transforms, written once over kLanes independent lanes (channels
+// for the input, filters for the weights and the output) and compiled per ISA: each ISA's
+// translation unit includes this file, and the unnamed namespace gives every one its own copy
+// built with its own flags (a shared inline definition could be merged across ISAs by the
+// linker). Matrices are Lavin & Gray's for the points 0, +-1, +-2 and infinity.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/conv2d_winograd.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+// kLanes floats as one value: GCC/Clang lower it to the widest vectors the flags allow.
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, Vec v) {
+  std::memcpy(p, &v, sizeof v);
+}
+// The first n lanes from p[l * stride], zero above.
+inline Vec load_lanes(const float* p, int64_t stride, int n) {
+  alignas(64) float b[kLanes] = {};
+  for (int l = 0; l < n; ++l) b[l] = p[l * stride];
+  return load(b);
+}
+inline void store_lanes(float* p, int64_t stride, int n, Vec v) {
+  alignas(64) float b[kLanes];
+  store(b, v);
+  if (n == kLanes)  // a fixed count, unrolled
+    for (int l = 0; l < kLanes; ++l) p[l * stride] = b[l];
+  else
+    for (int l = 0; l < n; ++l) p[l * stride] = b[l];
+}
+
+// r = B^T d.
+inline void input_1d(const Vec* d, Vec* r) {
+  r[0] = 4.f * d[0] - 5.f * d[2] + d[4];
+  r[1] = -4.f * (d[1] + d[2]) + (d[3] + d[4]);
+  r[2] = 4.f * (d[1] - d[2]) + (d[4] - d[3]);
+  r[3] = 2.f * (d[3] - d[1]) + (d[4] - d[2]);
+  r[4] = 2.f * (d[1] - d[3]) + (d[4] - d[2]);
+  r[5] = 4.f * d[1] - 5.f * d[3] + d[5];
+}
+
+// r = A^T m: six values in, four out.
+inline void output_1d(const Vec* m, Vec* r) {
+  const Vec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+  r[0] = m[0] + s12 + s34;
+  r[1] = d12 + 2.f * d34;
+  r[2] = s12 + 4.f * s34;
+  r[3] = d12 + 8.f * d34 + m[5];
+}
+
+// r = G g: three values in, six out.
+inline void weight_1d(const Vec* g, Vec* r) {
+  const Vec even = g[0] + g[2];
+  r[0] = 0.25f * g[0];
+  r[1] = (-1.f / 6.f) * (even + g[1]);
+  r[2] = (-1.f / 6.f) * (even - g[1]);
+  r[3] = (1.f / 24.f) * g[0] + (1.f / 12.f) * g[1] + (1.f / 6.f) * g[2];
+  r[4] = (1.f / 24.f) * g[0] - (1.f / 12.f) * g[1] + (1.f / 6.f) * g[2];
+  r[5] = g[2];
+}
+
+// out = L in L'^T for a 1-D transform f mapping I values to O: columns first, then rows.
+template <int I, int O, void (*f)(const Vec*, Vec*)>
+inline void transform_2d(const Vec (&in)[I][I], Vec (&out)[O][O]) {
+  Vec cols[O][I];
+  for (int j = 0; j < I; ++j) {
+    Vec a[I], b[O];
+    for (int i = 0; i < I; ++i) a[i] = in[i][j];
+    f(a, b);
+    for (int i = 0; i < O; ++i) cols[i][j] = b[i];
+  }
+  for (int i = 0; i < O; ++i) f(cols[i], out[i]);
+}
+
+// Tile coordinates of a flat tile index (image-major, then rows, then columns).
+struct TileAt {
+  int64_t n, y, x;  // image, and the tile's top-left output pixel
+};
+inline TileAt tile_at(const WinogradPlan& pl, int64_t tile) {
+  const int64_t per_image = pl.tiles_h * pl.tiles_w, rem = tile % per_image;
+  return {tile / per_image, rem / pl.tiles_w * 4, rem % pl.tiles_w * 4};
+}
+
+// kUnit: channels are contiguous (channels_last), so full lane vectors load directly.
+template <bool kUnit>
+void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, float* v) {
+  const ConvGeom& g = pl.g;
+  const int64_t mr = pl.mr, xi_stride = pl.panels * g.C * mr;
+  Vec d[6][6], r[6][6];
+  for (int64_t b = 0; b < pl.block; ++b) {
+    float* vt = v + b / mr * g.C * mr + b % mr;  // + xi * xi_stride + c * mr
+    if (tile0 + b >= pl.tiles) {
+      for (int xi = 0; xi < 36; ++xi)
+        for (int64_t c = 0; c < g.C; ++c) vt[xi * xi_stride + c * mr] = 0.f;
+      continue;
+    }
+    const TileAt at = tile_at(pl, tile0 + b);
+    const float* xn = x + at.n * g.xs[0];
+    for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
+      const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
+      for (int i = 0; i < 6; ++i) {
+        const int64_t yy = at.y - g.ph + i;
+        for (int j = 0; j < 6; ++j) {
+          const int64_t xx = at.x - g.pw + j;
+          const float* p = xn + c0 * g.xs[1] + yy * g.xs[2] + xx * g.xs[3];
+          if (!in_range(yy, g.H) || !in_range(xx, g.W))
+            d[i][j] = Vec{};
+          else if (kUnit && nl == kLanes)
+            d[i][j] = load(p);
+          else
+            d[i][j] = load_lanes(p, g.xs[1], nl);
+        }
+      }
+      transform_2d<6, 6, input_1d>(d, r);
+      for (int xi = 0; xi < 36; ++xi)
+        store_lanes(vt + xi * xi_stride + c0 * mr, mr, nl, r[xi / 6][xi % 6]);
+    }
+  }
+}
+
+// kUnit: filters are contiguous in the output (channels_last).
+template <bool kUnit>
+void output_panel(const WinogradPlan& pl, const float* m, int64_t tile0, int64_t kchunk,
+                  const float* bias, bool relu, float* y) {
+  const ConvGeom& g = pl.g;
+  const int64_t nr = pl.nr, xi_stride = pl.m_stride;
+  Vec mm[6][6], o[4][4];
+  const int64_t tiles = std::min<int64_t>(pl.mr, pl.tiles - tile0);
+  for (int64_t b = 0; b < tiles; ++b) {
+    const TileAt at = tile_at(pl, tile0 + b);
+    const int oh = static_cast<int>(std::min<int64_t>(4, g.Ho - at.y));
+    const int ow = static_cast<int>(std::min<int64_t>(4, g.Wo - at.x));
+    for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
+      const int64_t k0 = kchunk * nr + j0;
+      const int nl = static_cast<int>(std::min<int64_t>({kLanes, nr - j0, g.K - k0}));
+      if (nl <= 0) break;
+      const float* src = m + b * nr + j0;  // + xi * xi_stride
+      for (int xi = 0; xi < 36; ++xi)
+        mm[xi / 6][xi % 6] =
+            nl == kLanes ? load(src + xi * xi_stride) : load_lanes(src + xi * xi_stride, 1, nl);
+      transform_2d<6, 4, output_1d>(mm, o);
+      const Vec bl = bias == nullptr ? Vec{}
+                     : nl == kLanes  ? load(bias + k0)
+                                     : load_lanes(bias + k0, 1, nl);
+      float* yt = y + at.n * g.ys[0] + k0 * g.ys[1] + at.y * g.ys[2] + at.x * g.ys[3];
+      for (int i = 0; i < oh; ++i) {
+        for (int j = 0; j < ow; ++j) {
+          Vec out = o[i][j] + bl;
+          if (relu) out = out > 0.f ? out : Vec{};
+          float* p = yt + i * g.ys[2] + j * g.ys[3];
+          if (kUnit && nl == kLanes)
+            store(p, out);
+          else
+            store_lanes(p, g.ys[1], nl, out);
+        }
+      }
+    }
+  }
+}
+
+// Transformed filters of chunk `kchunk`: u[xi * xi_stride + c * nr + j]. The chunk's filters
+// are first gathered into wt[c][r][s][nr], one whole filter (in L1) at a time, so that the
+// transform runs on contiguous lanes of filters.
+void weights_chunk(const WinogradPlan& pl, const float* w, int64_t kchunk, float* wt, float* u,
+                   int64_t xi_stride) {
+  const ConvGeom& g = pl.g;
+  const int64_t nr = pl.nr, k0 = kchunk * nr, nk = std::min(nr, g.K - k0);
+  for (int64_t j = 0; j < nr; ++j) {
+    const float* wk = w + (k0 + j) * g.ws[0];
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int rs = 0; rs < 9; ++rs)
+        wt[(c * 9 + rs) * nr + j] =
+            j < nk ? wk[c * g.ws[1] + rs / 3 * g.ws[2] + rs % 3 * g.ws[3]] : 0.f;
+  }
+  Vec gg[3][3], r[6][6];
+  for (int64_t c = 0; c < g.C; ++c) {
+    for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
+      const int n = static_cast<int>(std::min<int64_t>(kLanes, nr - j0));
+      const float* src = wt + c * 9 * nr + j0;
+      for (int rs = 0; rs < 9; ++rs)
+        gg[rs / 3][rs % 3] = n == kLanes ? load(src + rs * nr) : load_lanes(src + rs * nr, 1, n);
+      transform_2d<3, 6, weight_1d>(gg, r);
+      for (int xi = 0; xi < 36; ++xi) {
+        float* dst = u + xi * xi_stride + c * nr + j0;
+        if (n == kLanes)
+          store(dst, r[xi / 6][xi % 6]);
+        else
+          store_lanes(dst, 1, n, r[xi / 6][xi % 6]);
+      }
+    }
+  }
+}
+
+void input_any(const WinogradPlan& pl, const float* x, int64_t tile0, float* v) {
+  if (pl.g.xs[1] == 1) return input_block<true>(pl, x, tile0, v);
+  input_block<false>(pl, x, tile0, v);
+}
+
+void output_any(const WinogradPlan& pl, const float* m, int64_t tile0, int64_t kchunk,
+                const float* bias, bool relu, float* y) {
+  if (pl.g.ys[1] == 1) return output_panel<true>(pl, m, tile0, kchunk, bias, relu, y);
+  output_panel<false>(pl, m, tile0, kchunk, bias, relu, y);
+}
+
+WinogradTransforms make_winograd_transforms() {
+  return {&weights_chunk, &input_any, &output_any};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
