@@ -1,7 +1,7 @@
 """Which forward algorithm fastcnn's CPU convolution uses for 3x3, stride-1 float32 layers.
 
 ``"auto"`` (the default) runs Winograd F(4x4, 3x3) on the shapes where it measured faster
-than direct convolution (groups 1, dilation 1, at least 16 input and 16 output channels);
+than direct convolution (groups 1, dilation 1, at least 8 input and 8 output channels);
 ``"direct"`` always runs direct convolution (implicit GEMM), the path every other shape
 takes. The choice is process-wide, like ``torch.backends`` flags; it is read from the
 environment variable ``FASTCNN_CONV_ALGO`` once, when fastcnn is imported. Backward passes
