@@ -73,51 +73,91 @@ WinogradPlan winograd_plan(const ConvGeom& g, int threads) {
   pl.tasks = pl.blocks * pl.ksplits;
   pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
   pl.shared_u = pl.blocks > 1;
-  pl.u_elems = round_up(pl.shared_u ? u_floats : 36 * g.C * pl.nr, 16);
+  pl.u_elems = round_up(pl.shared_u ? u_floats : 6 * g.C * pl.nr, 16);
   pl.v_elems = round_up(36 * pl.block * g.C, 16);
   pl.m_stride = round_up(pl.mr * pl.nr, 16) + 16;
-  pl.m_elems = 36 * pl.m_stride;
+  pl.m_elems = 36 * (pl.shared_u ? 1 : pl.panels) * pl.m_stride;
   pl.wt_elems = round_up(9 * g.C * pl.nr, 16);
   return pl;
 }
 
+namespace {
+
+// Shared transformed filters: panel by panel, so a panel's 36 products stay in L1 for the
+// output transform.
+void multiply_shared(const WinogradPlan& pl, const float* v, const float* u, int64_t u_stride,
+                     int64_t tile0, int64_t kc, float* m, const float* bias, bool relu, float* y) {
+  const MicroKernel<float>& mk = microkernel<float>();
+  const WinogradTransforms& tf = transforms();
+  for (int64_t p = 0; p < pl.panels && tile0 + p * pl.mr < pl.tiles; ++p) {
+    for (int64_t xi = 0; xi < 36; ++xi)
+      mk.run(pl.g.C, v + (xi * pl.panels + p) * pl.g.C * pl.mr, u + xi * u_stride,
+             m + xi * pl.m_stride);
+    tf.output(pl, m, pl.m_stride, tile0 + p * pl.mr, kc, bias, relu, y);
+  }
+}
+
+// Own transformed filters, one row of xi at a time: each row's filters serve every panel
+// from L2 before the next row is transformed.
+void multiply_own(const WinogradPlan& pl, const float* v, const float* wt, float* own,
+                  int64_t tile0, int64_t kc, float* m, const float* bias, bool relu, float* y) {
+  const MicroKernel<float>& mk = microkernel<float>();
+  const WinogradTransforms& tf = transforms();
+  const int64_t C = pl.g.C, chunk_elems = C * pl.nr, xi_stride = pl.panels * pl.m_stride;
+  for (int row = 0; row < 6; ++row) {
+    tf.weights(pl, wt, row, row + 1, own, chunk_elems);
+    for (int64_t xi = 6 * row; xi < 6 * row + 6; ++xi)
+      for (int64_t p = 0; p < pl.panels; ++p)
+        mk.run(C, v + (xi * pl.panels + p) * C * pl.mr, own + (xi - 6 * row) * chunk_elems,
+               m + xi * xi_stride + p * pl.m_stride);
+  }
+  for (int64_t p = 0; p < pl.panels && tile0 + p * pl.mr < pl.tiles; ++p)
+    tf.output(pl, m + p * pl.m_stride, xi_stride, tile0 + p * pl.mr, kc, bias, relu, y);
+}
+
+}  // namespace
+
 void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, const float* bias,
                       float* y, bool relu, float* workspace) {
   const WinogradTransforms& tf = transforms();
-  const MicroKernel<float>& mk = microkernel<float>();
-  const int64_t C = pl.g.C, mr = pl.mr, nr = pl.nr;
-  const int64_t chunk_elems = C * nr;  // one chunk's filters at one xi
+  const int64_t chunk_elems = pl.g.C * pl.nr;  // one chunk's filters at one xi
   float* const shared = workspace;
   const int64_t shared_stride = pl.kchunks * chunk_elems;
   float* const scratch = workspace + (pl.shared_u ? pl.u_elems : 0);  // per-thread buffers
+  auto buffers = [&](int tid) {
+    struct {
+      float *v, *m, *wt, *own;
+    } b;
+    b.v = scratch + tid * pl.thread_elems();
+    b.m = b.v + pl.v_elems;
+    b.wt = b.m + pl.m_elems;
+    b.own = b.wt + pl.wt_elems;
+    return b;
+  };
   if (pl.shared_u)
     parallel_for(pl.kchunks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
-      float* wt = scratch + tid * pl.thread_elems() + pl.v_elems + pl.m_elems;
-      for (int64_t kc = begin; kc < end; ++kc)
-        tf.weights(pl, w, kc, wt, shared + kc * chunk_elems, shared_stride);
+      float* wt = buffers(tid).wt;
+      for (int64_t kc = begin; kc < end; ++kc) {
+        tf.repack(pl, w, kc, wt);
+        tf.weights(pl, wt, 0, 6, shared + kc * chunk_elems, shared_stride);
+      }
     });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
-    float* v = scratch + tid * pl.thread_elems();
-    float* m = v + pl.v_elems;
-    float* wt = m + pl.m_elems;
-    float* own = wt + pl.wt_elems;
+    const auto b = buffers(tid);
     int64_t transformed = -1;  // the block whose input v holds
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task / pl.ksplits, split = task % pl.ksplits;
       const int64_t tile0 = blk * pl.block;
-      if (blk != transformed) tf.input(pl, x, tile0, v), transformed = blk;
+      if (blk != transformed) tf.input(pl, x, tile0, b.v), transformed = blk;
       const int64_t kc0 = split * pl.kchunks / pl.ksplits;
       const int64_t kc1 = (split + 1) * pl.kchunks / pl.ksplits;
       for (int64_t kc = kc0; kc < kc1; ++kc) {
-        const float* u = shared + kc * chunk_elems;
-        int64_t u_stride = shared_stride;
-        if (!pl.shared_u)
-          tf.weights(pl, w, kc, wt, own, chunk_elems), u = own, u_stride = chunk_elems;
-        // Panel by panel: its 36 products stay in L1 for the output transform.
-        for (int64_t p = 0; p < pl.panels && tile0 + p * mr < pl.tiles; ++p) {
-          for (int64_t xi = 0; xi < 36; ++xi)
-            mk.run(C, v + (xi * pl.panels + p) * C * mr, u + xi * u_stride, m + xi * pl.m_stride);
-          tf.output(pl, m, tile0 + p * mr, kc, bias, relu, y);
+        if (pl.shared_u) {
+          multiply_shared(pl, b.v, shared + kc * chunk_elems, shared_stride, tile0, kc, b.m, bias,
+                          relu, y);
+        } else {
+          tf.repack(pl, w, kc, b.wt);
+          multiply_own(pl, b.v, b.wt, b.own, tile0, kc, b.m, bias, relu, y);
         }
       }
     }

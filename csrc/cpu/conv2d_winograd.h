@@ -27,7 +27,8 @@ struct WinogradPlan {
   int64_t blocks = 0, ksplits = 1, tasks = 0;
   int threads = 1;
   // Shared: all filters are transformed once up front, for every block to use. Otherwise (a
-  // single block) each thread transforms the chunks it multiplies, into its own buffer.
+  // single block: few tiles) each thread transforms the chunks it multiplies one row of xi at
+  // a time, into its own buffer that stays in L2.
   bool shared_u = true;
   int64_t m_stride = 0;  // mr * nr padded, so the 36 products of a tile map to distinct L1 sets
   int64_t u_elems = 0, v_elems = 0, m_elems = 0, wt_elems = 0;  // 16-float multiples
@@ -37,15 +38,18 @@ struct WinogradPlan {
 
 // The transforms, written once (conv2d_winograd_impl.h) and compiled per ISA.
 struct WinogradTransforms {
-  // Transformed filters of one chunk: u[xi * xi_stride + c * nr + j]; wt: scratch of wt_elems.
-  void (*weights)(const WinogradPlan& pl, const float* w, int64_t kchunk, float* wt, float* u,
+  // The filters of chunk kchunk as wt[c][r][s][nr] (wt_elems), zero past the last filter.
+  void (*repack)(const WinogradPlan& pl, const float* w, int64_t kchunk, float* wt);
+  // Rows [row0, row1) of their transform (xi = 6 * row + column) from wt:
+  // u[(xi - 6 * row0) * xi_stride + c * nr + j].
+  void (*weights)(const WinogradPlan& pl, const float* wt, int row0, int row1, float* u,
                   int64_t xi_stride);
   // V[xi][panel][c][mr] of the block starting at tile0; tiles past the last are zero.
   void (*input)(const WinogradPlan& pl, const float* x, int64_t tile0, float* v);
   // One panel (mr tiles from tile0) of filter chunk kchunk, from its products
-  // M[xi * m_stride + tile * nr + j]: y = A^T M A (+ bias, ReLU).
-  void (*output)(const WinogradPlan& pl, const float* m, int64_t tile0, int64_t kchunk,
-                 const float* bias, bool relu, float* y);
+  // M[xi * xi_stride + tile * nr + j]: y = A^T M A (+ bias, ReLU).
+  void (*output)(const WinogradPlan& pl, const float* m, int64_t xi_stride, int64_t tile0,
+                 int64_t kchunk, const float* bias, bool relu, float* y);
 };
 
 WinogradTransforms winograd_transforms_generic();
