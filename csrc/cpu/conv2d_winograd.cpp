@@ -50,7 +50,7 @@ bool winograd_applies(const ConvGeom& g, bool float32) {
       g.R == 3 && g.S == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.G == 1;
   // Measured (bench/NOTES.md): Winograd beats direct from 8 channels and 8 filters on; with 4
   // the micro-kernel's short reductions lose to direct.
-  return shape && g.C >= 8 && g.K >= 8;
+  return shape && g.C >= 8 && g.K >= 8 && microkernel<float>().mr <= kWinogradMaxPanelRows;
 }
 
 WinogradPlan winograd_plan(const ConvGeom& g, int threads) {

@@ -16,6 +16,9 @@
 
 namespace fastcnn::cpu {
 
+// The input transform stages one panel (the micro-kernel's mr tiles) at a time, up to this many.
+constexpr int kWinogradMaxPanelRows = 16;
+
 // Layout of one call: the geometry plus the blocking, computed identically for sizing and running.
 struct WinogradPlan {
   ConvGeom g;

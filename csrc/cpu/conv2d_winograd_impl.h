@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "cpu/conv2d_winograd.h"
 
 namespace fastcnn::cpu {
@@ -93,28 +97,56 @@ inline TileAt tile_at(const WinogradPlan& pl, int64_t tile) {
   return {tile / per_image, rem / pl.tiles_w * 4, rem % pl.tiles_w * 4};
 }
 
+// src: 8 rows of 8 floats (row stride src_stride) -> dst: its transpose (row stride 8).
+inline void transpose_8x8(const float* src, int64_t src_stride, float* dst) {
+#if defined(__AVX2__)
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+#else
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) dst[j * 8 + i] = src[i * src_stride + j];
+#endif
+}
+
+// One panel of transformed input, V[xi][c][mr] (xi stride xi_stride), from mr tiles starting
+// at tile0. Each tile's transform is vectorized over channels into a staging buffer; the
+// buffer is then transposed into the micro-kernel's [c][mr] order.
 // kUnit: channels are contiguous (channels_last), so full lane vectors load directly.
 template <bool kUnit>
-void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, float* v) {
+void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v,
+                 int64_t xi_stride) {
   const ConvGeom& g = pl.g;
-  const int64_t mr = pl.mr, xi_stride = pl.panels * g.C * mr;
+  const int mr = pl.mr;
+  alignas(64) float staged[36][kWinogradMaxPanelRows][kLanes];
   Vec d[6][6], r[6][6];
-  for (int64_t b = 0; b < pl.block; ++b) {
-    float* vt = v + b / mr * g.C * mr + b % mr;  // + xi * xi_stride + c * mr
-    if (tile0 + b >= pl.tiles) {
-      for (int xi = 0; xi < 36; ++xi)
-        for (int64_t c = 0; c < g.C; ++c) vt[xi * xi_stride + c * mr] = 0.f;
-      continue;
-    }
-    const TileAt at = tile_at(pl, tile0 + b);
-    const float* xn = x + at.n * g.xs[0];
-    for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
-      const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
+  for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
+    const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
+    for (int tm = 0; tm < mr; ++tm) {
+      if (tile0 + tm >= pl.tiles) {
+        for (int xi = 0; xi < 36; ++xi) store(staged[xi][tm], Vec{});
+        continue;
+      }
+      const TileAt at = tile_at(pl, tile0 + tm);
+      const float* xn = x + at.n * g.xs[0] + c0 * g.xs[1];
       for (int i = 0; i < 6; ++i) {
         const int64_t yy = at.y - g.ph + i;
         for (int j = 0; j < 6; ++j) {
           const int64_t xx = at.x - g.pw + j;
-          const float* p = xn + c0 * g.xs[1] + yy * g.xs[2] + xx * g.xs[3];
+          const float* p = xn + yy * g.xs[2] + xx * g.xs[3];
           if (!in_range(yy, g.H) || !in_range(xx, g.W))
             d[i][j] = Vec{};
           else if (kUnit && nl == kLanes)
@@ -124,10 +156,26 @@ void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
         }
       }
       transform_2d<6, 6, input_1d>(d, r);
-      for (int xi = 0; xi < 36; ++xi)
-        store_lanes(vt + xi * xi_stride + c0 * mr, mr, nl, r[xi / 6][xi % 6]);
+      for (int xi = 0; xi < 36; ++xi) store(staged[xi][tm], r[xi / 6][xi % 6]);
+    }
+    for (int xi = 0; xi < 36; ++xi) {
+      float* dst = v + xi * xi_stride + c0 * mr;
+      if (mr == 8 && nl == kLanes) {
+        for (int l0 = 0; l0 < kLanes; l0 += 8)
+          transpose_8x8(staged[xi][0] + l0, kLanes, dst + l0 * 8);
+        continue;
+      }
+      for (int l = 0; l < nl; ++l)
+        for (int tm = 0; tm < mr; ++tm) dst[l * mr + tm] = staged[xi][tm][l];
     }
   }
+}
+
+template <bool kUnit>
+void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, float* v) {
+  const int64_t panel_elems = pl.g.C * pl.mr, xi_stride = pl.panels * panel_elems;
+  for (int64_t p = 0; p < pl.panels; ++p)
+    input_panel<kUnit>(pl, x, tile0 + p * pl.mr, v + p * panel_elems, xi_stride);
 }
 
 // kUnit: filters are contiguous in the output (channels_last).
