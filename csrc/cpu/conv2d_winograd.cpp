@@ -67,9 +67,10 @@ WinogradPlan winograd_plan(const ConvGeom& g, int threads) {
   pl.panels = std::max<int64_t>(1, std::min(panels, ceil_div(pl.tiles, pl.mr)));
   pl.block = pl.panels * pl.mr;
   pl.blocks = ceil_div(pl.tiles, pl.block);
-  // Few blocks that do not divide evenly among threads: split the filter chunks too.
-  if (pl.blocks == 1 || (pl.blocks % threads != 0 && pl.blocks < 4 * threads))
-    pl.ksplits = std::min<int64_t>(pl.kchunks, threads);
+  // Blocks that do not divide evenly among threads: split the filter chunks too, so the
+  // threads' shares differ by one (block, chunk range) task, not by a whole block. Consecutive
+  // tasks share a block, so only the blocks at a share's edges are transformed twice.
+  if (pl.blocks % threads != 0) pl.ksplits = std::min<int64_t>(pl.kchunks, threads);
   pl.tasks = pl.blocks * pl.ksplits;
   pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
   pl.shared_u = pl.blocks > 1;
