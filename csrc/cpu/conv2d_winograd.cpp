@@ -33,6 +33,11 @@ constexpr int64_t kBlockBytes = kL2Bytes / 3;
 // When the transformed filters do not stay in L2 between blocks, a block has at least this
 // many tiles, so each filter element fetched serves enough multiply-adds.
 constexpr int64_t kMinTilesStreamingU = 32;
+// Larger transformed filters are not written out whole: one block takes every tile (when its
+// transformed input stays this small) and each thread transforms its own filter chunks row by
+// row, in L2 (measured 1.4x faster on C7, whose filters take 9.4 MB transformed).
+constexpr int64_t kOwnFiltersAboveBytes = 4 * kL2Bytes;
+constexpr int64_t kOneBlockMaxBytes = 8 * kL2Bytes;
 
 }  // namespace
 
@@ -64,6 +69,8 @@ WinogradPlan winograd_plan(const ConvGeom& g, int threads) {
   const int64_t u_floats = 36 * g.C * pl.kchunks * pl.nr;
   int64_t panels = std::max<int64_t>(1, kBlockBytes / (36 * g.C * pl.mr * 4));
   if (u_floats * 4 > kL2Bytes) panels = std::max(panels, ceil_div(kMinTilesStreamingU, pl.mr));
+  if (u_floats * 4 > kOwnFiltersAboveBytes && 36 * g.C * pl.tiles * 4 <= kOneBlockMaxBytes)
+    panels = ceil_div(pl.tiles, pl.mr);
   pl.panels = std::max<int64_t>(1, std::min(panels, ceil_div(pl.tiles, pl.mr)));
   pl.block = pl.panels * pl.mr;
   pl.blocks = ceil_div(pl.tiles, pl.block);
