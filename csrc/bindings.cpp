@@ -43,6 +43,13 @@ Workspace workspace(const py::handle& obj, const char* op) {
   return {v.data, static_cast<size_t>(v.sizes[0])};
 }
 
+fastcnn::cpu::ConvAlgorithm conv_algorithm_named(const std::string& name) {
+  if (name == "auto") return fastcnn::cpu::ConvAlgorithm::Auto;
+  if (name == "direct") return fastcnn::cpu::ConvAlgorithm::Direct;
+  throw fastcnn::ValueError("set_conv_algorithm: algorithm must be 'auto' or 'direct', got '" +
+                            name + "'");
+}
+
 py::dict cuda_device(int index) {
   fastcnn::cuda::DeviceInfo info{};
   py::dict d;
@@ -89,6 +96,14 @@ PYBIND11_MODULE(_C, m) {
   });
 
   m.def("isa", &fastcnn::cpu::isa, "The CPU micro-kernel ISA chosen at load.");
+  m.def(
+      "set_conv_algorithm",
+      [](const std::string& name) { fastcnn::cpu::set_conv_algorithm(conv_algorithm_named(name)); },
+      py::arg("algorithm"), "Forward conv algorithm for the process: 'auto' or 'direct'.");
+  m.def("conv_algorithm", [] {
+    return fastcnn::cpu::conv_algorithm() == fastcnn::cpu::ConvAlgorithm::Direct ? "direct"
+                                                                                 : "auto";
+  });
 #ifdef FASTCNN_WITH_CUDA
   m.attr("cuda_compiled") = true;
   m.attr("cuda_archs") = FASTCNN_CUDA_ARCHS_STR;

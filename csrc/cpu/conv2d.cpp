@@ -11,6 +11,7 @@
 #include "cpu/checks.h"
 #include "cpu/conv2d_depthwise.h"
 #include "cpu/conv2d_packing.h"
+#include "cpu/conv2d_winograd.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
 
@@ -306,6 +307,8 @@ size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const Tens
                                                           : kBackwardWeight;
   check_threads(nm.op, threads);
   const ConvGeom g = validate(nm, input, weight, output, p);
+  if (pass == ConvPass::Forward && winograd_applies(g, input.dtype == DType::Float32))
+    return winograd_plan(g, threads).total_elems() * sizeof(float);
   return plan_for(pass, g, input.dtype, threads).total_elems() * dtype_size(input.dtype);
 }
 
@@ -319,6 +322,14 @@ void conv2d_forward(const TensorView& input, const TensorView& weight, const Ten
     check_same_dtype(kForward.op, "bias", *bias, input);
     check_contiguous(kForward.op, "bias", *bias);
     check_sizes(kForward.op, "bias", *bias, {g.K});
+  }
+  if (winograd_applies(g, input.dtype == DType::Float32)) {
+    const WinogradPlan wp = winograd_plan(g, threads);
+    check_workspace(kForward.op, workspace, workspace_bytes, wp.total_elems() * sizeof(float));
+    if (output.numel() == 0) return;
+    return winograd_forward(wp, input.ptr<float>(), weight.ptr<float>(),
+                            bias ? bias->ptr<float>() : nullptr, output.ptr<float>(), p.relu,
+                            static_cast<float*>(workspace));
   }
   const Plan pl = plan_for(ConvPass::Forward, g, input.dtype, threads);
   check_workspace(kForward.op, workspace, workspace_bytes,

@@ -190,6 +190,11 @@ def conv2d(
             depthwise).
         activation: ``None`` or ``"relu"``: fuse ``max(conv + bias, 0)`` into the epilogue.
 
+    float32 3x3 convolutions with stride 1, dilation 1, groups 1 and at least 8 input and 8
+    output channels run forward as Winograd F(4x4, 3x3): against a float64 convolution of the
+    same inputs, ``max |y - y64| / max |y64|`` stays below 1e-4. Force direct convolution with
+    :func:`fastcnn.ops.use_conv_algorithm` (``"direct"``) or ``FASTCNN_CONV_ALGO=direct``.
+
     Returns:
         Tensor[N, K, Ho, Wo], channels_last when the input or the weight is (as torch).
     """

@@ -39,6 +39,12 @@ namespace cpu {
 
 enum class ConvPass { Forward, BackwardInput, BackwardWeight };
 
+// Forward algorithm for float32 3x3 stride-1 convolutions: Auto takes Winograd F(4x4, 3x3)
+// where it measured faster, Direct always takes the direct (implicit GEMM) path. Process-wide.
+enum class ConvAlgorithm { Auto, Direct };
+void set_conv_algorithm(ConvAlgorithm algorithm);
+ConvAlgorithm conv_algorithm();
+
 // Workspace bytes a conv pass needs for these shapes with `threads` threads.
 size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const TensorView& weight,
                               const TensorView& output, const Conv2dParams& p, int threads);

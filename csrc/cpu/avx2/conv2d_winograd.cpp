@@ -1,0 +1,7 @@
+#include "cpu/conv2d_winograd_impl.h"
+
+namespace fastcnn::cpu {
+WinogradTransforms winograd_transforms_avx2() {
+  return make_winograd_transforms();
+}
+}  // namespace fastcnn::cpu

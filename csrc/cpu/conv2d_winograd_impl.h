@@ -1,0 +1,284 @@
+// The Winograd F(4x4, 3x3) transforms, written once over kLanes independent lanes (channels
+// for the input, filters for the weights and the output) and compiled per ISA: each ISA's
+// translation unit includes this file, and the unnamed namespace gives every one its own copy
+// built with its own flags (a shared inline definition could be merged across ISAs by the
+// linker). Matrices are Lavin & Gray's for the points 0, +-1, +-2 and infinity.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/conv2d_winograd.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+// kLanes floats as one value: GCC/Clang lower it to the widest vectors the flags allow.
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, Vec v) {
+  std::memcpy(p, &v, sizeof v);
+}
+// The first n lanes from p[l * stride], zero above.
+inline Vec load_lanes(const float* p, int64_t stride, int n) {
+  alignas(64) float b[kLanes] = {};
+  for (int l = 0; l < n; ++l) b[l] = p[l * stride];
+  return load(b);
+}
+inline void store_lanes(float* p, int64_t stride, int n, Vec v) {
+  alignas(64) float b[kLanes];
+  store(b, v);
+  if (n == kLanes)  // a fixed count, unrolled
+    for (int l = 0; l < kLanes; ++l) p[l * stride] = b[l];
+  else
+    for (int l = 0; l < n; ++l) p[l * stride] = b[l];
+}
+
+// r = B^T d.
+inline void input_1d(const Vec* d, Vec* r) {
+  r[0] = 4.f * d[0] - 5.f * d[2] + d[4];
+  r[1] = -4.f * (d[1] + d[2]) + (d[3] + d[4]);
+  r[2] = 4.f * (d[1] - d[2]) + (d[4] - d[3]);
+  r[3] = 2.f * (d[3] - d[1]) + (d[4] - d[2]);
+  r[4] = 2.f * (d[1] - d[3]) + (d[4] - d[2]);
+  r[5] = 4.f * d[1] - 5.f * d[3] + d[5];
+}
+
+// r = A^T m: six values in, four out.
+inline void output_1d(const Vec* m, Vec* r) {
+  const Vec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+  r[0] = m[0] + s12 + s34;
+  r[1] = d12 + 2.f * d34;
+  r[2] = s12 + 4.f * s34;
+  r[3] = d12 + 8.f * d34 + m[5];
+}
+
+// r = G g: three values in, six out.
+inline void weight_1d(const Vec* g, Vec* r) {
+  const Vec even = g[0] + g[2];
+  r[0] = 0.25f * g[0];
+  r[1] = (-1.f / 6.f) * (even + g[1]);
+  r[2] = (-1.f / 6.f) * (even - g[1]);
+  r[3] = (1.f / 24.f) * g[0] + (1.f / 12.f) * g[1] + (1.f / 6.f) * g[2];
+  r[4] = (1.f / 24.f) * g[0] - (1.f / 12.f) * g[1] + (1.f / 6.f) * g[2];
+  r[5] = g[2];
+}
+
+// out = L in L'^T for a 1-D transform f mapping I values to O: columns first, then rows.
+template <int I, int O, void (*f)(const Vec*, Vec*)>
+inline void transform_2d(const Vec (&in)[I][I], Vec (&out)[O][O]) {
+  Vec cols[O][I];
+  for (int j = 0; j < I; ++j) {
+    Vec a[I], b[O];
+    for (int i = 0; i < I; ++i) a[i] = in[i][j];
+    f(a, b);
+    for (int i = 0; i < O; ++i) cols[i][j] = b[i];
+  }
+  for (int i = 0; i < O; ++i) f(cols[i], out[i]);
+}
+
+// Tile coordinates of a flat tile index (image-major, then rows, then columns).
+struct TileAt {
+  int64_t n, y, x;  // image, and the tile's top-left output pixel
+};
+inline TileAt tile_at(const WinogradPlan& pl, int64_t tile) {
+  const int64_t per_image = pl.tiles_h * pl.tiles_w, rem = tile % per_image;
+  return {tile / per_image, rem / pl.tiles_w * 4, rem % pl.tiles_w * 4};
+}
+
+// src: 8 rows of 8 floats (row stride src_stride) -> dst: its transpose (row stride 8).
+inline void transpose_8x8(const float* src, int64_t src_stride, float* dst) {
+#if defined(__AVX2__)
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+#else
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) dst[j * 8 + i] = src[i * src_stride + j];
+#endif
+}
+
+// One panel of transformed input, V[xi][c][mr] (xi stride xi_stride), from mr tiles starting
+// at tile0. Each tile's transform is vectorized over channels into a staging buffer; the
+// buffer is then transposed into the micro-kernel's [c][mr] order.
+// kUnit: channels are contiguous (channels_last), so full lane vectors load directly.
+template <bool kUnit>
+void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v,
+                 int64_t xi_stride) {
+  const ConvGeom& g = pl.g;
+  const int mr = pl.mr;
+  alignas(64) float staged[36][kWinogradMaxPanelRows][kLanes];
+  Vec d[6][6], r[6][6];
+  for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
+    const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
+    for (int tm = 0; tm < mr; ++tm) {
+      if (tile0 + tm >= pl.tiles) {
+        for (int xi = 0; xi < 36; ++xi) store(staged[xi][tm], Vec{});
+        continue;
+      }
+      const TileAt at = tile_at(pl, tile0 + tm);
+      const float* xn = x + at.n * g.xs[0] + c0 * g.xs[1];
+      for (int i = 0; i < 6; ++i) {
+        const int64_t yy = at.y - g.ph + i;
+        for (int j = 0; j < 6; ++j) {
+          const int64_t xx = at.x - g.pw + j;
+          const float* p = xn + yy * g.xs[2] + xx * g.xs[3];
+          if (!in_range(yy, g.H) || !in_range(xx, g.W))
+            d[i][j] = Vec{};
+          else if (kUnit && nl == kLanes)
+            d[i][j] = load(p);
+          else
+            d[i][j] = load_lanes(p, g.xs[1], nl);
+        }
+      }
+      transform_2d<6, 6, input_1d>(d, r);
+      for (int xi = 0; xi < 36; ++xi) store(staged[xi][tm], r[xi / 6][xi % 6]);
+    }
+    for (int xi = 0; xi < 36; ++xi) {
+      float* dst = v + xi * xi_stride + c0 * mr;
+      if (mr == 8 && nl == kLanes) {
+        for (int l0 = 0; l0 < kLanes; l0 += 8)
+          transpose_8x8(staged[xi][0] + l0, kLanes, dst + l0 * 8);
+        continue;
+      }
+      for (int l = 0; l < nl; ++l)
+        for (int tm = 0; tm < mr; ++tm) dst[l * mr + tm] = staged[xi][tm][l];
+    }
+  }
+}
+
+template <bool kUnit>
+void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, float* v) {
+  const int64_t panel_elems = pl.g.C * pl.mr, xi_stride = pl.panels * panel_elems;
+  for (int64_t p = 0; p < pl.panels; ++p)
+    input_panel<kUnit>(pl, x, tile0 + p * pl.mr, v + p * panel_elems, xi_stride);
+}
+
+// kUnit: filters are contiguous in the output (channels_last).
+template <bool kUnit>
+void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int64_t tile0,
+                  int64_t kchunk, const float* bias, bool relu, float* y) {
+  const ConvGeom& g = pl.g;
+  const int64_t nr = pl.nr;
+  Vec mm[6][6], o[4][4];
+  const int64_t tiles = std::min<int64_t>(pl.mr, pl.tiles - tile0);
+  for (int64_t b = 0; b < tiles; ++b) {
+    const TileAt at = tile_at(pl, tile0 + b);
+    const int oh = static_cast<int>(std::min<int64_t>(4, g.Ho - at.y));
+    const int ow = static_cast<int>(std::min<int64_t>(4, g.Wo - at.x));
+    for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
+      const int64_t k0 = kchunk * nr + j0;
+      const int nl = static_cast<int>(std::min<int64_t>({kLanes, nr - j0, g.K - k0}));
+      if (nl <= 0) break;
+      const float* src = m + b * nr + j0;  // + xi * xi_stride
+      for (int xi = 0; xi < 36; ++xi)
+        mm[xi / 6][xi % 6] =
+            nl == kLanes ? load(src + xi * xi_stride) : load_lanes(src + xi * xi_stride, 1, nl);
+      transform_2d<6, 4, output_1d>(mm, o);
+      const Vec bl = bias == nullptr ? Vec{}
+                     : nl == kLanes  ? load(bias + k0)
+                                     : load_lanes(bias + k0, 1, nl);
+      float* yt = y + at.n * g.ys[0] + k0 * g.ys[1] + at.y * g.ys[2] + at.x * g.ys[3];
+      for (int i = 0; i < oh; ++i) {
+        for (int j = 0; j < ow; ++j) {
+          Vec out = o[i][j] + bl;
+          if (relu) out = out > 0.f ? out : Vec{};
+          float* p = yt + i * g.ys[2] + j * g.ys[3];
+          if (kUnit && nl == kLanes)
+            store(p, out);
+          else
+            store_lanes(p, g.ys[1], nl, out);
+        }
+      }
+    }
+  }
+}
+
+// The filters of chunk `kchunk` as wt[c][r][s][nr] (zero past the last filter), one whole
+// filter (in L1) at a time: walking nr filters side by side instead measured slower (their
+// rows lie a filter apart, so the loads thrash L1 sets and the TLB).
+void repack_chunk(const WinogradPlan& pl, const float* w, int64_t kchunk, float* wt) {
+  const ConvGeom& g = pl.g;
+  const int64_t nr = pl.nr, k0 = kchunk * nr, nk = std::min(nr, g.K - k0);
+  for (int64_t j = 0; j < nr; ++j) {
+    const float* wk = w + (k0 + j) * g.ws[0];
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int rs = 0; rs < 9; ++rs)
+        wt[(c * 9 + rs) * nr + j] =
+            j < nk ? wk[c * g.ws[1] + rs / 3 * g.ws[2] + rs % 3 * g.ws[3]] : 0.f;
+  }
+}
+
+// Rows [row0, row1) of the 6x6 transformed filters (xi = 6 * row + column) from a repacked
+// chunk: u[(xi - 6 * row0) * xi_stride + c * nr + j].
+void weights_rows(const WinogradPlan& pl, const float* wt, int row0, int row1, float* u,
+                  int64_t xi_stride) {
+  const int64_t nr = pl.nr;
+  Vec gg[3][3], cols[6][3], r[6];
+  for (int64_t c = 0; c < pl.g.C; ++c) {
+    for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
+      const int n = static_cast<int>(std::min<int64_t>(kLanes, nr - j0));
+      const float* src = wt + c * 9 * nr + j0;
+      for (int rs = 0; rs < 9; ++rs)
+        gg[rs / 3][rs % 3] = n == kLanes ? load(src + rs * nr) : load_lanes(src + rs * nr, 1, n);
+      for (int s = 0; s < 3; ++s) {
+        const Vec col[3] = {gg[0][s], gg[1][s], gg[2][s]};
+        Vec out[6];
+        weight_1d(col, out);
+        for (int i = 0; i < 6; ++i) cols[i][s] = out[i];
+      }
+      for (int i = row0; i < row1; ++i) {
+        weight_1d(cols[i], r);
+        for (int j = 0; j < 6; ++j) {
+          float* dst = u + ((i - row0) * 6 + j) * xi_stride + c * nr + j0;
+          if (n == kLanes)
+            store(dst, r[j]);
+          else
+            store_lanes(dst, 1, n, r[j]);
+        }
+      }
+    }
+  }
+}
+
+void input_any(const WinogradPlan& pl, const float* x, int64_t tile0, float* v) {
+  if (pl.g.xs[1] == 1) return input_block<true>(pl, x, tile0, v);
+  input_block<false>(pl, x, tile0, v);
+}
+
+void output_any(const WinogradPlan& pl, const float* m, int64_t xi_stride, int64_t tile0,
+                int64_t kchunk, const float* bias, bool relu, float* y) {
+  if (pl.g.ys[1] == 1) return output_panel<true>(pl, m, xi_stride, tile0, kchunk, bias, relu, y);
+  output_panel<false>(pl, m, xi_stride, tile0, kchunk, bias, relu, y);
+}
+
+WinogradTransforms make_winograd_transforms() {
+  return {&repack_chunk, &weights_rows, &input_any, &output_any};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu

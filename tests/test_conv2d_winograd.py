@@ -1,0 +1,266 @@
+"""Tests of the Winograd F(4x4, 3x3) forward path of ``fastcnn.ops.conv2d`` and of the switch
+that forces direct convolution (``fastcnn.ops.{set,get,use}_conv_algorithm``,
+``FASTCNN_CONV_ALGO``).
+
+Winograd's accuracy is measured against a float64 convolution of the same float32 inputs:
+``max |y - y64| / max |y64|`` over one output tensor must stay below 1e-4 (the documented
+guarantee). Every ISA's transforms (generic, AVX2, AVX-512) run in a subprocess with
+``FASTCNN_ISA`` capping the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastcnn
+from fastcnn.ops import get_conv_algorithm, set_conv_algorithm, use_conv_algorithm
+
+BOUND = 1e-4  # the documented relative error bound
+ISAS = ("generic", "avx2", "avx512")
+FORMATS = (torch.contiguous_format, torch.channels_last)
+
+
+def relative_error(y: torch.Tensor, y64: torch.Tensor) -> float:
+    """max |y - y64| / max |y64| over the whole tensor (the documented metric)."""
+    return ((y.double() - y64).abs().max() / y64.abs().max()).item()
+
+
+def conv64(x, w, b, padding, relu=False):
+    """The float64 reference: the same float32 values, convolved in float64."""
+    y = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=padding)
+    return y.relu() if relu else y
+
+
+def make(n, c, k, h, w, fmt, scale_x=1.0, bias=True):
+    x = (torch.randn(n, c, h, w) * scale_x).contiguous(memory_format=fmt)
+    wt = (torch.randn(k, c, 3, 3) * (2.0 / (9 * c)) ** 0.5).contiguous(memory_format=fmt)
+    b = torch.randn(k) * 0.1 if bias else None
+    return x, wt, b
+
+
+# (N, C, K, H, W, padding): tile edges (H, W not multiples of 4, outputs smaller than a tile),
+# channel counts that are not multiples of the 16-lane blocks or of the micro-kernel's
+# columns, several tile blocks, a single block with split filter chunks, padding 0, 1, 2.
+SHAPES = [
+    (2, 16, 16, 9, 11, 1),
+    (1, 8, 8, 4, 4, 1),
+    (3, 17, 33, 5, 6, 1),
+    (1, 20, 18, 4, 13, 0),
+    (1, 24, 40, 3, 3, 2),
+    (2, 9, 70, 14, 14, 1),
+    (4, 64, 64, 23, 17, 1),
+    (2, 130, 48, 7, 7, 1),
+    (1, 512, 512, 7, 7, 1),
+]
+
+
+@pytest.fixture(autouse=True)
+def _auto():
+    """Every test starts and ends with the default algorithm."""
+    set_conv_algorithm("auto")
+    yield
+    set_conv_algorithm("auto")
+
+
+class TestAccuracy:
+    @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
+    @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+    def test_against_float64(self, shape, fmt):
+        n, c, k, h, w, pad = shape
+        x, wt, b = make(n, c, k, h, w, fmt)
+        for relu in (False, True):
+            y = fastcnn.ops.conv2d(x, wt, b, padding=pad, activation="relu" if relu else None)
+            assert y.is_contiguous(memory_format=fmt)
+            assert relative_error(y, conv64(x, wt, b, pad, relu)) < BOUND
+
+    @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
+    def test_realistic_magnitudes(self, scale):
+        """Post-ReLU activations (non-negative, so the sums do not cancel) at several scales,
+        He-initialized filters, a deep reduction (256 channels)."""
+        x, wt, b = make(2, 256, 64, 14, 14, torch.channels_last, scale_x=scale)
+        x = x.relu()
+        y = fastcnn.ops.conv2d(x, wt, b * scale, padding=1)
+        assert relative_error(y, conv64(x, wt, b * scale, 1)) < BOUND
+
+    def test_worst_of_many_random_inputs(self):
+        worst = 0.0
+        for seed in range(20):
+            torch.manual_seed(seed)
+            x, wt, b = make(1, 32, 32, 12, 12, torch.channels_last)
+            y = fastcnn.ops.conv2d(x, wt, b, padding=1)
+            worst = max(worst, relative_error(y, conv64(x, wt, b, 1)))
+        assert worst < BOUND
+
+    def test_matches_direct(self):
+        x, wt, b = make(2, 32, 48, 15, 10, torch.channels_last)
+        y = fastcnn.ops.conv2d(x, wt, b, padding=1, activation="relu")
+        with use_conv_algorithm("direct"):
+            y_direct = fastcnn.ops.conv2d(x, wt, b, padding=1, activation="relu")
+        assert relative_error(y, y_direct.double()) < BOUND
+
+
+class TestDispatch:
+    def test_winograd_runs_on_eligible_shapes(self):
+        """Different rounding from direct proves the Winograd path ran."""
+        x, wt, b = make(2, 32, 32, 16, 16, torch.channels_last)
+        y = fastcnn.ops.conv2d(x, wt, b, padding=1)
+        with use_conv_algorithm("direct"):
+            y_direct = fastcnn.ops.conv2d(x, wt, b, padding=1)
+        assert not torch.equal(y, y_direct)
+
+    @pytest.mark.parametrize(
+        "case",
+        [
+            dict(shape=(1, 16, 16, 8, 8), kw=dict(padding=1, stride=2)),
+            dict(shape=(1, 16, 16, 8, 8), kw=dict(padding=2, dilation=2)),
+            dict(shape=(1, 16, 16, 8, 8), kw=dict(padding=1, groups=2)),
+            dict(shape=(1, 4, 16, 8, 8), kw=dict(padding=1)),  # too few channels
+            dict(shape=(1, 16, 4, 8, 8), kw=dict(padding=1)),  # too few filters
+            dict(shape=(1, 16, 16, 8, 8), kw=dict(padding=1), dtype=torch.float64),
+        ],
+        ids=["stride2", "dilation2", "groups2", "c4", "k4", "float64"],
+    )
+    def test_other_shapes_stay_direct(self, case):
+        n, c, k, h, w = case["shape"]
+        dtype = case.get("dtype", torch.float32)
+        groups = case["kw"].get("groups", 1)
+        x = torch.randn(n, c, h, w, dtype=dtype)
+        wt = torch.randn(k, c // groups, 3, 3, dtype=dtype)
+        y = fastcnn.ops.conv2d(x, wt, **case["kw"])
+        with use_conv_algorithm("direct"):
+            y_direct = fastcnn.ops.conv2d(x, wt, **case["kw"])
+        assert torch.equal(y, y_direct)
+
+    def test_empty_batch(self):
+        x, wt, b = make(0, 16, 16, 8, 8, torch.channels_last)
+        y = fastcnn.ops.conv2d(x, wt, b, padding=1)
+        assert y.shape == (0, 16, 8, 8)
+
+    def test_non_contiguous_input(self):
+        x, wt, b = make(2, 32, 16, 12, 20, torch.contiguous_format)
+        x = x[:, :, :, ::2]
+        y = fastcnn.ops.conv2d(x, wt, b, padding=1)
+        assert relative_error(y, conv64(x, wt, b, 1)) < BOUND
+
+
+class TestGradients:
+    @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
+    def test_backward_through_winograd_forward(self, fmt):
+        """Backward stays direct; with the fused ReLU it masks by Winograd's output."""
+        x, wt, b = make(2, 16, 24, 10, 9, fmt)
+        for t in (x, wt, b):
+            t.requires_grad_()
+        y = fastcnn.ops.conv2d(x, wt, b, padding=1, activation="relu")
+        go = torch.randn_like(y)
+        grads = torch.autograd.grad(y, (x, wt, b), go)
+        ref = F.relu(F.conv2d(x, wt, b, padding=1))
+        refs = torch.autograd.grad(ref, (x, wt, b), go)
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+        for got, want in zip(grads, refs):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+class TestSwitch:
+    def test_default_and_context_manager(self):
+        assert get_conv_algorithm() == "auto"
+        with use_conv_algorithm("direct"):
+            assert get_conv_algorithm() == "direct"
+            with use_conv_algorithm("auto"):
+                assert get_conv_algorithm() == "auto"
+            assert get_conv_algorithm() == "direct"
+        assert get_conv_algorithm() == "auto"
+
+    def test_context_manager_restores_after_an_exception(self):
+        with pytest.raises(KeyError), use_conv_algorithm("direct"):
+            raise KeyError("inside")
+        assert get_conv_algorithm() == "auto"
+
+    def test_setter(self):
+        set_conv_algorithm("direct")
+        assert get_conv_algorithm() == "direct"
+        assert fastcnn._C.conv_algorithm() == "direct"
+
+    @pytest.mark.parametrize("bad", ["winograd", "", "AUTO", None, 1])
+    def test_bad_algorithm(self, bad):
+        with pytest.raises(ValueError, match="algorithm must be 'auto' or 'direct', got"):
+            set_conv_algorithm(bad)
+        with pytest.raises(ValueError, match="algorithm must be 'auto' or 'direct'"):
+            use_conv_algorithm(bad).__enter__()
+        assert get_conv_algorithm() == "auto"
+
+    def test_compiled_module_checks_too(self):
+        with pytest.raises(ValueError, match="set_conv_algorithm: algorithm must be"):
+            fastcnn._C.set_conv_algorithm("fast")
+
+
+def _python(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+class TestSubprocess:
+    @pytest.mark.parametrize("isa", ISAS)
+    def test_every_isa(self, isa):
+        """Each ISA's transforms meet the bound in both formats, and differ from direct."""
+        order = {name: i for i, name in enumerate(ISAS)}
+        if order[isa] > order[fastcnn.info()["isa"]]:
+            pytest.skip(f"this CPU does not run {isa}")
+        code = """
+            import json, torch, torch.nn.functional as F, fastcnn
+            torch.manual_seed(0)
+            worst, differs = 0.0, True
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                for n, c, k, h, w in [(2, 17, 33, 9, 7), (1, 64, 40, 14, 14), (3, 8, 8, 5, 5)]:
+                    x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
+                    wt = torch.randn(k, c, 3, 3).contiguous(memory_format=fmt) / (3 * c**0.5)
+                    b = torch.randn(k)
+                    y = fastcnn.ops.conv2d(x, wt, b, padding=1, activation="relu")
+                    y64 = F.conv2d(x.double(), wt.double(), b.double(), padding=1).relu()
+                    err = ((y.double() - y64).abs().max() / y64.abs().max()).item()
+                    worst = max(worst, err)
+                    with fastcnn.ops.use_conv_algorithm("direct"):
+                        yd = fastcnn.ops.conv2d(x, wt, b, padding=1, activation="relu")
+                    differs = differs and not torch.equal(y, yd)
+            print(json.dumps({"isa": fastcnn.info()["isa"], "worst": worst, "differs": differs}))
+        """
+        proc = _python(code, {"FASTCNN_ISA": isa})
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["isa"] == isa
+        assert result["worst"] < BOUND
+        assert result["differs"]
+
+    def test_environment_forces_direct(self):
+        code = """
+            import torch, fastcnn
+            from fastcnn import _C
+            print(fastcnn.ops.get_conv_algorithm())
+            x, w = torch.randn(1, 16, 8, 8), torch.randn(16, 16, 3, 3)
+            y = fastcnn.ops.conv2d(x, w, padding=1)
+            with fastcnn.ops.use_conv_algorithm("direct"):
+                print(torch.equal(y, fastcnn.ops.conv2d(x, w, padding=1)))
+        """
+        proc = _python(code, {"FASTCNN_CONV_ALGO": "direct"})
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["direct", "True"]
+
+    def test_environment_bad_value(self):
+        proc = _python("import fastcnn.ops", {"FASTCNN_CONV_ALGO": "winograd"})
+        assert proc.returncode != 0
+        assert (
+            "ValueError: the environment variable FASTCNN_CONV_ALGO must be 'auto' or 'direct', "
+            "got 'winograd'"
+        ) in proc.stderr
