@@ -117,9 +117,9 @@ def test_kernels_release_the_gil(num_threads):
     """While one thread is inside a long kernel, another Python thread keeps running."""
     num_threads(1)
     x = torch.randn(4, 64, 96, 96)
-    w = torch.randn(64, 64, 3, 3)
+    w = torch.randn(64, 64, 5, 5)  # not a Winograd shape: long enough on the direct path
     out = torch.empty(4, 64, 96, 96)
-    geometry = ((1, 1), (1, 1), (1, 1), (1, 1), 1)
+    geometry = ((1, 1), (2, 2), (2, 2), (1, 1), 1)
     ws = torch.empty(
         _C.conv2d_workspace("forward", capsule(x), capsule(w), capsule(out), *geometry, 1),
         dtype=torch.uint8,
