@@ -178,6 +178,7 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
   });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
+    int64_t col_off[kBlockN];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t split = t % pl.splits, unit = t / pl.splits;
       const int64_t chunk = unit % pl.col_chunks, grp = unit / pl.col_chunks % g.G,
@@ -188,15 +189,18 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
         return PanelsA<T>{a + k0 * mk.mr, mk.mr * pl.Kred};
       };
       PackImageColumns<T> pack_b{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, ncols, mk.nr};
-      StoreTile<T> store{y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3],
-                         g.ys[1],
-                         nullptr,
-                         g.ys[3],
-                         bias ? bias + grp * g.Kg : nullptr,
-                         relu,
-                         mk.nr};
-      gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, split * panels / pl.splits,
-                      (split + 1) * panels / pl.splits, pack_a, pack_b, bbuf, store);
+      T* y0 = y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3];
+      const T* bias_g = bias ? bias + grp * g.Kg : nullptr;
+      const int64_t panel_begin = split * panels / pl.splits,
+                    panel_end = (split + 1) * panels / pl.splits;
+      if (g.ys[3] == 1) {
+        gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
+                        StoreTile<T>{mk, y0, g.ys[1], bias_g, relu});
+      } else {
+        for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj * g.ys[3];
+        gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
+                        ScatterStoreTile<T>{mk, y0, g.ys[1], col_off, bias_g, relu});
+      }
     }
   });
 }
@@ -236,7 +240,7 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
         const int64_t ncols = std::min(pl.col_chunk, pl.cols - p0);
         PackGradOutputColumns<T> pack_b{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], p0, ncols,
                                         mk.nr};
-        ScatterTile<T> store{g, dxg, c0 * g.RS(), p0, mk.nr};
+        ScatterTile<T> store{g, dxg, c0 * g.RS(), p0, mk};
         gemm_blocked<T>(mk, rows, ncols, 0, g.Kg, 0, ceil_div(rows, mk.mr), pack_a, pack_b, bbuf,
                         store);
       }
@@ -260,23 +264,31 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
       const int64_t j0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - j0);
       const T* dyg = dy + grp * g.Kg * g.ys[1];
       const T* xg = x + grp * g.Cg * g.xs[1];
-      StoreTile<T> store{nullptr, 0, col_off, 0, nullptr, false, mk.nr};
+      T* base;
+      int64_t row_stride;
+      bool adjacent = true;  // columns (c, r, s) adjacent in memory: stores from registers
       if (pl.splits > 1) {
-        store.base = partial + (split * g.G + grp) * group_elems + j0;
-        store.row_stride = pl.cols;
-        for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj;
+        base = partial + (split * g.G + grp) * group_elems + j0;
+        row_stride = pl.cols;
       } else {
-        store.base = dw + grp * g.Kg * g.ws[0];
-        store.row_stride = g.ws[0];
+        base = dw + grp * g.Kg * g.ws[0];
+        row_stride = g.ws[0];
         for (int64_t jj = 0; jj < ncols; ++jj) {
           const int64_t j = j0 + jj, c = j / g.RS(), rs = j % g.RS();
           col_off[jj] = c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
+          adjacent = adjacent && col_off[jj] == j;
         }
+        if (adjacent) base += j0;
       }
-      gemm_blocked<T>(mk, pl.M, ncols, split * pl.Kred / pl.splits,
-                      (split + 1) * pl.Kred / pl.splits, 0, ceil_div(pl.M, mk.mr),
-                      PackGradOutputRows<T>{g, dyg, mk.mr, abuf},
-                      PackImageRows<T>{g, xg, j0, ncols, mk.nr}, bbuf, store);
+      const int64_t k_begin = split * pl.Kred / pl.splits, k_end = (split + 1) * pl.Kred / pl.splits;
+      PackGradOutputRows<T> pack_a{g, dyg, mk.mr, abuf};
+      PackImageRows<T> pack_b{g, xg, j0, ncols, mk.nr};
+      if (adjacent)
+        gemm_blocked<T>(mk, pl.M, ncols, k_begin, k_end, 0, ceil_div(pl.M, mk.mr), pack_a, pack_b,
+                        bbuf, StoreTile<T>{mk, base, row_stride, nullptr, false});
+      else
+        gemm_blocked<T>(mk, pl.M, ncols, k_begin, k_end, 0, ceil_div(pl.M, mk.mr), pack_a, pack_b,
+                        bbuf, ScatterStoreTile<T>{mk, base, row_stride, col_off, nullptr, false});
     }
   });
   if (pl.splits == 1) return;

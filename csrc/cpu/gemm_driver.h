@@ -3,9 +3,11 @@
 // The caller supplies how panels are made and where results go:
 //   pack_a(k0, kc) -> PanelsA     panels of mr rows, [kc][mr] each, `stride` apart
 //   pack_b(k0, kc, dst)           writes ceil(ncols / nr) panels of [kc][nr], kc*nr apart
-//   store(m0, n0, rows, cols, acc, first, last)
-//                                 acc is row-major [mr][nr]; `first`: this is the first
-//                                 reduction block (overwrite), `last`: the final one (epilogue)
+//   tile(kc, a, b, m0, n0, rows, cols, first, last)
+//                                 multiplies panel a by panel b (a micro-kernel call) and
+//                                 stores the rows x cols tile at (m0, n0); `first`: this is
+//                                 the first reduction block (overwrite), `last`: the final
+//                                 one (epilogue)
 // This lets a convolution pack B straight from the image (implicit im2col), without an
 // im2col buffer, and fuse bias and ReLU into the final store.
 #pragma once
@@ -30,11 +32,10 @@ struct PanelsA {
 };
 
 // Runs row panels [panel_begin, panel_end) against all columns, reduction [k_begin, k_end).
-template <typename T, typename PackA, typename PackB, typename Store>
+template <typename T, typename PackA, typename PackB, typename Tile>
 void gemm_blocked(const MicroKernel<T>& mk, int64_t M, int64_t ncols, int64_t k_begin,
                   int64_t k_end, int64_t panel_begin, int64_t panel_end, const PackA& pack_a,
-                  const PackB& pack_b, T* bbuf, const Store& store) {
-  alignas(64) T acc[kMaxMR * kMaxNR];
+                  const PackB& pack_b, T* bbuf, const Tile& tile) {
   const int mr = mk.mr, nr = mk.nr;
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kBlockK) {
     const int64_t kc = std::min(kBlockK, k_end - k0);
@@ -45,9 +46,8 @@ void gemm_blocked(const MicroKernel<T>& mk, int64_t M, int64_t ncols, int64_t k_
       const T* b = bbuf + n0 * kc;
       const int cols = static_cast<int>(std::min<int64_t>(nr, ncols - n0));
       for (int64_t i = panel_begin; i < panel_end; ++i) {
-        mk.run(kc, a.data + i * a.stride, b, acc);
         const int rows = static_cast<int>(std::min<int64_t>(mr, M - i * mr));
-        store(i * mr, n0, rows, cols, acc, first, last);
+        tile(kc, a.data + i * a.stride, b, i * mr, n0, rows, cols, first, last);
       }
     }
   }
