@@ -86,7 +86,7 @@ struct Plan {
   int64_t splits = 1;  // forward: row panels; backward-input: channels; weight: reduction
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
-  bool depthwise = false;  // one input channel per group: direct convolution
+  bool depthwise = false;  // one input channel and few filters per group: direct convolution
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
@@ -101,7 +101,9 @@ int64_t input_split_panel_elems(const ConvGeom& g, int64_t splits, int mr) {
 
 Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, int threads) {
   Plan pl;
-  if (g.Cg == 1) {
+  // With one input channel the GEMM's reduction is only R*S long, but enough filters per
+  // group (D1: 32) still fill the micro-kernel's rows; fewer (depthwise) do better direct.
+  if (g.Cg == 1 && g.Kg < mr) {
     pl.depthwise = true;
     pl.a_elems = aligned(depthwise_workspace_elems(g), elem);
     pl.threads = threads;
