@@ -282,7 +282,8 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
         }
         if (adjacent) base += j0;
       }
-      const int64_t k_begin = split * pl.Kred / pl.splits, k_end = (split + 1) * pl.Kred / pl.splits;
+      const int64_t k_begin = split * pl.Kred / pl.splits,
+                    k_end = (split + 1) * pl.Kred / pl.splits;
       PackGradOutputRows<T> pack_a{g, dyg, mk.mr, abuf};
       PackImageRows<T> pack_b{g, xg, j0, ncols, mk.nr};
       if (adjacent)

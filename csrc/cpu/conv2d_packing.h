@@ -33,12 +33,22 @@ inline ValidColumns valid_columns(const ConvGeom& g, int64_t dw_tap, int64_t Wo)
 // Copies n elements src[t * step] to dst[t * dst_step]; the unit-stride case is a plain copy
 // (input rows of stride-1 NCHW convolutions), which the compiler turns into vector moves.
 template <typename T>
-inline void copy_strided(const T* __restrict src, int64_t step, T* __restrict dst,
-                         int64_t dst_step, int64_t n) {
+inline void copy_strided(const T* __restrict src, int64_t step, T* __restrict dst, int64_t dst_step,
+                         int64_t n) {
   if (step == 1 && dst_step == 1) {
     for (int64_t t = 0; t < n; ++t) dst[t] = src[t];
   } else {
     for (int64_t t = 0; t < n; ++t) dst[t * dst_step] = src[t * step];
+  }
+}
+
+// dst[t * step] += src[t] for t < n; the unit-stride case vectorizes.
+template <typename T>
+inline void add_strided(const T* __restrict src, T* __restrict dst, int64_t step, int64_t n) {
+  if (step == 1) {
+    for (int64_t t = 0; t < n; ++t) dst[t] += src[t];
+  } else {
+    for (int64_t t = 0; t < n; ++t) dst[t * step] += src[t];
   }
 }
 
@@ -51,9 +61,9 @@ inline void fill_zero(T* dst, int64_t dst_step, int64_t n) {
 // ih = oh * sh - ph + dh_tap at columns shifted by dw_tap, zero where it leaves the image.
 // `row` points at the input channel plane; dst advances by dst_step per position.
 template <typename T>
-inline void gather_output_row(const ConvGeom& g, const T* row, int64_t oh, int64_t ow,
-                              int64_t len, int64_t dh_tap, int64_t dw_tap, ValidColumns v,
-                              T* dst, int64_t dst_step) {
+inline void gather_output_row(const ConvGeom& g, const T* row, int64_t oh, int64_t ow, int64_t len,
+                              int64_t dh_tap, int64_t dw_tap, ValidColumns v, T* dst,
+                              int64_t dst_step) {
   const int64_t ih = oh * g.sh - g.ph + dh_tap;
   if (!in_range(ih, g.H)) return fill_zero(dst, dst_step, len);
   const int64_t lo = std::clamp(v.lo, ow, ow + len), hi = std::clamp(v.hi, lo, ow + len);
@@ -192,20 +202,22 @@ struct ScatterTile {
                   bool, bool) const {
     alignas(64) T acc[kMaxMR * kMaxNR];
     mk.run(kc, a, b, acc);
-    int64_t ih0[kMaxNR], iw0[kMaxNR];
-    for (int jj = 0; jj < cols; ++jj) {
-      const int64_t p = p0 + n0 + jj;
-      ih0[jj] = p / g.Wo * g.sh - g.ph;
-      iw0[jj] = p % g.Wo * g.sw - g.pw;
-    }
     for (int ii = 0; ii < rows; ++ii) {
       const int64_t j = row0 + m0 + ii, rs = j % g.RS();
-      const int64_t dh = rs / g.S * g.dh, dw = rs % g.S * g.dw;
+      const int64_t dh_tap = rs / g.S * g.dh, dw_tap = rs % g.S * g.dw;
+      const ValidColumns v = valid_columns(g, dw_tap, g.Wo);
       T* plane = dx + j / g.RS() * g.xs[1];
       const T* t = acc + ii * mk.nr;
-      for (int jj = 0; jj < cols; ++jj) {
-        const int64_t ih = ih0[jj] + dh, iw = iw0[jj] + dw;
-        if (in_range(ih, g.H) && in_range(iw, g.W)) plane[ih * g.xs[2] + iw * g.xs[3]] += t[jj];
+      for (int64_t jj = 0, p = p0 + n0; jj < cols;) {
+        const int64_t oh = p / g.Wo, ow = p % g.Wo, len = std::min<int64_t>(cols - jj, g.Wo - ow);
+        const int64_t ih = oh * g.sh - g.ph + dh_tap;
+        if (in_range(ih, g.H)) {
+          const int64_t lo = std::clamp(v.lo, ow, ow + len), hi = std::clamp(v.hi, lo, ow + len);
+          add_strided(t + jj + (lo - ow),
+                      plane + ih * g.xs[2] + (lo * g.sw - g.pw + dw_tap) * g.xs[3], g.sw * g.xs[3],
+                      hi - lo);
+        }
+        jj += len, p += len;
       }
     }
   }

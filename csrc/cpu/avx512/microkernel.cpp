@@ -39,8 +39,9 @@ inline __m512 finish(__m512 v, float* c, __mmask16 m, const Epilogue<float>& ep,
   if (ep.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c), v);
   v = _mm512_add_ps(v, bias);
   // v < 0 is false for NaN, so NaN passes through as torch.relu lets it.
-  if (ep.relu) v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v,
-                                        _mm512_setzero_ps());
+  if (ep.relu)
+    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v,
+                             _mm512_setzero_ps());
   return v;
 }
 
@@ -49,7 +50,7 @@ void run_store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_
   __m512 acc[kMR][2];
   tile_8x32(kc, a, b, acc);
   const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? 0xFFFF
+  const __mmask16 m1 = cols >= 32  ? 0xFFFF
                        : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1)
                                    : 0;
 #pragma GCC unroll 8
@@ -65,9 +66,7 @@ void run_store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_
 }  // namespace
 
 MicroKernels microkernels_avx512() {
-  return {"avx512",
-          {kMR, kNR, &run_8x32, &run_store_8x32},
-          make_microkernel<double, 8, 16>()};
+  return {"avx512", {kMR, kNR, &run_8x32, &run_store_8x32}, make_microkernel<double, 8, 16>()};
 }
 
 }  // namespace fastcnn::cpu
