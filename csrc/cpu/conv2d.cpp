@@ -226,6 +226,10 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
           ws + u * slot);
     }
   });
+  // In a 1x1, stride-1, unpadded convolution over NCHW rows the columns (c, p) of dcol are
+  // the pixels of dX themselves: tiles land there directly, with no zeroing or scatter.
+  const bool direct = g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.Ho == g.H && g.Wo == g.W &&
+                      g.ph == 0 && g.pw == 0 && g.xs[3] == 1 && g.xs[2] == g.W;
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
     for (int64_t t = begin; t < end; ++t) {
@@ -234,7 +238,7 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
       const int64_t c0 = first_channel(split), c1 = first_channel(split + 1);
       const int64_t rows = (c1 - c0) * g.RS();
       T* dxg = dx + n * g.xs[0] + grp * g.Cg * g.xs[1];
-      for (int64_t c = c0; c < c1; ++c)
+      for (int64_t c = c0; c < c1 && !direct; ++c)
         for (int64_t i = 0; i < g.H * g.W; ++i) dxg[c * g.xs[1] + i * g.xs[3]] = T(0);
       const T* a = ws + (grp * pl.splits + split) * slot;
       auto pack_a = [&](int64_t k0, int64_t) { return PanelsA<T>{a + k0 * mk.mr, mk.mr * g.Kg}; };
@@ -242,9 +246,13 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
         const int64_t ncols = std::min(pl.col_chunk, pl.cols - p0);
         PackGradOutputColumns<T> pack_b{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], p0, ncols,
                                         mk.nr};
-        ScatterTile<T> store{g, dxg, c0 * g.RS(), p0, mk};
-        gemm_blocked<T>(mk, rows, ncols, 0, g.Kg, 0, ceil_div(rows, mk.mr), pack_a, pack_b, bbuf,
-                        store);
+        const int64_t panels = ceil_div(rows, mk.mr);
+        if (direct)
+          gemm_blocked<T>(mk, rows, ncols, 0, g.Kg, 0, panels, pack_a, pack_b, bbuf,
+                          StoreTile<T>{mk, dxg + c0 * g.xs[1] + p0, g.xs[1], nullptr, false});
+        else
+          gemm_blocked<T>(mk, rows, ncols, 0, g.Kg, 0, panels, pack_a, pack_b, bbuf,
+                          ScatterTile<T>{g, dxg, c0 * g.RS(), p0, mk});
       }
     }
   });
