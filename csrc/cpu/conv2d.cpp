@@ -86,9 +86,13 @@ struct Plan {
   int64_t splits = 1;  // forward: row panels; backward-input: channels; weight: reduction
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
-  bool depthwise = false;  // one input channel and few filters per group: direct convolution
+  bool depthwise = false;   // one input channel and few filters per group: direct convolution
+  bool pixel_rows = false;  // forward over NHWC: GEMM rows are positions, columns filters
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
+
+// Output positions per task of the NHWC forward: its A panels (kRowChunk x kBlockK) stay in L2.
+constexpr int64_t kRowChunk = 128;
 
 int64_t aligned(int64_t elems, int64_t elem_size) {
   return round_up(elems, 64 / elem_size);
@@ -107,6 +111,19 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
     pl.depthwise = true;
     pl.a_elems = aligned(depthwise_workspace_elems(g), elem);
     pl.threads = threads;
+    return pl;
+  }
+  // Channels-innermost input and output, filters enough to fill most of a column panel and
+  // channel runs long enough to pack well (not the 3-channel stem): positions become the
+  // GEMM rows, so tiles are stored as NHWC rows of filters.
+  if (pass == ConvPass::Forward && g.xs[1] == 1 && g.ys[1] == 1 && 2 * g.Kg >= nr && g.Cg >= 8) {
+    pl.pixel_rows = true;
+    pl.M = g.P(), pl.Kred = g.Cg * g.RS(), pl.cols = g.Kg;
+    pl.units = g.N * g.G * ceil_div(g.P(), kRowChunk);
+    pl.tasks = pl.units;
+    pl.a_elems = aligned(g.G * round_up(g.Kg, nr) * pl.Kred, elem);
+    pl.thread_elems = aligned(round_up(kRowChunk, mr) * kBlockK, elem);
+    pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
     return pl;
   }
   if (pass == ConvPass::Forward) {
@@ -163,10 +180,46 @@ T weight_at(const ConvGeom& g, const T* w, int64_t k, int64_t c, int64_t rs) {
   return w[k * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
 }
 
+// Forward over NHWC: out[p, k] = sum_(r,s,c) X[ih(p, r), iw(p, s), c] * W[k, c, r, s], with
+// the weights packed once as B panels of nr filters and the image packed per task.
+template <typename T>
+void forward_pixel_rows(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
+                        const Plan& pl, T* ws) {
+  const MicroKernel<T>& mk = microkernel<T>();
+  const int64_t group_elems = round_up(g.Kg, mk.nr) * pl.Kred;
+  parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t grp = begin; grp < end; ++grp)
+      pack_a_full<T>(
+          g.Kg, pl.Kred, mk.nr,
+          [&](int64_t k, int64_t j) { return weight_at(g, w, grp * g.Kg + k, j % g.Cg, j / g.Cg); },
+          ws + grp * group_elems);
+  });
+  const int64_t chunks = ceil_div(g.P(), kRowChunk);
+  parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
+    T* abuf = ws + pl.a_elems + tid * pl.thread_elems;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t chunk = t % chunks, grp = t / chunks % g.G, n = t / chunks / g.G;
+      const int64_t p0 = chunk * kRowChunk, rows = std::min(kRowChunk, g.P() - p0);
+      const T* b = ws + grp * group_elems;
+      auto pack_b = [&](int64_t k0, int64_t, T*) {
+        return Panels<T>{b + k0 * mk.nr, mk.nr * pl.Kred};
+      };
+      StoreTile<T> store{mk,      y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3],
+                         g.ys[3], bias ? bias + grp * g.Kg : nullptr,
+                         relu,    true};
+      gemm_blocked<T>(
+          mk, rows, g.Kg, 0, pl.Kred, 0, ceil_div(rows, mk.mr),
+          PackPixelRows<T>{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, rows, mk.mr, abuf},
+          pack_b, nullptr, store);
+    }
+  });
+}
+
 template <typename T>
 void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
              const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_forward(g, x, w, bias, y, relu, ws, pl.threads);
+  if (pl.pixel_rows) return forward_pixel_rows(g, x, w, bias, y, relu, pl, ws);
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t panels = ceil_div(pl.M, mk.mr), group_elems = panels * mk.mr * pl.Kred;
   parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
@@ -187,9 +240,7 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
                     n = unit / pl.col_chunks / g.G;
       const int64_t p0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - p0);
       const T* a = ws + grp * group_elems;
-      auto pack_a = [&](int64_t k0, int64_t) {
-        return PanelsA<T>{a + k0 * mk.mr, mk.mr * pl.Kred};
-      };
+      auto pack_a = [&](int64_t k0, int64_t) { return Panels<T>{a + k0 * mk.mr, mk.mr * pl.Kred}; };
       PackImageColumns<T> pack_b{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, ncols, mk.nr};
       T* y0 = y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3];
       const T* bias_g = bias ? bias + grp * g.Kg : nullptr;
@@ -241,7 +292,7 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
       for (int64_t c = c0; c < c1 && !direct; ++c)
         for (int64_t i = 0; i < g.H * g.W; ++i) dxg[c * g.xs[1] + i * g.xs[3]] = T(0);
       const T* a = ws + (grp * pl.splits + split) * slot;
-      auto pack_a = [&](int64_t k0, int64_t) { return PanelsA<T>{a + k0 * mk.mr, mk.mr * g.Kg}; };
+      auto pack_a = [&](int64_t k0, int64_t) { return Panels<T>{a + k0 * mk.mr, mk.mr * g.Kg}; };
       for (int64_t p0 = 0; p0 < pl.cols; p0 += pl.col_chunk) {
         const int64_t ncols = std::min(pl.col_chunk, pl.cols - p0);
         PackGradOutputColumns<T> pack_b{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], p0, ncols,

@@ -82,7 +82,7 @@ struct PackImageColumns {
   int64_t p0, ncols;
   int nr;
 
-  void operator()(int64_t k0, int64_t kc, T* dst) const {
+  Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
     const T* row_plane[kBlockK];
     int64_t row_dh[kBlockK], row_dw[kBlockK];
     ValidColumns row_valid[kBlockK];
@@ -106,6 +106,43 @@ struct PackImageColumns {
       }
       fill_zero(dst + ncols / nr * nr * kc + kk * nr + ncols % nr, 1, tail);
     }
+    return {dst, kc * nr};
+  }
+};
+
+// Forward A over channels-innermost images (NHWC): rows are output positions
+// [p0, p0 + rows), the reduction runs over (r, s, c) with c innermost, so each position
+// reads one contiguous run of channels per kernel tap. The output tile is then [positions]
+// x [filters], which is how NHWC stores it.
+template <typename T>
+struct PackPixelRows {
+  const ConvGeom& g;
+  const T* x;  // image n, first channel of the group
+  int64_t p0, rows;
+  int mr;
+  T* buf;
+
+  Panels<T> operator()(int64_t k0, int64_t kc) const {
+    for (int64_t i = 0; i < round_up(rows, mr); ++i) {
+      T* d = buf + i / mr * mr * kc + i % mr;
+      if (i >= rows) {
+        fill_zero(d, mr, kc);
+        continue;
+      }
+      const int64_t oh = (p0 + i) / g.Wo, ow = (p0 + i) % g.Wo;
+      for (int64_t kk = 0; kk < kc;) {
+        const int64_t j = k0 + kk, rs = j / g.Cg, c = j % g.Cg, len = std::min(kc - kk, g.Cg - c);
+        const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
+        const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
+        if (in_range(ih, g.H) && in_range(iw, g.W))
+          copy_strided(x + ih * g.xs[2] + iw * g.xs[3] + c * g.xs[1], g.xs[1], d + kk * mr, mr,
+                       len);
+        else
+          fill_zero(d + kk * mr, mr, len);
+        kk += len;
+      }
+    }
+    return {buf, mr * kc};
   }
 };
 
@@ -117,7 +154,7 @@ struct PackGradOutputColumns {
   int64_t p0, ncols;
   int nr;
 
-  void operator()(int64_t k0, int64_t kc, T* dst) const {
+  Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
     // Row by row, so that each row of dY streams in order (see PackImageColumns).
     for (int64_t kk = 0; kk < kc; ++kk) {
       const T* row = dy + (k0 + kk) * g.ys[1] + p0 * g.ys[3];
@@ -128,6 +165,7 @@ struct PackGradOutputColumns {
         fill_zero(d + nq, 1, nr - nq);
       }
     }
+    return {dst, kc * nr};
   }
 };
 
@@ -140,7 +178,7 @@ struct PackGradOutputRows {
   int mr;
   T* buf;
 
-  PanelsA<T> operator()(int64_t k0, int64_t kc) const {
+  Panels<T> operator()(int64_t k0, int64_t kc) const {
     const int64_t M = g.Kg, rows = round_up(M, mr);
     for (int64_t i = 0; i < rows; ++i) {
       T* d = buf + i / mr * mr * kc + i % mr;
@@ -167,7 +205,7 @@ struct PackImageRows {
   int64_t j0, ncols;
   int nr;
 
-  void operator()(int64_t k0, int64_t kc, T* dst) const {
+  Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
     for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
       const int64_t nq = std::min<int64_t>(nr, ncols - q0);
       T* panel = dst + q0 * kc;
@@ -186,6 +224,7 @@ struct PackImageRows {
       }
       for (int64_t jj = nq; jj < nr; ++jj) fill_zero(panel + jj, nr, kc);
     }
+    return {dst, kc * nr};
   }
 };
 
@@ -232,14 +271,18 @@ struct StoreTile {
   const MicroKernel<T>& mk;
   T* base;
   int64_t row_stride;
-  const T* bias;  // per row, may be null
+  const T* bias;  // per row (or per column, see below), may be null
   bool relu;
+  bool bias_per_column = false;
 
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool first, bool last) const {
     Epilogue<T> ep;
     ep.accumulate = !first;
-    ep.bias = last && bias ? bias + m0 : nullptr;
+    if (last && bias && bias_per_column)
+      ep.col_bias = bias + n0;
+    else if (last && bias)
+      ep.bias = bias + m0;
     ep.relu = last && relu;
     mk.run_store(kc, a, b, base + m0 * row_stride + n0, row_stride, rows, cols, ep);
   }

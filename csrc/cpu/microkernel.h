@@ -10,9 +10,10 @@ namespace fastcnn::cpu {
 // What run_store does with a finished tile before it lands in memory.
 template <typename T>
 struct Epilogue {
-  bool accumulate = false;  // add the tile to what c holds instead of overwriting it
-  const T* bias = nullptr;  // per row (bias[i] for row i); null: none
-  bool relu = false;        // max(v, 0) after the bias; NaN stays NaN, as torch.relu
+  bool accumulate = false;      // add the tile to what c holds instead of overwriting it
+  const T* bias = nullptr;      // per row (bias[i] for row i); null: none
+  const T* col_bias = nullptr;  // per column (col_bias[j] for column j); null: none
+  bool relu = false;            // max(v, 0) after the bias; NaN stays NaN, as torch.relu
 };
 
 template <typename T>

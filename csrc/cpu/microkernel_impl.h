@@ -31,6 +31,7 @@ inline void epilogue_row(const T* __restrict acc, T* __restrict c, int cols, con
   for (int j = 0; j < cols; ++j) {
     T v = ep.accumulate ? c[j] + acc[j] : acc[j];
     v += bias;
+    if (ep.col_bias) v += ep.col_bias[j];
     if (ep.relu) v = v < T(0) ? T(0) : v;
     c[j] = v;
   }

@@ -37,7 +37,7 @@ void run_8x32(int64_t kc, const float* a, const float* b, float* c) {
 
 inline __m512 finish(__m512 v, float* c, __mmask16 m, const Epilogue<float>& ep, __m512 bias) {
   if (ep.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c), v);
-  v = _mm512_add_ps(v, bias);
+  v = _mm512_add_ps(v, bias);  // row bias plus column bias
   // v < 0 is false for NaN, so NaN passes through as torch.relu lets it.
   if (ep.relu)
     v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v,
@@ -53,13 +53,18 @@ void run_store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_
   const __mmask16 m1 = cols >= 32  ? 0xFFFF
                        : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1)
                                    : 0;
+  const __m512 col_bias0 =
+      ep.col_bias ? _mm512_maskz_loadu_ps(m0, ep.col_bias) : _mm512_setzero_ps();
+  const __m512 col_bias1 =
+      ep.col_bias ? _mm512_maskz_loadu_ps(m1, ep.col_bias + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 8
   for (int i = 0; i < kMR; ++i) {
     if (i >= rows) break;
     float* ci = c + i * ldc;
     const __m512 bias = ep.bias ? _mm512_set1_ps(ep.bias[i]) : _mm512_setzero_ps();
-    _mm512_mask_storeu_ps(ci, m0, finish(acc[i][0], ci, m0, ep, bias));
-    _mm512_mask_storeu_ps(ci + 16, m1, finish(acc[i][1], ci + 16, m1, ep, bias));
+    _mm512_mask_storeu_ps(ci, m0, finish(acc[i][0], ci, m0, ep, _mm512_add_ps(bias, col_bias0)));
+    _mm512_mask_storeu_ps(ci + 16, m1,
+                          finish(acc[i][1], ci + 16, m1, ep, _mm512_add_ps(bias, col_bias1)));
   }
 }
 
