@@ -5,6 +5,7 @@
 // the thread count.
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <type_traits>
 #include <utility>
 
@@ -133,7 +134,15 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
   } else {
     pl.M = g.Kg, pl.Kred = g.N * g.P(), pl.cols = g.Cg * g.RS();
   }
-  pl.col_chunk = std::min(kBlockN, round_up(pl.cols, nr));
+  // Column chunks of (nearly) equal size, and, when tasks are few, as many chunks as make
+  // the tasks divide evenly between the threads: the static partition then balances
+  // (C5's weight gradient has 576 columns: 512 + 64 would leave one thread 8x the work).
+  const int64_t outer = pass == ConvPass::Forward ? g.N * g.G : g.G;
+  int64_t nchunks = ceil_div(pl.cols, kBlockN);
+  if (pass != ConvPass::BackwardInput && outer * nchunks < 8 * threads)
+    nchunks = std::min(round_up(nchunks, threads / std::gcd<int64_t>(outer, threads)),
+                       std::max<int64_t>(1, ceil_div(pl.cols, nr)));
+  pl.col_chunk = round_up(ceil_div(pl.cols, nchunks), nr);
   pl.col_chunks = ceil_div(pl.cols, pl.col_chunk);
   const int64_t panels = ceil_div(pl.M, mr);
   const int64_t bbuf = aligned(kBlockK * pl.col_chunk, elem);
@@ -153,9 +162,8 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
   } else {
     // Tasks: (group, column chunk), split further by reduction slices when too few.
     pl.units = g.G * pl.col_chunks;
-    if (pl.units < threads)
-      pl.splits =
-          std::max<int64_t>(1, std::min(ceil_div(threads, pl.units), ceil_div(pl.Kred, kBlockK)));
+    const int64_t uneven = threads / std::gcd<int64_t>(pl.units, threads);
+    pl.splits = std::max<int64_t>(1, std::min(uneven, ceil_div(pl.Kred, kBlockK)));
     pl.thread_elems = aligned(panels * mr * kBlockK, elem) + bbuf;
     pl.partial_elems = pl.splits > 1 ? aligned(pl.splits * g.G * g.Kg * pl.cols, elem) : 0;
   }
