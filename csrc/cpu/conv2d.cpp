@@ -317,6 +317,12 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
   });
 }
 
+// Where column j of the weight-gradient GEMM lives within a filter of the weight tensor.
+int64_t weight_offset(const ConvGeom& g, int64_t j) {
+  const WeightColumn wc = weight_column(g, j);
+  return wc.c * g.ws[1] + wc.rs / g.S * g.ws[2] + wc.rs % g.S * g.ws[3];
+}
+
 template <typename T>
 void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_weight(g, dy, x, dw, ws, pl.threads);
@@ -335,7 +341,7 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
       const T* xg = x + grp * g.Cg * g.xs[1];
       T* base;
       int64_t row_stride;
-      bool adjacent = true;  // columns (c, r, s) adjacent in memory: stores from registers
+      bool adjacent = true;  // columns adjacent in memory: stores from registers
       if (pl.splits > 1) {
         base = partial + (split * g.G + grp) * group_elems + j0;
         row_stride = pl.cols;
@@ -343,9 +349,8 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
         base = dw + grp * g.Kg * g.ws[0];
         row_stride = g.ws[0];
         for (int64_t jj = 0; jj < ncols; ++jj) {
-          const int64_t j = j0 + jj, c = j / g.RS(), rs = j % g.RS();
-          col_off[jj] = c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
-          adjacent = adjacent && col_off[jj] == j;
+          col_off[jj] = weight_offset(g, j0 + jj);
+          adjacent = adjacent && col_off[jj] == j0 + jj;
         }
         if (adjacent) base += j0;
       }
@@ -368,8 +373,7 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
         T sum = T(0);
         for (int64_t s = 0; s < pl.splits; ++s)
           sum += partial[s * g.G * group_elems + k * pl.cols + j];
-        const int64_t c = j / g.RS(), rs = j % g.RS();
-        dw[k * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = sum;
+        dw[k * g.ws[0] + weight_offset(g, j)] = sum;
       }
     }
   });

@@ -57,6 +57,16 @@ inline void fill_zero(T* dst, int64_t dst_step, int64_t n) {
   for (int64_t t = 0; t < n; ++t) dst[t * dst_step] = T(0);
 }
 
+// Column j of the weight-gradient GEMM as (input channel, kernel tap): (c, r, s) with s
+// fastest over NCHW images, (r, s, c) with c fastest over channels-innermost (NHWC) images,
+// so that both of its operands pack from contiguous runs.
+struct WeightColumn {
+  int64_t c, rs;
+};
+inline WeightColumn weight_column(const ConvGeom& g, int64_t j) {
+  return g.xs[1] == 1 ? WeightColumn{j % g.Cg, j / g.Cg} : WeightColumn{j / g.RS(), j % g.RS()};
+}
+
 // One run of output positions on output row oh, columns [ow, ow + len): reads input row
 // ih = oh * sh - ph + dh_tap at columns shifted by dw_tap, zero where it leaves the image.
 // `row` points at the input channel plane; dst advances by dst_step per position.
@@ -180,6 +190,18 @@ struct PackGradOutputRows {
 
   Panels<T> operator()(int64_t k0, int64_t kc) const {
     const int64_t M = g.Kg, rows = round_up(M, mr);
+    if (g.ys[1] == 1) {  // NHWC: each position holds its filters side by side
+      for (int64_t kk = 0, n = k0 / g.P(), p = k0 % g.P(); kk < kc; ++kk) {
+        const T* src = dy + n * g.ys[0] + p * g.ys[3];
+        for (int64_t i0 = 0; i0 < rows; i0 += mr) {
+          const int64_t cnt = std::clamp<int64_t>(M - i0, 0, mr);
+          copy_strided(src + i0, 1, buf + i0 * kc + kk * mr, 1, cnt);
+          fill_zero(buf + i0 * kc + kk * mr + cnt, 1, mr - cnt);
+        }
+        if (++p == g.P()) p = 0, ++n;
+      }
+      return {buf, mr * kc};
+    }
     for (int64_t i = 0; i < rows; ++i) {
       T* d = buf + i / mr * mr * kc + i % mr;
       if (i >= M) {
@@ -206,11 +228,13 @@ struct PackImageRows {
   int nr;
 
   Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
+    if (g.xs[1] == 1) return pack_channel_runs(k0, kc, dst);
     for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
       const int64_t nq = std::min<int64_t>(nr, ncols - q0);
       T* panel = dst + q0 * kc;
       for (int64_t jj = 0; jj < nq; ++jj) {
-        const int64_t j = j0 + q0 + jj, c = j / g.RS(), rs = j % g.RS();
+        const WeightColumn wc = weight_column(g, j0 + q0 + jj);
+        const int64_t c = wc.c, rs = wc.rs;
         const int64_t dh_tap = rs / g.S * g.dh, dw_tap = rs % g.S * g.dw;
         const ValidColumns v = valid_columns(g, dw_tap, g.Wo);
         int64_t n = k0 / g.P(), p = k0 % g.P();
@@ -223,6 +247,32 @@ struct PackImageRows {
         }
       }
       for (int64_t jj = nq; jj < nr; ++jj) fill_zero(panel + jj, nr, kc);
+    }
+    return {dst, kc * nr};
+  }
+
+  // NHWC: columns (r, s, c) read a run of channels per kernel tap at each position.
+  Panels<T> pack_channel_runs(int64_t k0, int64_t kc, T* dst) const {
+    for (int64_t kk = 0, n = k0 / g.P(), p = k0 % g.P(); kk < kc; ++kk) {
+      const int64_t oh = p / g.Wo, ow = p % g.Wo;
+      const T* xn = x + n * g.xs[0];
+      for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
+        const int64_t nq = std::min<int64_t>(nr, ncols - q0);
+        T* d = dst + q0 * kc + kk * nr;
+        for (int64_t jj = 0; jj < nq;) {
+          const WeightColumn wc = weight_column(g, j0 + q0 + jj);
+          const int64_t len = std::min(nq - jj, g.Cg - wc.c);
+          const int64_t ih = oh * g.sh - g.ph + wc.rs / g.S * g.dh;
+          const int64_t iw = ow * g.sw - g.pw + wc.rs % g.S * g.dw;
+          if (in_range(ih, g.H) && in_range(iw, g.W))
+            copy_strided(xn + ih * g.xs[2] + iw * g.xs[3] + wc.c, 1, d + jj, 1, len);
+          else
+            fill_zero(d + jj, 1, len);
+          jj += len;
+        }
+        fill_zero(d + nq, 1, nr - nq);
+      }
+      if (++p == g.P()) p = 0, ++n;
     }
     return {dst, kc * nr};
   }
