@@ -88,7 +88,7 @@ struct Plan {
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
   bool depthwise = false;   // one input channel and few filters per group: direct convolution
-  bool pixel_rows = false;  // forward over NHWC: GEMM rows are positions, columns filters
+  bool pixel_rows = false;  // NHWC: GEMM rows are positions, columns filters or (r, s, c)
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
@@ -123,6 +123,18 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
     pl.units = g.N * g.G * ceil_div(g.P(), kRowChunk);
     pl.tasks = pl.units;
     pl.a_elems = aligned(g.G * round_up(g.Kg, nr) * pl.Kred, elem);
+    pl.thread_elems = aligned(round_up(kRowChunk, mr) * kBlockK, elem);
+    pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
+    return pl;
+  }
+  // The same for backward-input over NHWC, when every thread gets whole images (a task
+  // owns the pixels of dX its windows add into).
+  if (pass == ConvPass::BackwardInput && g.xs[1] == 1 && g.ys[1] == 1 && g.Cg >= 8 &&
+      g.N * g.G >= threads) {
+    pl.pixel_rows = true;
+    pl.M = g.P(), pl.Kred = g.Kg, pl.cols = g.RS() * g.Cg;
+    pl.units = pl.tasks = g.N * g.G;
+    pl.a_elems = aligned(g.G * round_up(pl.cols, nr) * pl.Kred, elem);
     pl.thread_elems = aligned(round_up(kRowChunk, mr) * kBlockK, elem);
     pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
     return pl;
@@ -266,9 +278,45 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
   });
 }
 
+// Backward-input over NHWC: dcol[p, (r, s, c)] = sum_k dY[p, k] * W[k, c, r, s], with W
+// packed once as B panels of nr columns (r, s, c), and each tile added into dX pixel by pixel.
+template <typename T>
+void backward_input_pixel_rows(const ConvGeom& g, const T* dy, const T* w, T* dx, const Plan& pl,
+                               T* ws) {
+  const MicroKernel<T>& mk = microkernel<T>();
+  const int64_t group_elems = round_up(pl.cols, mk.nr) * pl.Kred;
+  parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t grp = begin; grp < end; ++grp)
+      pack_a_full<T>(
+          pl.cols, pl.Kred, mk.nr,
+          [&](int64_t j, int64_t k) { return weight_at(g, w, grp * g.Kg + k, j % g.Cg, j / g.Cg); },
+          ws + grp * group_elems);
+  });
+  parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
+    T* abuf = ws + pl.a_elems + tid * pl.thread_elems;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t grp = t % g.G, n = t / g.G;
+      T* dxg = dx + n * g.xs[0] + grp * g.Cg * g.xs[1];
+      for (int64_t i = 0; i < g.H * g.W; ++i) fill_zero(dxg + i * g.xs[3], g.xs[1], g.Cg);
+      const T* b = ws + grp * group_elems;
+      auto pack_b = [&](int64_t k0, int64_t, T*) {
+        return Panels<T>{b + k0 * mk.nr, mk.nr * pl.Kred};
+      };
+      for (int64_t p0 = 0; p0 < g.P(); p0 += kRowChunk) {
+        const int64_t rows = std::min(kRowChunk, g.P() - p0);
+        gemm_blocked<T>(mk, rows, pl.cols, 0, pl.Kred, 0, ceil_div(rows, mk.mr),
+                        PackGradOutputPixelRows<T>{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], p0,
+                                                   rows, mk.mr, abuf},
+                        pack_b, nullptr, ScatterPixelTile<T>{g, dxg, p0, mk});
+      }
+    }
+  });
+}
+
 template <typename T>
 void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_input(g, dy, w, dx, ws, pl.threads);
+  if (pl.pixel_rows) return backward_input_pixel_rows(g, dy, w, dx, pl, ws);
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t slot = input_split_panel_elems(g, pl.splits, mk.mr);
   auto first_channel = [&](int64_t split) { return split * g.Cg / pl.splits; };

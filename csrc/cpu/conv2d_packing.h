@@ -156,6 +156,28 @@ struct PackPixelRows {
   }
 };
 
+// Backward-input A over NHWC gradients: rows are output positions [p0, p0 + rows), the
+// reduction runs over filters k, which each position of dY holds side by side.
+template <typename T>
+struct PackGradOutputPixelRows {
+  const ConvGeom& g;
+  const T* dy;  // image n, first filter of the group
+  int64_t p0, rows;
+  int mr;
+  T* buf;
+
+  Panels<T> operator()(int64_t k0, int64_t kc) const {
+    for (int64_t i = 0; i < round_up(rows, mr); ++i) {
+      T* d = buf + i / mr * mr * kc + i % mr;
+      if (i < rows)
+        copy_strided(dy + (p0 + i) * g.ys[3] + k0 * g.ys[1], g.ys[1], d, mr, kc);
+      else
+        fill_zero(d, mr, kc);
+    }
+    return {buf, mr * kc};
+  }
+};
+
 // Backward-input B: rows k of one group, columns output positions [p0, p0 + ncols) of dY.
 template <typename T>
 struct PackGradOutputColumns {
@@ -308,6 +330,35 @@ struct ScatterTile {
                       hi - lo);
         }
         jj += len, p += len;
+      }
+    }
+  }
+};
+
+// Backward-input store over NHWC (col2im): tile rows are output positions, columns
+// (r, s, c) with c fastest; each run of channels at one tap adds into one pixel of dX.
+template <typename T>
+struct ScatterPixelTile {
+  const ConvGeom& g;
+  T* dx;       // image n, first channel of the group
+  int64_t p0;  // first output position of the task
+  const MicroKernel<T>& mk;
+
+  void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
+                  bool, bool) const {
+    alignas(64) T acc[kMaxMR * kMaxNR];
+    mk.run(kc, a, b, acc);
+    for (int ii = 0; ii < rows; ++ii) {
+      const int64_t p = p0 + m0 + ii, oh = p / g.Wo, ow = p % g.Wo;
+      const T* t = acc + ii * mk.nr;
+      for (int64_t jj = 0; jj < cols;) {
+        const int64_t j = n0 + jj, rs = j / g.Cg, c = j % g.Cg;
+        const int64_t len = std::min<int64_t>(cols - jj, g.Cg - c);
+        const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
+        const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
+        if (in_range(ih, g.H) && in_range(iw, g.W))
+          add_strided(t + jj, dx + ih * g.xs[2] + iw * g.xs[3] + c * g.xs[1], g.xs[1], len);
+        jj += len;
       }
     }
   }
