@@ -403,6 +403,17 @@ struct ScatterStoreTile {
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool first, bool last) const {
     alignas(64) T acc[kMaxMR * kMaxNR];
+    if (first && last) {  // one reduction block: the micro-kernel's epilogue does bias and ReLU
+      Epilogue<T> ep;
+      ep.bias = bias ? bias + m0 : nullptr;
+      ep.relu = relu;
+      mk.run_store(kc, a, b, acc, mk.nr, rows, cols, ep);
+      for (int ii = 0; ii < rows; ++ii) {
+        T* o = base + (m0 + ii) * row_stride;
+        for (int jj = 0; jj < cols; ++jj) o[col_offset[n0 + jj]] = acc[ii * mk.nr + jj];
+      }
+      return;
+    }
     mk.run(kc, a, b, acc);
     for (int ii = 0; ii < rows; ++ii) {
       T* o = base + (m0 + ii) * row_stride;
