@@ -63,8 +63,13 @@ inline void fill_zero(T* dst, int64_t dst_step, int64_t n) {
 struct WeightColumn {
   int64_t c, rs;
 };
+// Runs of at least 8 channels: shorter ones (the 3-channel stem) pack better along rows.
+inline bool weight_columns_by_tap(const ConvGeom& g) {
+  return g.xs[1] == 1 && g.Cg >= 8;
+}
 inline WeightColumn weight_column(const ConvGeom& g, int64_t j) {
-  return g.xs[1] == 1 ? WeightColumn{j % g.Cg, j / g.Cg} : WeightColumn{j / g.RS(), j % g.RS()};
+  return weight_columns_by_tap(g) ? WeightColumn{j % g.Cg, j / g.Cg}
+                                  : WeightColumn{j / g.RS(), j % g.RS()};
 }
 
 // One run of output positions on output row oh, columns [ow, ow + len): reads input row
@@ -250,7 +255,7 @@ struct PackImageRows {
   int nr;
 
   Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
-    if (g.xs[1] == 1) return pack_channel_runs(k0, kc, dst);
+    if (weight_columns_by_tap(g)) return pack_channel_runs(k0, kc, dst);
     for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
       const int64_t nq = std::min<int64_t>(nr, ncols - q0);
       T* panel = dst + q0 * kc;
