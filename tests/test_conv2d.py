@@ -8,6 +8,10 @@ and contiguity, as torchvision's op tests.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -1250,3 +1254,81 @@ class TestCompiledModuleChecks:
             _C.conv2d_backward_bias(_cap(go), _cap(torch.empty(12)[::2]), 2)
         with pytest.raises(ValueError, match=rf"^{op}: threads must be >= 1"):
             _C.conv2d_backward_bias(_cap(go), _cap(gb), 0)
+
+
+# --------------------------------------------------------------------------------------------
+# The GEMM paths under every ISA's micro-kernel (FASTCNN_ISA caps the choice at load, so each
+# runs in a subprocess)
+# --------------------------------------------------------------------------------------------
+
+ISAS = ["generic", "avx2", "avx512"]
+
+# Run in a fresh interpreter: every case forward (bias + ReLU, and plain), grad_input,
+# grad_weight and grad_bias against F.conv2d and autograd, float32 and float64, NCHW and
+# channels_last. Prints the ISA the process ran.
+_GEMM_PATHS_SCRIPT = r"""
+import json, sys, torch, torch.nn.functional as F, fastcnn
+
+torch.manual_seed(0)
+cases = json.loads(sys.argv[1])
+for dtype in (torch.float32, torch.float64):
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        for xs, ws, kw in cases:
+            x = torch.randn(xs, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+            w = torch.randn(ws, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+            b = torch.randn(ws[0], dtype=dtype, requires_grad=True)
+            for act in (None, "relu"):
+                out = fastcnn.ops.conv2d(x, w, b, activation=act, **kw)
+                ref = F.conv2d(x, w, b, **kw)
+                ref = F.relu(ref) if act else ref
+                go = torch.randn_like(ref)
+                got = (out, *torch.autograd.grad(out, (x, w, b), go))
+                want = (ref, *torch.autograd.grad(ref, (x, w, b), go))
+                # tolerance for sums of up to `red` products of O(1) values
+                red = max(ws[1] * ws[2] * ws[3], ws[0] * ws[2] * ws[3], xs[0] * out[0, 0].numel())
+                if dtype == torch.float32:
+                    tol = dict(rtol=1e-5, atol=1e-5 + 1e-6 * red)
+                else:
+                    tol = dict(rtol=1e-10, atol=1e-12 * red)
+                names = ("output", "grad_input", "grad_weight", "grad_bias")
+                for name, a, e in zip(names, got, want):
+                    where = f"{name} {xs} {ws} {kw} {dtype} {fmt} {act}"
+                    torch.testing.assert_close(a, e, **tol, msg=lambda m: f"{where}: {m}")
+print(fastcnn.info()["isa"])
+"""
+
+
+def _gemm_cases() -> list:
+    """Geometries that reach every tile remainder and every GEMM path of conv2d."""
+    # K = 1..33 filters crosses every row remainder of mr (4, 6, 8) and column remainder of
+    # nr (8, 16, 32); with 9 channels (>= 8) channels_last takes the positions-as-rows path
+    # once K fills half a column panel. P = 3 * (K + 2) positions vary the column edges.
+    cases = [[[2, 9, 3, k + 2], [k, 9, 3, 3], {"padding": 1}] for k in range(1, 34)]
+    cases += [
+        [[2, 64, 6, 7], [20, 64, 3, 3], {"padding": 1}],  # reduction 576 > one k block
+        [[1, 70, 5, 9], [40, 70, 3, 3], {"padding": 1, "stride": 2}],  # strided, 630 long
+        [[3, 1, 11, 13], [32, 1, 3, 3], {"padding": 1}],  # one input channel as GEMM
+        [[2, 2, 9, 8], [16, 1, 3, 3], {"padding": 1, "groups": 2}],  # same, per group
+        [[2, 24, 7, 9], [40, 24, 1, 1], {}],  # 1x1: backward-input stores into dX directly
+        [[2, 24, 7, 9], [40, 24, 1, 1], {"stride": 2}],
+        [[1, 16, 12, 11], [24, 8, 3, 2], {"padding": (2, 1), "dilation": (2, 3), "groups": 2}],
+        [[2, 3, 23, 21], [33, 3, 7, 7], {"padding": 3, "stride": 2}],  # stem-like
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemm_paths_every_isa(isa):
+    order = {name: i for i, name in enumerate(ISAS)}
+    native = fastcnn.info()["isa"]
+    if order[isa] > order[native]:
+        pytest.skip(f"this CPU runs {native}, not {isa}")
+    proc = subprocess.run(
+        [sys.executable, "-c", _GEMM_PATHS_SCRIPT, json.dumps(_gemm_cases())],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "FASTCNN_ISA": isa},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split()[-1] == isa

@@ -5,6 +5,7 @@
 // the thread count.
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <type_traits>
 #include <utility>
 
@@ -87,9 +88,13 @@ struct Plan {
   int64_t splits = 1;  // forward: row panels; backward-input: channels; weight: reduction
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
-  bool depthwise = false;  // one input channel per group: direct convolution
+  bool depthwise = false;   // one input channel and few filters per group: direct convolution
+  bool pixel_rows = false;  // NHWC: GEMM rows are positions, columns filters or (r, s, c)
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
+
+// Output positions per task of the NHWC forward: its A panels (kRowChunk x kBlockK) stay in L2.
+constexpr int64_t kRowChunk = 128;
 
 int64_t aligned(int64_t elems, int64_t elem_size) {
   return round_up(elems, 64 / elem_size);
@@ -102,10 +107,37 @@ int64_t input_split_panel_elems(const ConvGeom& g, int64_t splits, int mr) {
 
 Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, int threads) {
   Plan pl;
-  if (g.Cg == 1) {
+  // With one input channel the GEMM's reduction is only R*S long, but enough filters per
+  // group (D1: 32) still fill the micro-kernel's rows; fewer (depthwise) do better direct.
+  if (g.Cg == 1 && g.Kg < mr) {
     pl.depthwise = true;
     pl.a_elems = aligned(depthwise_workspace_elems(g), elem);
     pl.threads = threads;
+    return pl;
+  }
+  // Channels-innermost input and output, filters enough to fill most of a column panel and
+  // channel runs long enough to pack well (not the 3-channel stem): positions become the
+  // GEMM rows, so tiles are stored as NHWC rows of filters.
+  if (pass == ConvPass::Forward && g.xs[1] == 1 && g.ys[1] == 1 && 2 * g.Kg >= nr && g.Cg >= 8) {
+    pl.pixel_rows = true;
+    pl.M = g.P(), pl.Kred = g.Cg * g.RS(), pl.cols = g.Kg;
+    pl.units = g.N * g.G * ceil_div(g.P(), kRowChunk);
+    pl.tasks = pl.units;
+    pl.a_elems = aligned(g.G * round_up(g.Kg, nr) * pl.Kred, elem);
+    pl.thread_elems = aligned(round_up(kRowChunk, mr) * kBlockK, elem);
+    pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
+    return pl;
+  }
+  // The same for backward-input over NHWC, when every thread gets whole images (a task
+  // owns the pixels of dX its windows add into).
+  if (pass == ConvPass::BackwardInput && g.xs[1] == 1 && g.ys[1] == 1 && g.Cg >= 8 &&
+      g.N * g.G >= threads) {
+    pl.pixel_rows = true;
+    pl.M = g.P(), pl.Kred = g.Kg, pl.cols = g.RS() * g.Cg;
+    pl.units = pl.tasks = g.N * g.G;
+    pl.a_elems = aligned(g.G * round_up(pl.cols, nr) * pl.Kred, elem);
+    pl.thread_elems = aligned(round_up(kRowChunk, mr) * kBlockK, elem);
+    pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
     return pl;
   }
   if (pass == ConvPass::Forward) {
@@ -115,7 +147,15 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
   } else {
     pl.M = g.Kg, pl.Kred = g.N * g.P(), pl.cols = g.Cg * g.RS();
   }
-  pl.col_chunk = std::min(kBlockN, round_up(pl.cols, nr));
+  // Column chunks of (nearly) equal size, and, when tasks are few, as many chunks as make
+  // the tasks divide evenly between the threads: the static partition then balances
+  // (C5's weight gradient has 576 columns: 512 + 64 would leave one thread 8x the work).
+  const int64_t outer = pass == ConvPass::Forward ? g.N * g.G : g.G;
+  int64_t nchunks = ceil_div(pl.cols, kBlockN);
+  if (pass != ConvPass::BackwardInput && outer * nchunks < 8 * threads)
+    nchunks = std::min(round_up(nchunks, threads / std::gcd<int64_t>(outer, threads)),
+                       std::max<int64_t>(1, ceil_div(pl.cols, nr)));
+  pl.col_chunk = round_up(ceil_div(pl.cols, nchunks), nr);
   pl.col_chunks = ceil_div(pl.cols, pl.col_chunk);
   const int64_t panels = ceil_div(pl.M, mr);
   const int64_t bbuf = aligned(kBlockK * pl.col_chunk, elem);
@@ -135,9 +175,8 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
   } else {
     // Tasks: (group, column chunk), split further by reduction slices when too few.
     pl.units = g.G * pl.col_chunks;
-    if (pl.units < threads)
-      pl.splits =
-          std::max<int64_t>(1, std::min(ceil_div(threads, pl.units), ceil_div(pl.Kred, kBlockK)));
+    const int64_t uneven = threads / std::gcd<int64_t>(pl.units, threads);
+    pl.splits = std::max<int64_t>(1, std::min(uneven, ceil_div(pl.Kred, kBlockK)));
     pl.thread_elems = aligned(panels * mr * kBlockK, elem) + bbuf;
     pl.partial_elems = pl.splits > 1 ? aligned(pl.splits * g.G * g.Kg * pl.cols, elem) : 0;
   }
@@ -162,10 +201,46 @@ T weight_at(const ConvGeom& g, const T* w, int64_t k, int64_t c, int64_t rs) {
   return w[k * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
 }
 
+// Forward over NHWC: out[p, k] = sum_(r,s,c) X[ih(p, r), iw(p, s), c] * W[k, c, r, s], with
+// the weights packed once as B panels of nr filters and the image packed per task.
+template <typename T>
+void forward_pixel_rows(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
+                        const Plan& pl, T* ws) {
+  const MicroKernel<T>& mk = microkernel<T>();
+  const int64_t group_elems = round_up(g.Kg, mk.nr) * pl.Kred;
+  parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t grp = begin; grp < end; ++grp)
+      pack_a_full<T>(
+          g.Kg, pl.Kred, mk.nr,
+          [&](int64_t k, int64_t j) { return weight_at(g, w, grp * g.Kg + k, j % g.Cg, j / g.Cg); },
+          ws + grp * group_elems);
+  });
+  const int64_t chunks = ceil_div(g.P(), kRowChunk);
+  parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
+    T* abuf = ws + pl.a_elems + tid * pl.thread_elems;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t chunk = t % chunks, grp = t / chunks % g.G, n = t / chunks / g.G;
+      const int64_t p0 = chunk * kRowChunk, rows = std::min(kRowChunk, g.P() - p0);
+      const T* b = ws + grp * group_elems;
+      auto pack_b = [&](int64_t k0, int64_t, T*) {
+        return Panels<T>{b + k0 * mk.nr, mk.nr * pl.Kred};
+      };
+      StoreTile<T> store{mk,      y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3],
+                         g.ys[3], bias ? bias + grp * g.Kg : nullptr,
+                         relu,    true};
+      gemm_blocked<T>(
+          mk, rows, g.Kg, 0, pl.Kred, 0, ceil_div(rows, mk.mr),
+          PackPixelRows<T>{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, rows, mk.mr, abuf},
+          pack_b, nullptr, store);
+    }
+  });
+}
+
 template <typename T>
 void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, bool relu,
              const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_forward(g, x, w, bias, y, relu, ws, pl.threads);
+  if (pl.pixel_rows) return forward_pixel_rows(g, x, w, bias, y, relu, pl, ws);
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t panels = ceil_div(pl.M, mk.mr), group_elems = panels * mk.mr * pl.Kred;
   parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
@@ -179,25 +254,62 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
   });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
+    int64_t col_off[kBlockN];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t split = t % pl.splits, unit = t / pl.splits;
       const int64_t chunk = unit % pl.col_chunks, grp = unit / pl.col_chunks % g.G,
                     n = unit / pl.col_chunks / g.G;
       const int64_t p0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - p0);
       const T* a = ws + grp * group_elems;
-      auto pack_a = [&](int64_t k0, int64_t) {
-        return PanelsA<T>{a + k0 * mk.mr, mk.mr * pl.Kred};
-      };
+      auto pack_a = [&](int64_t k0, int64_t) { return Panels<T>{a + k0 * mk.mr, mk.mr * pl.Kred}; };
       PackImageColumns<T> pack_b{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, ncols, mk.nr};
-      StoreTile<T> store{y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3],
-                         g.ys[1],
-                         nullptr,
-                         g.ys[3],
-                         bias ? bias + grp * g.Kg : nullptr,
-                         relu,
-                         mk.nr};
-      gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, split * panels / pl.splits,
-                      (split + 1) * panels / pl.splits, pack_a, pack_b, bbuf, store);
+      T* y0 = y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3];
+      const T* bias_g = bias ? bias + grp * g.Kg : nullptr;
+      const int64_t panel_begin = split * panels / pl.splits,
+                    panel_end = (split + 1) * panels / pl.splits;
+      if (g.ys[3] == 1) {
+        gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
+                        StoreTile<T>{mk, y0, g.ys[1], bias_g, relu});
+      } else {
+        for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj * g.ys[3];
+        gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
+                        ScatterStoreTile<T>{mk, y0, g.ys[1], col_off, bias_g, relu});
+      }
+    }
+  });
+}
+
+// Backward-input over NHWC: dcol[p, (r, s, c)] = sum_k dY[p, k] * W[k, c, r, s], with W
+// packed once as B panels of nr columns (r, s, c), and each tile added into dX pixel by pixel.
+template <typename T>
+void backward_input_pixel_rows(const ConvGeom& g, const T* dy, const T* w, T* dx, const Plan& pl,
+                               T* ws) {
+  const MicroKernel<T>& mk = microkernel<T>();
+  const int64_t group_elems = round_up(pl.cols, mk.nr) * pl.Kred;
+  parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t grp = begin; grp < end; ++grp)
+      pack_a_full<T>(
+          pl.cols, pl.Kred, mk.nr,
+          [&](int64_t j, int64_t k) { return weight_at(g, w, grp * g.Kg + k, j % g.Cg, j / g.Cg); },
+          ws + grp * group_elems);
+  });
+  parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
+    T* abuf = ws + pl.a_elems + tid * pl.thread_elems;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t grp = t % g.G, n = t / g.G;
+      T* dxg = dx + n * g.xs[0] + grp * g.Cg * g.xs[1];
+      for (int64_t i = 0; i < g.H * g.W; ++i) fill_zero(dxg + i * g.xs[3], g.xs[1], g.Cg);
+      const T* b = ws + grp * group_elems;
+      auto pack_b = [&](int64_t k0, int64_t, T*) {
+        return Panels<T>{b + k0 * mk.nr, mk.nr * pl.Kred};
+      };
+      for (int64_t p0 = 0; p0 < g.P(); p0 += kRowChunk) {
+        const int64_t rows = std::min(kRowChunk, g.P() - p0);
+        gemm_blocked<T>(mk, rows, pl.cols, 0, pl.Kred, 0, ceil_div(rows, mk.mr),
+                        PackGradOutputPixelRows<T>{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], p0,
+                                                   rows, mk.mr, abuf},
+                        pack_b, nullptr, ScatterPixelTile<T>{g, dxg, p0, mk});
+      }
     }
   });
 }
@@ -205,6 +317,7 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
 template <typename T>
 void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_input(g, dy, w, dx, ws, pl.threads);
+  if (pl.pixel_rows) return backward_input_pixel_rows(g, dy, w, dx, pl, ws);
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t slot = input_split_panel_elems(g, pl.splits, mk.mr);
   auto first_channel = [&](int64_t split) { return split * g.Cg / pl.splits; };
@@ -221,6 +334,10 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
           ws + u * slot);
     }
   });
+  // In a 1x1, stride-1, unpadded convolution over NCHW rows the columns (c, p) of dcol are
+  // the pixels of dX themselves: tiles land there directly, with no zeroing or scatter.
+  const bool direct = g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.Ho == g.H && g.Wo == g.W &&
+                      g.ph == 0 && g.pw == 0 && g.xs[3] == 1 && g.xs[2] == g.W;
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
     for (int64_t t = begin; t < end; ++t) {
@@ -229,20 +346,30 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
       const int64_t c0 = first_channel(split), c1 = first_channel(split + 1);
       const int64_t rows = (c1 - c0) * g.RS();
       T* dxg = dx + n * g.xs[0] + grp * g.Cg * g.xs[1];
-      for (int64_t c = c0; c < c1; ++c)
+      for (int64_t c = c0; c < c1 && !direct; ++c)
         for (int64_t i = 0; i < g.H * g.W; ++i) dxg[c * g.xs[1] + i * g.xs[3]] = T(0);
       const T* a = ws + (grp * pl.splits + split) * slot;
-      auto pack_a = [&](int64_t k0, int64_t) { return PanelsA<T>{a + k0 * mk.mr, mk.mr * g.Kg}; };
+      auto pack_a = [&](int64_t k0, int64_t) { return Panels<T>{a + k0 * mk.mr, mk.mr * g.Kg}; };
       for (int64_t p0 = 0; p0 < pl.cols; p0 += pl.col_chunk) {
         const int64_t ncols = std::min(pl.col_chunk, pl.cols - p0);
         PackGradOutputColumns<T> pack_b{g, dy + n * g.ys[0] + grp * g.Kg * g.ys[1], p0, ncols,
                                         mk.nr};
-        ScatterTile<T> store{g, dxg, c0 * g.RS(), p0, mk.nr};
-        gemm_blocked<T>(mk, rows, ncols, 0, g.Kg, 0, ceil_div(rows, mk.mr), pack_a, pack_b, bbuf,
-                        store);
+        const int64_t panels = ceil_div(rows, mk.mr);
+        if (direct)
+          gemm_blocked<T>(mk, rows, ncols, 0, g.Kg, 0, panels, pack_a, pack_b, bbuf,
+                          StoreTile<T>{mk, dxg + c0 * g.xs[1] + p0, g.xs[1], nullptr, false});
+        else
+          gemm_blocked<T>(mk, rows, ncols, 0, g.Kg, 0, panels, pack_a, pack_b, bbuf,
+                          ScatterTile<T>{g, dxg, c0 * g.RS(), p0, mk});
       }
     }
   });
+}
+
+// Where column j of the weight-gradient GEMM lives within a filter of the weight tensor.
+int64_t weight_offset(const ConvGeom& g, int64_t j) {
+  const WeightColumn wc = weight_column(g, j);
+  return wc.c * g.ws[1] + wc.rs / g.S * g.ws[2] + wc.rs % g.S * g.ws[3];
 }
 
 template <typename T>
@@ -261,23 +388,31 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
       const int64_t j0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - j0);
       const T* dyg = dy + grp * g.Kg * g.ys[1];
       const T* xg = x + grp * g.Cg * g.xs[1];
-      StoreTile<T> store{nullptr, 0, col_off, 0, nullptr, false, mk.nr};
+      T* base;
+      int64_t row_stride;
+      bool adjacent = true;  // columns adjacent in memory: stores from registers
       if (pl.splits > 1) {
-        store.base = partial + (split * g.G + grp) * group_elems + j0;
-        store.row_stride = pl.cols;
-        for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj;
+        base = partial + (split * g.G + grp) * group_elems + j0;
+        row_stride = pl.cols;
       } else {
-        store.base = dw + grp * g.Kg * g.ws[0];
-        store.row_stride = g.ws[0];
+        base = dw + grp * g.Kg * g.ws[0];
+        row_stride = g.ws[0];
         for (int64_t jj = 0; jj < ncols; ++jj) {
-          const int64_t j = j0 + jj, c = j / g.RS(), rs = j % g.RS();
-          col_off[jj] = c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
+          col_off[jj] = weight_offset(g, j0 + jj);
+          adjacent = adjacent && col_off[jj] == j0 + jj;
         }
+        if (adjacent) base += j0;
       }
-      gemm_blocked<T>(mk, pl.M, ncols, split * pl.Kred / pl.splits,
-                      (split + 1) * pl.Kred / pl.splits, 0, ceil_div(pl.M, mk.mr),
-                      PackGradOutputRows<T>{g, dyg, mk.mr, abuf},
-                      PackImageRows<T>{g, xg, j0, ncols, mk.nr}, bbuf, store);
+      const int64_t k_begin = split * pl.Kred / pl.splits,
+                    k_end = (split + 1) * pl.Kred / pl.splits;
+      PackGradOutputRows<T> pack_a{g, dyg, mk.mr, abuf};
+      PackImageRows<T> pack_b{g, xg, j0, ncols, mk.nr};
+      if (adjacent)
+        gemm_blocked<T>(mk, pl.M, ncols, k_begin, k_end, 0, ceil_div(pl.M, mk.mr), pack_a, pack_b,
+                        bbuf, StoreTile<T>{mk, base, row_stride, nullptr, false});
+      else
+        gemm_blocked<T>(mk, pl.M, ncols, k_begin, k_end, 0, ceil_div(pl.M, mk.mr), pack_a, pack_b,
+                        bbuf, ScatterStoreTile<T>{mk, base, row_stride, col_off, nullptr, false});
     }
   });
   if (pl.splits == 1) return;
@@ -287,8 +422,7 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
         T sum = T(0);
         for (int64_t s = 0; s < pl.splits; ++s)
           sum += partial[s * g.G * group_elems + k * pl.cols + j];
-        const int64_t c = j / g.RS(), rs = j % g.RS();
-        dw[k * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = sum;
+        dw[k * g.ws[0] + weight_offset(g, j)] = sum;
       }
     }
   });

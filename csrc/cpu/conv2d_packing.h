@@ -9,6 +9,7 @@
 // padding read as zero (and, for backward-input, are not written).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -17,7 +18,78 @@
 
 namespace fastcnn::cpu {
 
+// Output columns [lo, hi) of one kernel tap whose input column iw = ow * sw - pw + dw_tap
+// falls inside [0, W): the rest read as zero padding.
+struct ValidColumns {
+  int64_t lo, hi;
+};
+inline ValidColumns valid_columns(const ConvGeom& g, int64_t dw_tap, int64_t Wo) {
+  const int64_t first = g.pw - dw_tap, last = g.W - 1 + g.pw - dw_tap;
+  const int64_t lo = first <= 0 ? 0 : (first + g.sw - 1) / g.sw;
+  const int64_t hi = last < 0 ? 0 : last / g.sw + 1;
+  return {std::min(lo, Wo), std::min(std::max(hi, lo), Wo)};
+}
+
+// Copies n elements src[t * step] to dst[t * dst_step]; the unit-stride case is a plain copy
+// (input rows of stride-1 NCHW convolutions), which the compiler turns into vector moves.
+template <typename T>
+inline void copy_strided(const T* __restrict src, int64_t step, T* __restrict dst, int64_t dst_step,
+                         int64_t n) {
+  if (step == 1 && dst_step == 1) {
+    for (int64_t t = 0; t < n; ++t) dst[t] = src[t];
+  } else {
+    for (int64_t t = 0; t < n; ++t) dst[t * dst_step] = src[t * step];
+  }
+}
+
+// dst[t * step] += src[t] for t < n; the unit-stride case vectorizes.
+template <typename T>
+inline void add_strided(const T* __restrict src, T* __restrict dst, int64_t step, int64_t n) {
+  if (step == 1) {
+    for (int64_t t = 0; t < n; ++t) dst[t] += src[t];
+  } else {
+    for (int64_t t = 0; t < n; ++t) dst[t * step] += src[t];
+  }
+}
+
+template <typename T>
+inline void fill_zero(T* dst, int64_t dst_step, int64_t n) {
+  for (int64_t t = 0; t < n; ++t) dst[t * dst_step] = T(0);
+}
+
+// Column j of the weight-gradient GEMM as (input channel, kernel tap): (c, r, s) with s
+// fastest over NCHW images, (r, s, c) with c fastest over channels-innermost (NHWC) images,
+// so that both of its operands pack from contiguous runs.
+struct WeightColumn {
+  int64_t c, rs;
+};
+// Runs of at least 8 channels: shorter ones (the 3-channel stem) pack better along rows.
+inline bool weight_columns_by_tap(const ConvGeom& g) {
+  return g.xs[1] == 1 && g.Cg >= 8;
+}
+inline WeightColumn weight_column(const ConvGeom& g, int64_t j) {
+  return weight_columns_by_tap(g) ? WeightColumn{j % g.Cg, j / g.Cg}
+                                  : WeightColumn{j / g.RS(), j % g.RS()};
+}
+
+// One run of output positions on output row oh, columns [ow, ow + len): reads input row
+// ih = oh * sh - ph + dh_tap at columns shifted by dw_tap, zero where it leaves the image.
+// `row` points at the input channel plane; dst advances by dst_step per position.
+template <typename T>
+inline void gather_output_row(const ConvGeom& g, const T* row, int64_t oh, int64_t ow, int64_t len,
+                              int64_t dh_tap, int64_t dw_tap, ValidColumns v, T* dst,
+                              int64_t dst_step) {
+  const int64_t ih = oh * g.sh - g.ph + dh_tap;
+  if (!in_range(ih, g.H)) return fill_zero(dst, dst_step, len);
+  const int64_t lo = std::clamp(v.lo, ow, ow + len), hi = std::clamp(v.hi, lo, ow + len);
+  fill_zero(dst, dst_step, lo - ow);
+  copy_strided(row + ih * g.xs[2] + (lo * g.sw - g.pw + dw_tap) * g.xs[3], g.sw * g.xs[3],
+               dst + (lo - ow) * dst_step, dst_step, hi - lo);
+  fill_zero(dst + (hi - ow) * dst_step, dst_step, ow + len - hi);
+}
+
 // Forward B: rows (c, r, s) of one group, columns output positions [p0, p0 + ncols).
+// Each panel row is a few runs along output rows, copied without per-element bound checks.
 template <typename T>
 struct PackImageColumns {
   const ConvGeom& g;
@@ -25,33 +97,89 @@ struct PackImageColumns {
   int64_t p0, ncols;
   int nr;
 
-  void operator()(int64_t k0, int64_t kc, T* dst) const {
-    int64_t row_off[kBlockK], row_dh[kBlockK], row_dw[kBlockK];
+  Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
+    const T* row_plane[kBlockK];
+    int64_t row_dh[kBlockK], row_dw[kBlockK];
+    ValidColumns row_valid[kBlockK];
     for (int64_t kk = 0; kk < kc; ++kk) {
       const int64_t j = k0 + kk, c = j / g.RS(), rs = j % g.RS();
-      row_off[kk] = c * g.xs[1];
+      row_plane[kk] = x + c * g.xs[1];
       row_dh[kk] = rs / g.S * g.dh;
       row_dw[kk] = rs % g.S * g.dw;
+      row_valid[kk] = valid_columns(g, row_dw[kk], g.Wo);
     }
-    for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
-      const int nq = static_cast<int>(std::min<int64_t>(nr, ncols - q0));
-      int64_t ih0[kMaxNR], iw0[kMaxNR];
-      int64_t oh = (p0 + q0) / g.Wo, ow = (p0 + q0) % g.Wo;
-      for (int jj = 0; jj < nq; ++jj) {
-        ih0[jj] = oh * g.sh - g.ph;
-        iw0[jj] = ow * g.sw - g.pw;
-        if (++ow == g.Wo) ow = 0, ++oh;
+    // Row by row, so that each input row streams in order (hardware prefetch follows a
+    // few sequential streams, not one per reduction row).
+    const int64_t tail = round_up(ncols, nr) - ncols;
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      for (int64_t jj = 0, p = p0; jj < ncols;) {
+        const int64_t oh = p / g.Wo, ow = p % g.Wo;
+        const int64_t len = std::min({ncols - jj, g.Wo - ow, nr - jj % nr});
+        gather_output_row(g, row_plane[kk], oh, ow, len, row_dh[kk], row_dw[kk], row_valid[kk],
+                          dst + jj / nr * nr * kc + kk * nr + jj % nr, 1);
+        jj += len, p += len;
       }
-      T* d = dst + q0 * kc;
-      for (int64_t kk = 0; kk < kc; ++kk, d += nr) {
-        const T* xr = x + row_off[kk];
-        for (int jj = 0; jj < nq; ++jj) {
-          const int64_t ih = ih0[jj] + row_dh[kk], iw = iw0[jj] + row_dw[kk];
-          d[jj] = in_range(ih, g.H) && in_range(iw, g.W) ? xr[ih * g.xs[2] + iw * g.xs[3]] : T(0);
-        }
-        for (int jj = nq; jj < nr; ++jj) d[jj] = T(0);
+      fill_zero(dst + ncols / nr * nr * kc + kk * nr + ncols % nr, 1, tail);
+    }
+    return {dst, kc * nr};
+  }
+};
+
+// Forward A over channels-innermost images (NHWC): rows are output positions
+// [p0, p0 + rows), the reduction runs over (r, s, c) with c innermost, so each position
+// reads one contiguous run of channels per kernel tap. The output tile is then [positions]
+// x [filters], which is how NHWC stores it.
+template <typename T>
+struct PackPixelRows {
+  const ConvGeom& g;
+  const T* x;  // image n, first channel of the group
+  int64_t p0, rows;
+  int mr;
+  T* buf;
+
+  Panels<T> operator()(int64_t k0, int64_t kc) const {
+    for (int64_t i = 0; i < round_up(rows, mr); ++i) {
+      T* d = buf + i / mr * mr * kc + i % mr;
+      if (i >= rows) {
+        fill_zero(d, mr, kc);
+        continue;
+      }
+      const int64_t oh = (p0 + i) / g.Wo, ow = (p0 + i) % g.Wo;
+      for (int64_t kk = 0; kk < kc;) {
+        const int64_t j = k0 + kk, rs = j / g.Cg, c = j % g.Cg, len = std::min(kc - kk, g.Cg - c);
+        const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
+        const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
+        if (in_range(ih, g.H) && in_range(iw, g.W))
+          copy_strided(x + ih * g.xs[2] + iw * g.xs[3] + c * g.xs[1], g.xs[1], d + kk * mr, mr,
+                       len);
+        else
+          fill_zero(d + kk * mr, mr, len);
+        kk += len;
       }
     }
+    return {buf, mr * kc};
+  }
+};
+
+// Backward-input A over NHWC gradients: rows are output positions [p0, p0 + rows), the
+// reduction runs over filters k, which each position of dY holds side by side.
+template <typename T>
+struct PackGradOutputPixelRows {
+  const ConvGeom& g;
+  const T* dy;  // image n, first filter of the group
+  int64_t p0, rows;
+  int mr;
+  T* buf;
+
+  Panels<T> operator()(int64_t k0, int64_t kc) const {
+    for (int64_t i = 0; i < round_up(rows, mr); ++i) {
+      T* d = buf + i / mr * mr * kc + i % mr;
+      if (i < rows)
+        copy_strided(dy + (p0 + i) * g.ys[3] + k0 * g.ys[1], g.ys[1], d, mr, kc);
+      else
+        fill_zero(d, mr, kc);
+    }
+    return {buf, mr * kc};
   }
 };
 
@@ -63,20 +191,23 @@ struct PackGradOutputColumns {
   int64_t p0, ncols;
   int nr;
 
-  void operator()(int64_t k0, int64_t kc, T* dst) const {
-    for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
-      const int nq = static_cast<int>(std::min<int64_t>(nr, ncols - q0));
-      T* d = dst + q0 * kc;
-      for (int64_t kk = 0; kk < kc; ++kk, d += nr) {
-        const T* row = dy + (k0 + kk) * g.ys[1] + (p0 + q0) * g.ys[3];
-        for (int jj = 0; jj < nq; ++jj) d[jj] = row[jj * g.ys[3]];
-        for (int jj = nq; jj < nr; ++jj) d[jj] = T(0);
+  Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
+    // Row by row, so that each row of dY streams in order (see PackImageColumns).
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      const T* row = dy + (k0 + kk) * g.ys[1] + p0 * g.ys[3];
+      for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
+        const int64_t nq = std::min<int64_t>(nr, ncols - q0);
+        T* d = dst + q0 * kc + kk * nr;
+        copy_strided(row + q0 * g.ys[3], g.ys[3], d, 1, nq);
+        fill_zero(d + nq, 1, nr - nq);
       }
     }
+    return {dst, kc * nr};
   }
 };
 
 // Backward-weight A: rows k of one group (all of them), reduction (n, p) in [k0, k0 + kc).
+// Walks each row of dY along positions (contiguous in NCHW) and transposes into the panels.
 template <typename T>
 struct PackGradOutputRows {
   const ConvGeom& g;
@@ -84,14 +215,30 @@ struct PackGradOutputRows {
   int mr;
   T* buf;
 
-  PanelsA<T> operator()(int64_t k0, int64_t kc) const {
-    const int64_t M = g.Kg;
-    for (int64_t kk = 0; kk < kc; ++kk) {
-      const int64_t n = (k0 + kk) / g.P(), p = (k0 + kk) % g.P();
-      const T* src = dy + n * g.ys[0] + p * g.ys[3];
-      for (int64_t i0 = 0; i0 < M; i0 += mr) {
-        T* d = buf + i0 * kc + kk * mr;
-        for (int ii = 0; ii < mr; ++ii) d[ii] = i0 + ii < M ? src[(i0 + ii) * g.ys[1]] : T(0);
+  Panels<T> operator()(int64_t k0, int64_t kc) const {
+    const int64_t M = g.Kg, rows = round_up(M, mr);
+    if (g.ys[1] == 1) {  // NHWC: each position holds its filters side by side
+      for (int64_t kk = 0, n = k0 / g.P(), p = k0 % g.P(); kk < kc; ++kk) {
+        const T* src = dy + n * g.ys[0] + p * g.ys[3];
+        for (int64_t i0 = 0; i0 < rows; i0 += mr) {
+          const int64_t cnt = std::clamp<int64_t>(M - i0, 0, mr);
+          copy_strided(src + i0, 1, buf + i0 * kc + kk * mr, 1, cnt);
+          fill_zero(buf + i0 * kc + kk * mr + cnt, 1, mr - cnt);
+        }
+        if (++p == g.P()) p = 0, ++n;
+      }
+      return {buf, mr * kc};
+    }
+    for (int64_t i = 0; i < rows; ++i) {
+      T* d = buf + i / mr * mr * kc + i % mr;
+      if (i >= M) {
+        fill_zero(d, mr, kc);
+        continue;
+      }
+      for (int64_t kk = 0, n = k0 / g.P(), p = k0 % g.P(); kk < kc; p = 0, ++n) {
+        const int64_t len = std::min(kc - kk, g.P() - p);
+        copy_strided(dy + n * g.ys[0] + i * g.ys[1] + p * g.ys[3], g.ys[3], d + kk * mr, mr, len);
+        kk += len;
       }
     }
     return {buf, mr * kc};
@@ -99,6 +246,7 @@ struct PackGradOutputRows {
 };
 
 // Backward-weight B: reduction (n, p) in [k0, k0 + kc), columns (c, r, s) in [j0, j0 + ncols).
+// Each column walks the reduction in runs along output rows, copied without bound checks.
 template <typename T>
 struct PackImageRows {
   const ConvGeom& g;
@@ -106,31 +254,54 @@ struct PackImageRows {
   int64_t j0, ncols;
   int nr;
 
-  void operator()(int64_t k0, int64_t kc, T* dst) const {
+  Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
+    if (weight_columns_by_tap(g)) return pack_channel_runs(k0, kc, dst);
     for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
-      const int nq = static_cast<int>(std::min<int64_t>(nr, ncols - q0));
-      int64_t col_off[kMaxNR], col_dh[kMaxNR], col_dw[kMaxNR];
-      for (int jj = 0; jj < nq; ++jj) {
-        const int64_t j = j0 + q0 + jj, c = j / g.RS(), rs = j % g.RS();
-        col_off[jj] = c * g.xs[1];
-        col_dh[jj] = rs / g.S * g.dh;
-        col_dw[jj] = rs % g.S * g.dw;
-      }
-      T* d = dst + q0 * kc;
-      int64_t n = k0 / g.P(), p = k0 % g.P();
-      for (int64_t kk = 0; kk < kc; ++kk, d += nr) {
-        const T* xn = x + n * g.xs[0];
-        const int64_t ih0 = p / g.Wo * g.sh - g.ph, iw0 = p % g.Wo * g.sw - g.pw;
-        for (int jj = 0; jj < nq; ++jj) {
-          const int64_t ih = ih0 + col_dh[jj], iw = iw0 + col_dw[jj];
-          d[jj] = in_range(ih, g.H) && in_range(iw, g.W)
-                      ? xn[col_off[jj] + ih * g.xs[2] + iw * g.xs[3]]
-                      : T(0);
+      const int64_t nq = std::min<int64_t>(nr, ncols - q0);
+      T* panel = dst + q0 * kc;
+      for (int64_t jj = 0; jj < nq; ++jj) {
+        const WeightColumn wc = weight_column(g, j0 + q0 + jj);
+        const int64_t c = wc.c, rs = wc.rs;
+        const int64_t dh_tap = rs / g.S * g.dh, dw_tap = rs % g.S * g.dw;
+        const ValidColumns v = valid_columns(g, dw_tap, g.Wo);
+        int64_t n = k0 / g.P(), p = k0 % g.P();
+        for (int64_t kk = 0; kk < kc;) {
+          const int64_t oh = p / g.Wo, ow = p % g.Wo, len = std::min(kc - kk, g.Wo - ow);
+          gather_output_row(g, x + n * g.xs[0] + c * g.xs[1], oh, ow, len, dh_tap, dw_tap, v,
+                            panel + kk * nr + jj, nr);
+          kk += len, p += len;
+          if (p == g.P()) p = 0, ++n;
         }
-        for (int jj = nq; jj < nr; ++jj) d[jj] = T(0);
-        if (++p == g.P()) p = 0, ++n;
       }
+      for (int64_t jj = nq; jj < nr; ++jj) fill_zero(panel + jj, nr, kc);
     }
+    return {dst, kc * nr};
+  }
+
+  // NHWC: columns (r, s, c) read a run of channels per kernel tap at each position.
+  Panels<T> pack_channel_runs(int64_t k0, int64_t kc, T* dst) const {
+    for (int64_t kk = 0, n = k0 / g.P(), p = k0 % g.P(); kk < kc; ++kk) {
+      const int64_t oh = p / g.Wo, ow = p % g.Wo;
+      const T* xn = x + n * g.xs[0];
+      for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
+        const int64_t nq = std::min<int64_t>(nr, ncols - q0);
+        T* d = dst + q0 * kc + kk * nr;
+        for (int64_t jj = 0; jj < nq;) {
+          const WeightColumn wc = weight_column(g, j0 + q0 + jj);
+          const int64_t len = std::min(nq - jj, g.Cg - wc.c);
+          const int64_t ih = oh * g.sh - g.ph + wc.rs / g.S * g.dh;
+          const int64_t iw = ow * g.sw - g.pw + wc.rs % g.S * g.dw;
+          if (in_range(ih, g.H) && in_range(iw, g.W))
+            copy_strided(xn + ih * g.xs[2] + iw * g.xs[3] + wc.c, 1, d + jj, 1, len);
+          else
+            fill_zero(d + jj, 1, len);
+          jj += len;
+        }
+        fill_zero(d + nq, 1, nr - nq);
+      }
+      if (++p == g.P()) p = 0, ++n;
+    }
+    return {dst, kc * nr};
   }
 };
 
@@ -142,50 +313,122 @@ struct ScatterTile {
   T* dx;         // image n, first channel of the group
   int64_t row0;  // first row (c, r, s) of the task
   int64_t p0;    // first output position of the column block
-  int nr;
+  const MicroKernel<T>& mk;
 
-  void operator()(int64_t m0, int64_t n0, int rows, int cols, const T* acc, bool, bool) const {
-    int64_t ih0[kMaxNR], iw0[kMaxNR];
-    for (int jj = 0; jj < cols; ++jj) {
-      const int64_t p = p0 + n0 + jj;
-      ih0[jj] = p / g.Wo * g.sh - g.ph;
-      iw0[jj] = p % g.Wo * g.sw - g.pw;
-    }
+  void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
+                  bool, bool) const {
+    alignas(64) T acc[kMaxMR * kMaxNR];
+    mk.run(kc, a, b, acc);
     for (int ii = 0; ii < rows; ++ii) {
       const int64_t j = row0 + m0 + ii, rs = j % g.RS();
-      const int64_t dh = rs / g.S * g.dh, dw = rs % g.S * g.dw;
+      const int64_t dh_tap = rs / g.S * g.dh, dw_tap = rs % g.S * g.dw;
+      const ValidColumns v = valid_columns(g, dw_tap, g.Wo);
       T* plane = dx + j / g.RS() * g.xs[1];
-      const T* a = acc + ii * nr;
-      for (int jj = 0; jj < cols; ++jj) {
-        const int64_t ih = ih0[jj] + dh, iw = iw0[jj] + dw;
-        if (in_range(ih, g.H) && in_range(iw, g.W)) plane[ih * g.xs[2] + iw * g.xs[3]] += a[jj];
+      const T* t = acc + ii * mk.nr;
+      for (int64_t jj = 0, p = p0 + n0; jj < cols;) {
+        const int64_t oh = p / g.Wo, ow = p % g.Wo, len = std::min<int64_t>(cols - jj, g.Wo - ow);
+        const int64_t ih = oh * g.sh - g.ph + dh_tap;
+        if (in_range(ih, g.H)) {
+          const int64_t lo = std::clamp(v.lo, ow, ow + len), hi = std::clamp(v.hi, lo, ow + len);
+          add_strided(t + jj + (lo - ow),
+                      plane + ih * g.xs[2] + (lo * g.sw - g.pw + dw_tap) * g.xs[3], g.sw * g.xs[3],
+                      hi - lo);
+        }
+        jj += len, p += len;
       }
     }
   }
 };
 
-// Writes a tile to a strided matrix; on the last reduction block adds bias and applies ReLU.
+// Backward-input store over NHWC (col2im): tile rows are output positions, columns
+// (r, s, c) with c fastest; each run of channels at one tap adds into one pixel of dX.
+template <typename T>
+struct ScatterPixelTile {
+  const ConvGeom& g;
+  T* dx;       // image n, first channel of the group
+  int64_t p0;  // first output position of the task
+  const MicroKernel<T>& mk;
+
+  void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
+                  bool, bool) const {
+    alignas(64) T acc[kMaxMR * kMaxNR];
+    mk.run(kc, a, b, acc);
+    for (int ii = 0; ii < rows; ++ii) {
+      const int64_t p = p0 + m0 + ii, oh = p / g.Wo, ow = p % g.Wo;
+      const T* t = acc + ii * mk.nr;
+      for (int64_t jj = 0; jj < cols;) {
+        const int64_t j = n0 + jj, rs = j / g.Cg, c = j % g.Cg;
+        const int64_t len = std::min<int64_t>(cols - jj, g.Cg - c);
+        const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
+        const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
+        if (in_range(ih, g.H) && in_range(iw, g.W))
+          add_strided(t + jj, dx + ih * g.xs[2] + iw * g.xs[3] + c * g.xs[1], g.xs[1], len);
+        jj += len;
+      }
+    }
+  }
+};
+
+// Stores tiles into a matrix whose columns are adjacent in memory (row stride `row_stride`),
+// straight from the micro-kernel's registers; on the last reduction block adds the bias
+// and applies the ReLU.
 template <typename T>
 struct StoreTile {
+  const MicroKernel<T>& mk;
+  T* base;
+  int64_t row_stride;
+  const T* bias;  // per row (or per column, see below), may be null
+  bool relu;
+  bool bias_per_column = false;
+
+  void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
+                  bool first, bool last) const {
+    Epilogue<T> ep;
+    ep.accumulate = !first;
+    if (last && bias && bias_per_column)
+      ep.col_bias = bias + n0;
+    else if (last && bias)
+      ep.bias = bias + m0;
+    ep.relu = last && relu;
+    mk.run_store(kc, a, b, base + m0 * row_stride + n0, row_stride, rows, cols, ep);
+  }
+};
+
+// Stores tiles into a matrix whose columns sit at arbitrary offsets (channels_last outputs
+// and weights): the tile goes through a small buffer, then element by element.
+template <typename T>
+struct ScatterStoreTile {
+  const MicroKernel<T>& mk;
   T* base;
   int64_t row_stride;
   const int64_t* col_offset;  // offset of each column, relative to the task's first column
-  int64_t col_stride;         // used when col_offset is null
   const T* bias;              // per row, may be null
   bool relu;
-  int nr;
 
-  void operator()(int64_t m0, int64_t n0, int rows, int cols, const T* acc, bool first,
-                  bool last) const {
+  void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
+                  bool first, bool last) const {
+    alignas(64) T acc[kMaxMR * kMaxNR];
+    if (first && last) {  // one reduction block: the micro-kernel's epilogue does bias and ReLU
+      Epilogue<T> ep;
+      ep.bias = bias ? bias + m0 : nullptr;
+      ep.relu = relu;
+      mk.run_store(kc, a, b, acc, mk.nr, rows, cols, ep);
+      for (int ii = 0; ii < rows; ++ii) {
+        T* o = base + (m0 + ii) * row_stride;
+        for (int jj = 0; jj < cols; ++jj) o[col_offset[n0 + jj]] = acc[ii * mk.nr + jj];
+      }
+      return;
+    }
+    mk.run(kc, a, b, acc);
     for (int ii = 0; ii < rows; ++ii) {
       T* o = base + (m0 + ii) * row_stride;
-      const T* a = acc + ii * nr;
-      const T b = last && bias ? bias[m0 + ii] : T(0);
+      const T* t = acc + ii * mk.nr;
+      const T bv = last && bias ? bias[m0 + ii] : T(0);
       for (int jj = 0; jj < cols; ++jj) {
-        T& dst = o[col_offset ? col_offset[n0 + jj] : (n0 + jj) * col_stride];
-        T v = first ? a[jj] : dst + a[jj];
+        T& dst = o[col_offset[n0 + jj]];
+        T v = first ? t[jj] : dst + t[jj];
         if (last) {
-          v += b;
+          v += bv;
           if (relu && v < T(0)) v = T(0);  // NaN stays NaN, as torch.relu
         }
         dst = v;

@@ -1,11 +1,15 @@
 // A blocked GEMM driver over packed panels: C[M x ncols] = A[M x K] * B[K x ncols].
 //
 // The caller supplies how panels are made and where results go:
-//   pack_a(k0, kc) -> PanelsA     panels of mr rows, [kc][mr] each, `stride` apart
-//   pack_b(k0, kc, dst)           writes ceil(ncols / nr) panels of [kc][nr], kc*nr apart
-//   store(m0, n0, rows, cols, acc, first, last)
-//                                 acc is row-major [mr][nr]; `first`: this is the first
-//                                 reduction block (overwrite), `last`: the final one (epilogue)
+//   pack_a(k0, kc) -> Panels      panels of mr rows, [kc][mr] each, `stride` apart
+//   pack_b(k0, kc, bbuf) -> Panels
+//                                 ceil(ncols / nr) panels of [kc][nr], `stride` apart: packed
+//                                 into bbuf, or pointing into operands packed beforehand
+//   tile(kc, a, b, m0, n0, rows, cols, first, last)
+//                                 multiplies panel a by panel b (a micro-kernel call) and
+//                                 stores the rows x cols tile at (m0, n0); `first`: this is
+//                                 the first reduction block (overwrite), `last`: the final
+//                                 one (epilogue)
 // This lets a convolution pack B straight from the image (implicit im2col), without an
 // im2col buffer, and fuse bias and ReLU into the final store.
 #pragma once
@@ -18,43 +22,42 @@
 
 namespace fastcnn::cpu {
 
-constexpr int64_t kBlockK = 256;  // reduction block: a B panel (kc x nr) stays in L1/L2
+constexpr int64_t kBlockK = 512;  // reduction block: a B panel (kc x nr) stays in L1/L2
 constexpr int64_t kBlockN = 512;  // columns per task; a multiple of every micro-kernel nr
 constexpr int kMaxMR = 8;
 constexpr int kMaxNR = 32;
 
 template <typename T>
-struct PanelsA {
+struct Panels {
   const T* data;
-  int64_t stride;  // elements between consecutive mr-row panels
+  int64_t stride;  // elements between consecutive panels
 };
 
 // Runs row panels [panel_begin, panel_end) against all columns, reduction [k_begin, k_end).
-template <typename T, typename PackA, typename PackB, typename Store>
+template <typename T, typename PackA, typename PackB, typename Tile>
 void gemm_blocked(const MicroKernel<T>& mk, int64_t M, int64_t ncols, int64_t k_begin,
                   int64_t k_end, int64_t panel_begin, int64_t panel_end, const PackA& pack_a,
-                  const PackB& pack_b, T* bbuf, const Store& store) {
-  alignas(64) T acc[kMaxMR * kMaxNR];
+                  const PackB& pack_b, T* bbuf, const Tile& tile) {
   const int mr = mk.mr, nr = mk.nr;
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kBlockK) {
     const int64_t kc = std::min(kBlockK, k_end - k0);
-    const PanelsA<T> a = pack_a(k0, kc);
-    pack_b(k0, kc, bbuf);
+    const Panels<T> a = pack_a(k0, kc);
+    const Panels<T> bp = pack_b(k0, kc, bbuf);
     const bool first = k0 == k_begin, last = k0 + kc >= k_end;
     for (int64_t n0 = 0; n0 < ncols; n0 += nr) {
-      const T* b = bbuf + n0 * kc;
+      const T* b = bp.data + n0 / nr * bp.stride;
       const int cols = static_cast<int>(std::min<int64_t>(nr, ncols - n0));
       for (int64_t i = panel_begin; i < panel_end; ++i) {
-        mk.run(kc, a.data + i * a.stride, b, acc);
         const int rows = static_cast<int>(std::min<int64_t>(mr, M - i * mr));
-        store(i * mr, n0, rows, cols, acc, first, last);
+        tile(kc, a.data + i * a.stride, b, i * mr, n0, rows, cols, first, last);
       }
     }
   }
 }
 
 // Packs rows [0, M) x reduction [0, K) of a matrix given by get(m, k) into mr-row panels,
-// [panel][k][mr], zero-padding the last panel. Used for weights, packed once per call.
+// [panel][k][mr], zero-padding the last panel. Used for weights, packed once per call (as A
+// panels of mr rows, or as B panels of nr columns).
 template <typename T, typename Get>
 void pack_a_full(int64_t M, int64_t K, int mr, const Get& get, T* dst) {
   for (int64_t i0 = 0; i0 < M; i0 += mr) {

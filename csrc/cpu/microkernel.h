@@ -7,12 +7,26 @@
 
 namespace fastcnn::cpu {
 
+// What run_store does with a finished tile before it lands in memory.
+template <typename T>
+struct Epilogue {
+  bool accumulate = false;      // add the tile to what c holds instead of overwriting it
+  const T* bias = nullptr;      // per row (bias[i] for row i); null: none
+  const T* col_bias = nullptr;  // per column (col_bias[j] for column j); null: none
+  bool relu = false;            // max(v, 0) after the bias; NaN stays NaN, as torch.relu
+};
+
 template <typename T>
 struct MicroKernel {
   int mr;
   int nr;
   // a: packed [kc][mr], b: packed [kc][nr], c: row-major [mr][nr], overwritten.
   void (*run)(int64_t kc, const T* a, const T* b, T* c);
+  // The same product, stored straight into the top-left rows x cols corner of a row-major
+  // matrix with row stride ldc (rows <= mr, cols <= nr; nothing outside it is touched),
+  // through the epilogue. This keeps the tile in registers from the last FMA to memory.
+  void (*run_store)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int rows, int cols,
+                    const Epilogue<T>& ep);
 };
 
 struct MicroKernels {
