@@ -627,6 +627,40 @@ def header() -> str:
     return f"{line}\n{'-' * len(line)}"
 
 
+def geomean_lines(rows: list[Row]) -> list[str]:
+    """Geometric-mean ratio of each op over the conv suite (C* and D* cases), per format."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        if r.status == "ok" and r.id[0] in "CD":
+            groups.setdefault((r.op, r.format), []).append(r.ratio)
+    return [
+        f"# geomean torch/fc, {op}, {fmt}: "
+        f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f} over {len(ratios)} shapes"
+        for (op, fmt), ratios in groups.items()
+    ]
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """One line per case and op, the memory formats side by side: for README."""
+    formats = [f for f in FORMATS if any(r.format == f for r in rows)]
+    cells = {(r.id, r.op, r.format): r for r in rows}
+    head = ["id", "op", "shape"] + [f"{f}: fastcnn ms / torch ms / ratio" for f in formats]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "--:|" * len(formats)]
+    for key in dict.fromkeys((r.id, r.op) for r in rows):
+        shape = next(cells[(*key, f)].shape for f in formats if (*key, f) in cells)
+        out = [key[0], key[1], shape]
+        for f in formats:
+            r = cells.get((*key, f))
+            ok = r is not None and r.status == "ok"
+            out.append(
+                f"{r.fastcnn_ms:.3f} / {r.torch_ms:.3f} / **{r.ratio:.2f}**"
+                if ok
+                else ("FAILED" if r is not None else "")
+            )
+        lines.append("| " + " | ".join(out) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -659,6 +693,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help=f"only {','.join(QUICK_IDS)}; NCHW")
     p.add_argument("--json", metavar="PATH", help="also write the rows and machine info here")
+    p.add_argument(
+        "--markdown", metavar="PATH", help="also write a compact table (formats side by side)"
+    )
     p.add_argument(
         "--format",
         choices=(*FORMATS, "both"),
@@ -728,6 +765,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in rows if r.status != "ok"]
     busy = sum(contended(r.others_cores) for r in rows)
     print(f"# {len(rows)} cases, {len(failed)} FAILED, {busy} timed on a busy machine")
+    print("\n".join(geomean_lines(rows)))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown_table(rows))
     if args.json:
         protocol = {
             "threads": THREADS,
