@@ -73,7 +73,7 @@ def check_cuda_message() -> None:
             message = str(e)
         else:
             raise AssertionError("a CUDA tensor reached fastcnn.ops.conv2d without an error")
-    assert re.search(r"conv2d: input .*cuda.*no CUDA kernels", message), message
+    assert re.search(r"conv2d: input .*cuda.*no verified CUDA kernels", message), message
     print(f"a CUDA tensor gets: {message}")
 
 

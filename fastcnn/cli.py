@@ -23,7 +23,8 @@ def _info(args: argparse.Namespace) -> int:
         print(
             f"  CUDA: compiled for {cuda_targets(report['cuda_archs'])} "
             f"(runtime {report['cuda_runtime']}, driver {report['cuda_driver'] or 'none'}); "
-            "no CUDA kernels for the ops yet: CUDA tensors raise an error"
+            "its kernels are not yet verified on a GPU, so the ops reject CUDA tensors unless "
+            "FASTCNN_CUDA_UNVERIFIED=1"
         )
     else:
         print("  CUDA: not compiled into this build: CUDA tensors are unsupported, CPU only")

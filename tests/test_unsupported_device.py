@@ -42,13 +42,17 @@ def test_cuda_tensor_gets_a_clear_error(op, name, call):
     with FakeTensorMode(), pytest.raises(RuntimeError) as e:
         call()
     message = str(e.value)
-    assert message.startswith(f"{op}: {name} is on cuda:0, but fastcnn has no CUDA kernels yet")
+    assert message.startswith(
+        f"{op}: {name} is on cuda:0, but fastcnn has no verified CUDA kernels yet"
+    )
     assert "its ops take CPU tensors only: move the tensors to the CPU with .cpu()" in message
 
 
 def test_message_says_what_was_built():
     message = str(unsupported_device("conv2d", "input", torch.device("cuda", 1)))
-    assert message.startswith("conv2d: input is on cuda:1, but fastcnn has no CUDA kernels yet")
+    assert message.startswith(
+        "conv2d: input is on cuda:1, but fastcnn has no verified CUDA kernels yet"
+    )
     if _C.cuda_compiled:
         targets = cuda_targets(fastcnn.info()["cuda_archs"])
         assert f"this build's CUDA kernels, for {targets}, are not yet verified" in message

@@ -36,8 +36,9 @@ def unsupported_device(op: str, name: str, device: torch.device) -> RuntimeError
         if _C.cuda_compiled
         else "this is a CPU-only build"
     )
+    kind = "verified CUDA" if device.type == "cuda" else device.type.upper()
     return RuntimeError(
-        f"{op}: {name} is on {device}, but fastcnn has no {device.type.upper()} kernels yet "
+        f"{op}: {name} is on {device}, but fastcnn has no {kind} kernels yet "
         f"({build}); its ops take CPU tensors only: move the tensors to the CPU with .cpu()"
     )
 
