@@ -87,7 +87,8 @@ _THREADS = textwrap.dedent(
         before = count()
         got = fastcnn.ops.conv2d(x, w, padding=1)
         after_fastcnn = count()
-        torch.testing.assert_close(got, F.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
+        ref = F.conv2d(x, w, padding=1)  # a Winograd shape: its bound is 1e-4 of max |y|
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-4 * float(ref.abs().max()))
         print(n, after_fastcnn - before, count() - after_fastcnn)
     """
 )

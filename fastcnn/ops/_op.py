@@ -2,7 +2,8 @@
 same implementation for plain eager calls.
 
 A call through ``torch.ops.fastcnn.*`` passes the C++ dispatcher and the custom op's Python
-wrappers before it reaches the kernel: about 25 us, more than a small layer's whole kernel.
+wrappers before it reaches the kernel: measured here, about 6 us per call without autograd and
+about 50 us with it, more than a small layer's whole kernel.
 When nothing could tell the two routes apart (no torch.compile tracing, no dispatch or
 torch-function modes, no functorch transform, no profiler, plain tensors), the call goes
 straight to the implementation, and through an ``autograd.Function`` built from the op's own
