@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 
 from ._boundary import _C, capsule, dense, flat, is_channels_last, memory_format
-from ._shapes import conv2d_output_format, conv2d_output_shape, empty, pool2d_output_shape
+from ._shapes import (
+    conv2d_output_format,
+    conv2d_output_shape,
+    empty,
+    max_pool2d_offset_dtype,
+    max_pool2d_outputs,
+)
 
 __all__ = [
     "enabled",
@@ -89,12 +95,6 @@ def global_avg_pool2d_backward(grad_output: Tensor, input_size, channels_last: b
     return grad_input
 
 
-def max_pool2d_offset_dtype(kernel_size) -> torch.dtype:
-    """The compact dtype of saved window offsets: uint8 below 256 taps (kh * kw marks an
-    empty window), else int32."""
-    return torch.uint8 if kernel_size[0] * kernel_size[1] < 256 else torch.int32
-
-
 def max_pool2d(
     input: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool, return_indices: bool
 ) -> tuple[Tensor, Tensor]:
@@ -106,11 +106,9 @@ def max_pool2d(
     :func:`max_pool2d_backward`.
     """
     x = dense(input)
-    shape = pool2d_output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    fmt = memory_format(is_channels_last(x))
-    out = empty(shape, x, fmt)
-    dtype = torch.int64 if return_indices else max_pool2d_offset_dtype(kernel_size)
-    saved = empty(shape, x, fmt, dtype)
+    out, saved = max_pool2d_outputs(
+        x, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
     _C.max_pool2d_forward_cuda(
         capsule(x),
         capsule(out),

@@ -50,3 +50,25 @@ def pool2d_output_shape(input_size: Sequence, kernel_size, stride, padding, dila
 
 def empty(shape, like: torch.Tensor, fmt: torch.memory_format, dtype=None) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
+
+
+def max_pool2d_offset_dtype(kernel_size) -> torch.dtype:
+    """The compact dtype of the window offsets CUDA saves for the backward: uint8 below 256
+    taps (kh * kw marks an empty window), else int32."""
+    return torch.uint8 if kernel_size[0] * kernel_size[1] < 256 else torch.int32
+
+
+def max_pool2d_outputs(
+    input: torch.Tensor, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output and the second output: int64 indices when asked for; otherwise, on CUDA,
+    compact window offsets that the backward scatters through, and on the CPU an empty
+    tensor (the CPU backward recomputes each window's argmax)."""
+    shape = pool2d_output_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    fmt = memory_format(is_channels_last(input))
+    out = empty(shape, input, fmt)
+    if return_indices:
+        return out, empty(shape, input, fmt, torch.int64)
+    if input.is_cuda:
+        return out, empty(shape, input, fmt, max_pool2d_offset_dtype(kernel_size))
+    return out, empty((0,), input, torch.contiguous_format, torch.int64)

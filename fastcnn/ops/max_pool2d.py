@@ -13,30 +13,18 @@ from torch import Tensor
 from . import _args, _cuda
 from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
 from ._op import Op
-from ._shapes import empty, pool2d_output_shape
+from ._shapes import max_pool2d_outputs, pool2d_output_shape
 
 __all__ = ["max_pool2d"]
 
 _GEOMETRY = "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode"
 
 
-def _outputs(input: Tensor, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    """The output and the second output: int64 indices when asked for; otherwise, on CUDA,
-    compact window offsets that the backward scatters through, and on the CPU an empty
-    tensor (the CPU backward recomputes each window's argmax)."""
-    shape = pool2d_output_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    fmt = memory_format(is_channels_last(input))
-    out = empty(shape, input, fmt)
-    if return_indices:
-        return out, empty(shape, input, fmt, torch.int64)
-    if input.is_cuda:
-        return out, empty(shape, input, fmt, _cuda.max_pool2d_offset_dtype(kernel_size))
-    return out, empty((0,), input, torch.contiguous_format, torch.int64)
-
-
 def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     x = dense(input)
-    out, indices = _outputs(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    out, indices = max_pool2d_outputs(
+        x, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
     _C.max_pool2d_forward(
         capsule(x),
         capsule(out),
@@ -52,7 +40,9 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
 
 
 def _forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    return _outputs(dense(input), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return max_pool2d_outputs(
+        dense(input), kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
 
 
 def _max_pool2d_backward(
