@@ -95,6 +95,12 @@ GEOMETRIES = {
     "C300_1x1": Geometry(N=1, C=300, K=33, H=5, W=7, R=1, S=1),
     "many_columns": Geometry(N=1, C=3, K=5, H=26, W=27),
     "groups_large_K": Geometry(N=1, C=6, K=66, H=5, W=5, groups=3, padding=1),
+    # Stride 1 with at least 8 channels: backward-input runs as a forward convolution of the
+    # output gradient with flipped filters (asymmetric, dilated, zero and too-wide padding).
+    "wide_same_even": Geometry(C=9, K=5, R=4, S=2, padding="same"),
+    "wide_dilated": Geometry(C=12, K=7, H=9, W=8, dilation=(2, 3), padding=(2, 1)),
+    "wide_valid_rect": Geometry(C=10, K=6, R=2, S=4, padding="valid"),
+    "wide_pad_gt_span": Geometry(C=8, K=4, H=4, W=5, R=2, S=1, padding=(1, 3)),
 }
 
 # (input layout, weight layout); bias is contiguous except in the non-contiguous layouts.

@@ -154,7 +154,7 @@ class TestDispatch:
 class TestGradients:
     @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
     def test_backward_through_winograd_forward(self, fmt):
-        """Backward stays direct; with the fused ReLU it masks by Winograd's output."""
+        """With the fused ReLU the backward masks by Winograd's output."""
         x, wt, b = make(2, 16, 24, 10, 9, fmt)
         for t in (x, wt, b):
             t.requires_grad_()
@@ -166,6 +166,24 @@ class TestGradients:
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
         for got, want in zip(grads, refs):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
+    @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+    def test_input_gradient_against_float64(self, shape, fmt):
+        """A stride-1 backward-input is the forward convolution of the output gradient with
+        flipped filters, so it takes the Winograd path too, within the same bound."""
+        n, c, k, h, w, pad = shape
+        x, wt, _ = make(n, c, k, h, w, fmt)
+        go = torch.randn(F.conv2d(x, wt, padding=pad).shape).contiguous(memory_format=fmt)
+        x.requires_grad_()
+        (gx,) = torch.autograd.grad(fastcnn.ops.conv2d(x, wt, padding=pad), x, go)
+        x64 = x.detach().double().requires_grad_()
+        (gx64,) = torch.autograd.grad(F.conv2d(x64, wt.double(), padding=pad), x64, go.double())
+        assert gx.is_contiguous(memory_format=fmt)
+        assert relative_error(gx, gx64) < BOUND
+        with use_conv_algorithm("direct"):
+            (gx_direct,) = torch.autograd.grad(fastcnn.ops.conv2d(x, wt, padding=pad), x, go)
+        assert not torch.equal(gx, gx_direct)  # different rounding: Winograd ran
 
 
 class TestSwitch:

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -79,6 +80,33 @@ constexpr ConvNames kForward{"conv2d", "input", "weight", "output"};
 constexpr ConvNames kBackwardInput{"conv2d_backward_input", "grad_input", "weight", "grad_output"};
 constexpr ConvNames kBackwardWeight{"conv2d_backward_weight", "input", "grad_weight",
                                     "grad_output"};
+
+// Backward-input of a stride-1 convolution is itself a forward convolution of dY: the
+// filters flipped in space with K and C exchanged (per group), padding d * (R - 1) - pad on
+// each side. It then runs on the forward kernels (Winograd included), faster than the
+// scatter-add GEMM. The flip and exchange are only strides over the same weight memory. It
+// applies when each group's exchange is a stride swap (one group, or one channel and one
+// filter per group) and the forward has enough filters (input channels here) to fill a tile.
+struct AsForward {
+  ConvGeom g;
+  int64_t weight_offset;  // element offset of the first filter tap the forward reads
+};
+
+std::optional<AsForward> backward_input_as_forward(const ConvGeom& g, const Conv2dParams& p) {
+  const int64_t span_h = g.dh * (g.R - 1), span_w = g.dw * (g.S - 1);
+  const bool fits = g.sh == 1 && g.sw == 1 && p.pad_begin[0] <= span_h && p.pad_end[0] <= span_h &&
+                    p.pad_begin[1] <= span_w && p.pad_end[1] <= span_w;
+  const bool depthwise = g.Cg == 1 && g.Kg == 1;
+  if (!fits || !(depthwise || (g.G == 1 && g.C >= 8))) return std::nullopt;
+  ConvGeom f = g;
+  f.C = g.K, f.H = g.Ho, f.W = g.Wo, f.xs = g.ys;
+  f.K = g.C, f.Ho = g.H, f.Wo = g.W, f.ys = g.xs;
+  f.Cg = g.Kg, f.Kg = g.Cg;
+  f.ph = span_h - g.ph, f.pw = span_w - g.pw;
+  if (!depthwise) std::swap(f.ws[0], f.ws[1]);
+  f.ws[2] = -g.ws[2], f.ws[3] = -g.ws[3];
+  return AsForward{f, (g.R - 1) * g.ws[2] + (g.S - 1) * g.ws[3]};
+}
 
 // Work split and workspace layout, computed identically for sizing and for running.
 struct Plan {
@@ -432,6 +460,35 @@ void zero(const TensorView& t) {
   if (t.numel() > 0) std::memset(t.data, 0, t.numel() * dtype_size(t.dtype));
 }
 
+// The forward kernels over geometry g (Winograd where it applies, else the GEMM or depthwise
+// plan): the workspace they need, and the call.
+size_t forward_workspace_bytes(const ConvGeom& g, DType dtype, int threads) {
+  if (winograd_applies(g, dtype == DType::Float32))
+    return winograd_plan(g, threads).total_elems() * sizeof(float);
+  return plan_for(ConvPass::Forward, g, dtype, threads).total_elems() * dtype_size(dtype);
+}
+
+void run_forward(const char* op, const ConvGeom& g, DType dtype, const void* x, const void* w,
+                 const void* bias, void* y, bool relu, void* workspace, size_t workspace_bytes,
+                 int threads) {
+  check_workspace(op, workspace, workspace_bytes, forward_workspace_bytes(g, dtype, threads));
+  if (g.N * g.K * g.Ho * g.Wo == 0) return;
+  if (winograd_applies(g, dtype == DType::Float32))
+    return winograd_forward(winograd_plan(g, threads), static_cast<const float*>(x),
+                            static_cast<const float*>(w), static_cast<const float*>(bias),
+                            static_cast<float*>(y), relu, static_cast<float*>(workspace));
+  const Plan pl = plan_for(ConvPass::Forward, g, dtype, threads);
+  auto run = [&](auto* ws) {
+    using T = std::remove_pointer_t<decltype(ws)>;
+    forward<T>(g, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+               static_cast<T*>(y), relu, pl, ws);
+  };
+  if (dtype == DType::Float64)
+    run(static_cast<double*>(workspace));
+  else
+    run(static_cast<float*>(workspace));
+}
+
 }  // namespace
 
 size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const TensorView& weight,
@@ -441,8 +498,10 @@ size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const Tens
                                                           : kBackwardWeight;
   check_threads(nm.op, threads);
   const ConvGeom g = validate(nm, input, weight, output, p);
-  if (pass == ConvPass::Forward && winograd_applies(g, input.dtype == DType::Float32))
-    return winograd_plan(g, threads).total_elems() * sizeof(float);
+  if (pass == ConvPass::Forward) return forward_workspace_bytes(g, input.dtype, threads);
+  if (pass == ConvPass::BackwardInput)
+    if (const auto as_forward = backward_input_as_forward(g, p))
+      return forward_workspace_bytes(as_forward->g, input.dtype, threads);
   return plan_for(pass, g, input.dtype, threads).total_elems() * dtype_size(input.dtype);
 }
 
@@ -457,25 +516,8 @@ void conv2d_forward(const TensorView& input, const TensorView& weight, const Ten
     check_contiguous(kForward.op, "bias", *bias);
     check_sizes(kForward.op, "bias", *bias, {g.K});
   }
-  if (winograd_applies(g, input.dtype == DType::Float32)) {
-    const WinogradPlan wp = winograd_plan(g, threads);
-    check_workspace(kForward.op, workspace, workspace_bytes, wp.total_elems() * sizeof(float));
-    if (output.numel() == 0) return;
-    return winograd_forward(wp, input.ptr<float>(), weight.ptr<float>(),
-                            bias ? bias->ptr<float>() : nullptr, output.ptr<float>(), p.relu,
-                            static_cast<float*>(workspace));
-  }
-  const Plan pl = plan_for(ConvPass::Forward, g, input.dtype, threads);
-  check_workspace(kForward.op, workspace, workspace_bytes,
-                  pl.total_elems() * dtype_size(input.dtype));
-  if (output.numel() == 0) return;
-  if (input.dtype == DType::Float64)
-    forward<double>(g, input.ptr<double>(), weight.ptr<double>(),
-                    bias ? bias->ptr<double>() : nullptr, output.ptr<double>(), p.relu, pl,
-                    static_cast<double*>(workspace));
-  else
-    forward<float>(g, input.ptr<float>(), weight.ptr<float>(), bias ? bias->ptr<float>() : nullptr,
-                   output.ptr<float>(), p.relu, pl, static_cast<float*>(workspace));
+  run_forward(kForward.op, g, input.dtype, input.data, weight.data, bias ? bias->data : nullptr,
+              output.data, p.relu, workspace, workspace_bytes, threads);
 }
 
 void conv2d_backward_input(const TensorView& grad_output, const TensorView& weight,
@@ -483,6 +525,12 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
                            size_t workspace_bytes, int threads) {
   check_threads(kBackwardInput.op, threads);
   const ConvGeom g = validate(kBackwardInput, grad_input, weight, grad_output, p);
+  if (const auto as_forward = backward_input_as_forward(g, p)) {
+    const char* w = static_cast<const char*>(weight.data) +
+                    as_forward->weight_offset * static_cast<int64_t>(dtype_size(weight.dtype));
+    return run_forward(kBackwardInput.op, as_forward->g, grad_input.dtype, grad_output.data, w,
+                       nullptr, grad_input.data, false, workspace, workspace_bytes, threads);
+  }
   const Plan pl = plan_for(ConvPass::BackwardInput, g, grad_input.dtype, threads);
   check_workspace(kBackwardInput.op, workspace, workspace_bytes,
                   pl.total_elems() * dtype_size(grad_input.dtype));

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__AVX2__)
@@ -218,18 +219,25 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
   }
 }
 
-// The filters of chunk `kchunk` as wt[c][r][s][nr] (zero past the last filter), one whole
-// filter (in L1) at a time: walking nr filters side by side instead measured slower (their
-// rows lie a filter apart, so the loads thrash L1 sets and the TLB).
+// The filters of chunk `kchunk` as wt[c][r][s][nr] (zero past the last filter), read in
+// memory order: one whole filter (in L1) at a time when filters lie apart (walking nr filters
+// side by side measured slower: their rows lie a filter apart, so the loads thrash L1 sets and
+// the TLB); channel by channel when channels lie farther apart than filters, as in the flipped,
+// exchanged view that backward-input passes.
 void repack_chunk(const WinogradPlan& pl, const float* w, int64_t kchunk, float* wt) {
   const ConvGeom& g = pl.g;
   const int64_t nr = pl.nr, k0 = kchunk * nr, nk = std::min(nr, g.K - k0);
-  for (int64_t j = 0; j < nr; ++j) {
-    const float* wk = w + (k0 + j) * g.ws[0];
+  auto pack = [&](int64_t j, int64_t c) {
+    const float* wkc = w + (k0 + j) * g.ws[0] + c * g.ws[1];
+    for (int rs = 0; rs < 9; ++rs)
+      wt[(c * 9 + rs) * nr + j] = j < nk ? wkc[rs / 3 * g.ws[2] + rs % 3 * g.ws[3]] : 0.f;
+  };
+  if (std::abs(g.ws[1]) > std::abs(g.ws[0])) {
     for (int64_t c = 0; c < g.C; ++c)
-      for (int rs = 0; rs < 9; ++rs)
-        wt[(c * 9 + rs) * nr + j] =
-            j < nk ? wk[c * g.ws[1] + rs / 3 * g.ws[2] + rs % 3 * g.ws[3]] : 0.f;
+      for (int64_t j = 0; j < nr; ++j) pack(j, c);
+  } else {
+    for (int64_t j = 0; j < nr; ++j)
+      for (int64_t c = 0; c < g.C; ++c) pack(j, c);
   }
 }
 

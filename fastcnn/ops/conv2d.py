@@ -192,7 +192,9 @@ def conv2d(
 
     float32 3x3 convolutions with stride 1, dilation 1, groups 1 and at least 8 input and 8
     output channels run forward as Winograd F(4x4, 3x3): against a float64 convolution of the
-    same inputs, ``max |y - y64| / max |y64|`` stays below 1e-4. Force direct convolution with
+    same inputs, ``max |y - y64| / max |y64|`` stays below 1e-4. Their input gradient runs as
+    the forward convolution of the output gradient with flipped filters, so it takes Winograd
+    too, under the same bound. Force direct convolution with
     :func:`fastcnn.ops.use_conv_algorithm` (``"direct"``) or ``FASTCNN_CONV_ALGO=direct``.
 
     Returns:

@@ -4,8 +4,9 @@
 than direct convolution (groups 1, dilation 1, at least 8 input and 8 output channels);
 ``"direct"`` always runs direct convolution (implicit GEMM), the path every other shape
 takes. The choice is process-wide, like ``torch.backends`` flags; it is read from the
-environment variable ``FASTCNN_CONV_ALGO`` once, when fastcnn is imported. Backward passes
-always use direct convolution.
+environment variable ``FASTCNN_CONV_ALGO`` once, when fastcnn is imported. The input
+gradient of a stride-1 convolution runs as a forward convolution (of the output gradient,
+with flipped filters), so the choice applies to it too; the weight gradient is always direct.
 
 Accuracy of ``"auto"``: Winograd rounds differently from direct summation. Against a float64
 convolution of the same float32 inputs, ``max |y - y64| / max |y64|`` over one output
