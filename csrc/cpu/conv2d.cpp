@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cpu/checks.h"
+#include "cpu/conv2d_checks.h"
 #include "cpu/conv2d_depthwise.h"
 #include "cpu/conv2d_packing.h"
 #include "cpu/conv2d_winograd.h"
@@ -28,13 +29,6 @@ int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_to
 namespace cpu {
 namespace {
 
-struct ConvNames {
-  const char* op;
-  const char* image;
-  const char* weight;
-  const char* output;
-};
-
 ConvGeom validate(const ConvNames& nm, const TensorView& x, const TensorView& w,
                   const TensorView& y, const Conv2dParams& p) {
   using Named = std::pair<const char*, const TensorView*>;
@@ -46,40 +40,9 @@ ConvGeom validate(const ConvNames& nm, const TensorView& x, const TensorView& w,
   g.ys = dense_strides_4d(nm.op, nm.output, y);
   check_same_dtype(nm.op, nm.weight, w, x);
   check_same_dtype(nm.op, nm.output, y, x);
-  for (int i = 0; i < 2; ++i) {
-    FASTCNN_CHECK(p.stride[i] >= 1, nm.op, ": stride must be >= 1, got ", p.stride[i]);
-    FASTCNN_CHECK(p.dilation[i] >= 1, nm.op, ": dilation must be >= 1, got ", p.dilation[i]);
-    FASTCNN_CHECK(p.pad_begin[i] >= 0 && p.pad_end[i] >= 0, nm.op, ": padding must be >= 0, got ",
-                  p.pad_begin[i], " and ", p.pad_end[i]);
-  }
-  FASTCNN_CHECK(p.groups >= 1, nm.op, ": groups must be >= 1, got ", p.groups);
-  g.N = x.sizes[0], g.C = x.sizes[1], g.H = x.sizes[2], g.W = x.sizes[3];
-  g.K = w.sizes[0], g.R = w.sizes[2], g.S = w.sizes[3], g.G = p.groups;
-  FASTCNN_CHECK(g.K >= 1, nm.op, ": ", nm.weight, " must have at least one filter, got shape (",
-                g.K, ", ", w.sizes[1], ", ", g.R, ", ", g.S, ")");
-  FASTCNN_CHECK(g.C % g.G == 0 && g.K % g.G == 0, nm.op, ": channels (", g.C, ") and filters (",
-                g.K, ") must be divisible by groups (", g.G, ")");
-  g.Cg = g.C / g.G, g.Kg = g.K / g.G;
-  FASTCNN_CHECK(w.sizes[1] == g.Cg, nm.op, ": ", nm.weight,
-                " must be [K, C/groups, R, S] with C/groups = ", g.Cg, ", got ", w.sizes[1],
-                " input channels per group");
-  FASTCNN_CHECK(g.C >= 1 && g.R >= 1 && g.S >= 1, nm.op, ": ", nm.weight,
-                " must have at least one input channel and a kernel of at least 1x1");
-  g.sh = p.stride[0], g.sw = p.stride[1], g.dh = p.dilation[0], g.dw = p.dilation[1];
-  g.ph = p.pad_begin[0], g.pw = p.pad_begin[1];
-  g.Ho = conv_out_size(g.H, g.R, g.sh, p.pad_begin[0] + p.pad_end[0], g.dh);
-  g.Wo = conv_out_size(g.W, g.S, g.sw, p.pad_begin[1] + p.pad_end[1], g.dw);
-  FASTCNN_CHECK(g.Ho >= 1 && g.Wo >= 1, nm.op, ": the kernel (", g.dh * (g.R - 1) + 1, "x",
-                g.dw * (g.S - 1) + 1, " with dilation) is larger than the padded input (",
-                g.H + p.pad_begin[0] + p.pad_end[0], "x", g.W + p.pad_begin[1] + p.pad_end[1], ")");
-  check_sizes(nm.op, nm.output, y, {g.N, g.K, g.Ho, g.Wo});
+  check_conv_geometry(nm, x, w, y, p, g);
   return g;
 }
-
-constexpr ConvNames kForward{"conv2d", "input", "weight", "output"};
-constexpr ConvNames kBackwardInput{"conv2d_backward_input", "grad_input", "weight", "grad_output"};
-constexpr ConvNames kBackwardWeight{"conv2d_backward_weight", "input", "grad_weight",
-                                    "grad_output"};
 
 // Backward-input of a stride-1 convolution is itself a forward convolution of dY: the
 // filters flipped in space with K and C exchanged (per group), padding d * (R - 1) - pad on
@@ -493,9 +456,7 @@ void run_forward(const char* op, const ConvGeom& g, DType dtype, const void* x, 
 
 size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const TensorView& weight,
                               const TensorView& output, const Conv2dParams& p, int threads) {
-  const ConvNames& nm = pass == ConvPass::Forward         ? kForward
-                        : pass == ConvPass::BackwardInput ? kBackwardInput
-                                                          : kBackwardWeight;
+  const ConvNames& nm = conv_names(pass);
   check_threads(nm.op, threads);
   const ConvGeom g = validate(nm, input, weight, output, p);
   if (pass == ConvPass::Forward) return forward_workspace_bytes(g, input.dtype, threads);
@@ -508,31 +469,31 @@ size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const Tens
 void conv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias,
                     const TensorView& output, const Conv2dParams& p, void* workspace,
                     size_t workspace_bytes, int threads) {
-  check_threads(kForward.op, threads);
-  const ConvGeom g = validate(kForward, input, weight, output, p);
+  check_threads(kConvForward.op, threads);
+  const ConvGeom g = validate(kConvForward, input, weight, output, p);
   if (bias) {
-    check_cpu_float(kForward.op, "bias", *bias);
-    check_same_dtype(kForward.op, "bias", *bias, input);
-    check_contiguous(kForward.op, "bias", *bias);
-    check_sizes(kForward.op, "bias", *bias, {g.K});
+    check_cpu_float(kConvForward.op, "bias", *bias);
+    check_same_dtype(kConvForward.op, "bias", *bias, input);
+    check_contiguous(kConvForward.op, "bias", *bias);
+    check_sizes(kConvForward.op, "bias", *bias, {g.K});
   }
-  run_forward(kForward.op, g, input.dtype, input.data, weight.data, bias ? bias->data : nullptr,
+  run_forward(kConvForward.op, g, input.dtype, input.data, weight.data, bias ? bias->data : nullptr,
               output.data, p.relu, workspace, workspace_bytes, threads);
 }
 
 void conv2d_backward_input(const TensorView& grad_output, const TensorView& weight,
                            const TensorView& grad_input, const Conv2dParams& p, void* workspace,
                            size_t workspace_bytes, int threads) {
-  check_threads(kBackwardInput.op, threads);
-  const ConvGeom g = validate(kBackwardInput, grad_input, weight, grad_output, p);
+  check_threads(kConvBackwardInput.op, threads);
+  const ConvGeom g = validate(kConvBackwardInput, grad_input, weight, grad_output, p);
   if (const auto as_forward = backward_input_as_forward(g, p)) {
     const char* w = static_cast<const char*>(weight.data) +
                     as_forward->weight_offset * static_cast<int64_t>(dtype_size(weight.dtype));
-    return run_forward(kBackwardInput.op, as_forward->g, grad_input.dtype, grad_output.data, w,
+    return run_forward(kConvBackwardInput.op, as_forward->g, grad_input.dtype, grad_output.data, w,
                        nullptr, grad_input.data, false, workspace, workspace_bytes, threads);
   }
   const Plan pl = plan_for(ConvPass::BackwardInput, g, grad_input.dtype, threads);
-  check_workspace(kBackwardInput.op, workspace, workspace_bytes,
+  check_workspace(kConvBackwardInput.op, workspace, workspace_bytes,
                   pl.total_elems() * dtype_size(grad_input.dtype));
   if (grad_input.numel() == 0) return;
   if (grad_input.dtype == DType::Float64)
@@ -546,10 +507,10 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
 void conv2d_backward_weight(const TensorView& grad_output, const TensorView& input,
                             const TensorView& grad_weight, const Conv2dParams& p, void* workspace,
                             size_t workspace_bytes, int threads) {
-  check_threads(kBackwardWeight.op, threads);
-  const ConvGeom g = validate(kBackwardWeight, input, grad_weight, grad_output, p);
+  check_threads(kConvBackwardWeight.op, threads);
+  const ConvGeom g = validate(kConvBackwardWeight, input, grad_weight, grad_output, p);
   const Plan pl = plan_for(ConvPass::BackwardWeight, g, input.dtype, threads);
-  check_workspace(kBackwardWeight.op, workspace, workspace_bytes,
+  check_workspace(kConvBackwardWeight.op, workspace, workspace_bytes,
                   pl.total_elems() * dtype_size(input.dtype));
   if (g.N == 0) return zero(grad_weight);
   if (input.dtype == DType::Float64)

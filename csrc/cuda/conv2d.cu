@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "cpu/conv2d_checks.h"
 #include "cuda/checks.h"
 #include "cuda/common.cuh"
 #include "cuda/conv2d_depthwise.cuh"
@@ -18,22 +19,7 @@
 namespace fastcnn::cuda {
 namespace {
 
-struct ConvNames {
-  const char* op;
-  const char* image;
-  const char* weight;
-  const char* output;
-};
-constexpr ConvNames kForward{"conv2d", "input", "weight", "output"};
-constexpr ConvNames kBackwardInput{"conv2d_backward_input", "grad_input", "weight", "grad_output"};
-constexpr ConvNames kBackwardWeight{"conv2d_backward_weight", "input", "grad_weight",
-                                    "grad_output"};
-
-const ConvNames& names_of(cpu::ConvPass pass) {
-  return pass == cpu::ConvPass::Forward         ? kForward
-         : pass == cpu::ConvPass::BackwardInput ? kBackwardInput
-                                                : kBackwardWeight;
-}
+using cpu::ConvNames;
 
 // The checks of the CPU entry points (cpu/conv2d.cpp), with CUDA's device and dtype rules.
 ConvGeom<int64_t> validate(const ConvNames& nm, const TensorView& x, const TensorView& w,
@@ -48,36 +34,10 @@ ConvGeom<int64_t> validate(const ConvNames& nm, const TensorView& x, const Tenso
   for (int d = 0; d < 4; ++d) g.xs[d] = xs[d], g.ws[d] = ws[d], g.ys[d] = ys[d];
   check_same_dtype(nm.op, nm.weight, w, x);
   check_same_dtype(nm.op, nm.output, y, x);
-  for (int i = 0; i < 2; ++i) {
-    FASTCNN_CHECK(p.stride[i] >= 1, nm.op, ": stride must be >= 1, got ", p.stride[i]);
-    FASTCNN_CHECK(p.dilation[i] >= 1, nm.op, ": dilation must be >= 1, got ", p.dilation[i]);
-    FASTCNN_CHECK(p.pad_begin[i] >= 0 && p.pad_end[i] >= 0, nm.op, ": padding must be >= 0, got ",
-                  p.pad_begin[i], " and ", p.pad_end[i]);
-  }
-  FASTCNN_CHECK(p.groups >= 1, nm.op, ": groups must be >= 1, got ", p.groups);
-  g.N = x.sizes[0], g.C = x.sizes[1], g.H = x.sizes[2], g.W = x.sizes[3];
-  g.K = w.sizes[0], g.R = w.sizes[2], g.S = w.sizes[3], g.G = p.groups;
-  FASTCNN_CHECK(g.K >= 1, nm.op, ": ", nm.weight, " must have at least one filter, got shape (",
-                g.K, ", ", w.sizes[1], ", ", g.R, ", ", g.S, ")");
-  FASTCNN_CHECK(g.C % g.G == 0 && g.K % g.G == 0, nm.op, ": channels (", g.C, ") and filters (",
-                g.K, ") must be divisible by groups (", g.G, ")");
+  cpu::check_conv_geometry(nm, x, w, y, p, g);
   FASTCNN_CHECK(g.G <= 65535, nm.op, ": groups must be at most 65535 on CUDA, got ", g.G);
-  g.Cg = g.C / g.G, g.Kg = g.K / g.G;
   FASTCNN_CHECK(g.R * g.S <= 65535, nm.op, ": ", nm.weight,
                 " must have at most 65535 taps (R x S) on CUDA, got ", g.R, "x", g.S);
-  FASTCNN_CHECK(w.sizes[1] == g.Cg, nm.op, ": ", nm.weight,
-                " must be [K, C/groups, R, S] with C/groups = ", g.Cg, ", got ", w.sizes[1],
-                " input channels per group");
-  FASTCNN_CHECK(g.C >= 1 && g.R >= 1 && g.S >= 1, nm.op, ": ", nm.weight,
-                " must have at least one input channel and a kernel of at least 1x1");
-  g.sh = p.stride[0], g.sw = p.stride[1], g.dh = p.dilation[0], g.dw = p.dilation[1];
-  g.ph = p.pad_begin[0], g.pw = p.pad_begin[1];
-  g.Ho = conv_out_size(g.H, g.R, g.sh, p.pad_begin[0] + p.pad_end[0], g.dh);
-  g.Wo = conv_out_size(g.W, g.S, g.sw, p.pad_begin[1] + p.pad_end[1], g.dw);
-  FASTCNN_CHECK(g.Ho >= 1 && g.Wo >= 1, nm.op, ": the kernel (", g.dh * (g.R - 1) + 1, "x",
-                g.dw * (g.S - 1) + 1, " with dilation) is larger than the padded input (",
-                g.H + p.pad_begin[0] + p.pad_end[0], "x", g.W + p.pad_begin[1] + p.pad_end[1], ")");
-  check_sizes(nm.op, nm.output, y, {g.N, g.K, g.Ho, g.Wo});
   g.x_cl = is_channels_last(x);
   g.y_cl = is_channels_last(y);
   g.w_rows_dense = weight_rows_dense(g);
@@ -205,7 +165,7 @@ __global__ void bias_grad_channels_last(const T* __restrict__ dy, T* __restrict_
 
 size_t conv2d_workspace_bytes(cpu::ConvPass pass, const TensorView& input, const TensorView& weight,
                               const TensorView& output, const Conv2dParams& p) {
-  const ConvNames& nm = names_of(pass);
+  const ConvNames& nm = cpu::conv_names(pass);
   const int device = cuda_device_of(nm.op, nm.image, input);
   const ConvGeom<int64_t> g = validate(nm, input, weight, output, p, device);
   return pass == cpu::ConvPass::BackwardWeight ? weight_workspace_bytes(g) : 0;
@@ -214,7 +174,7 @@ size_t conv2d_workspace_bytes(cpu::ConvPass pass, const TensorView& input, const
 void conv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias,
                     const TensorView& output, const Conv2dParams& p, bool allow_tf32,
                     void* stream) {
-  const ConvNames& nm = kForward;
+  const ConvNames& nm = cpu::kConvForward;
   const int device = cuda_device_of(nm.op, nm.image, input);
   const ConvGeom<int64_t> g = validate(nm, input, weight, output, p, device);
   if (bias) {
@@ -247,7 +207,7 @@ void conv2d_forward(const TensorView& input, const TensorView& weight, const Ten
 void conv2d_backward_input(const TensorView& grad_output, const TensorView& weight,
                            const TensorView& grad_input, const Conv2dParams& p, bool allow_tf32,
                            void* stream) {
-  const ConvNames& nm = kBackwardInput;
+  const ConvNames& nm = cpu::kConvBackwardInput;
   const int device = cuda_device_of(nm.op, nm.output, grad_output);
   const ConvGeom<int64_t> g = validate(nm, grad_input, weight, grad_output, p, device);
   if (grad_input.numel() == 0) return;
@@ -273,7 +233,7 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
 void conv2d_backward_weight(const TensorView& grad_output, const TensorView& input,
                             const TensorView& grad_weight, const Conv2dParams& p,
                             const TensorView* workspace, bool allow_tf32, void* stream) {
-  const ConvNames& nm = kBackwardWeight;
+  const ConvNames& nm = cpu::kConvBackwardWeight;
   const int device = cuda_device_of(nm.op, nm.image, input);
   const ConvGeom<int64_t> g = validate(nm, input, grad_weight, grad_output, p, device);
   const size_t needed = weight_workspace_bytes(g);
