@@ -1,9 +1,14 @@
 """Threads: the ops are safe to call from many Python threads at once, release the GIL while
 their kernels run, and give bit-identical results run after run, for a given thread count;
-all but conv2d's GEMM backward-weight give the same bits for every thread count."""
+all but conv2d's GEMM backward-weight give the same bits for every thread count; and they are
+right when OpenMP starts fewer threads than asked."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -111,6 +116,30 @@ def test_eight_python_threads_match_serial_calls(case, num_threads):
     for i, runs in enumerate(concurrent):
         for r in runs:
             assert _identical(r, serial[i]), f"thread {i} differs from the serial call"
+
+
+def test_smaller_openmp_team_gives_the_same_bits(tmp_path, num_threads):
+    """OMP_THREAD_LIMIT=1 makes OpenMP start one thread where two are asked for (as do
+    OMP_DYNAMIC and calls from inside a parallel region): every op must still cover all its
+    work, with the same bits as two real threads (results depend on the thread count asked)."""
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_hardening_threads import CASES, FORMATS, _run
+        torch.set_num_threads(2)
+        torch.save(
+            {{(c, f): _run(c, fmt, seed=0) for c in CASES for f, fmt in FORMATS.items()}},
+            {str(tmp_path / "limited.pt")!r},
+        )
+        """
+    )
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
+    limited = torch.load(tmp_path / "limited.pt")
+    num_threads(2)
+    for (case, f), got in limited.items():
+        assert _identical(got, _run(case, FORMATS[f], seed=0)), f"{case} {f}"
 
 
 def test_kernels_release_the_gil(num_threads):

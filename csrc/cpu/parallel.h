@@ -11,16 +11,19 @@
 
 namespace fastcnn::cpu {
 
-// f(thread_id, begin, end) runs once per thread on a contiguous slice. f must not throw.
+// f(thread_id, begin, end) runs once per thread on a contiguous slice, with thread_id below
+// `threads`. f must not throw. The slices are cut for the team OpenMP actually starts, which
+// can be smaller than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC, a call from inside a parallel
+// region): every index still runs exactly once.
 template <typename F>
 void parallel_for(int64_t n, int threads, const F& f) {
   if (n <= 0) return;
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
+  const int want = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
 #ifdef _OPENMP
-  if (nt > 1) {
-#pragma omp parallel num_threads(nt)
+  if (want > 1) {
+#pragma omp parallel num_threads(want)
     {
-      const int tid = omp_get_thread_num();
+      const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
       const int64_t chunk = n / nt, extra = n % nt;
       const int64_t begin = tid * chunk + std::min<int64_t>(tid, extra);
       const int64_t end = begin + chunk + (tid < extra ? 1 : 0);
