@@ -87,9 +87,9 @@ def max_pool2d_backward(grad_output: Tensor, input: Tensor, indices: Tensor) -> 
     """Each output's gradient is added at its argmax."""
     n, c, h, w = input.shape
     grad = torch.zeros(n, c, h * w, dtype=grad_output.dtype)
-    idx = indices.reshape(n, c, -1)
+    idx = indices.flatten(2)
     keep = idx >= 0
-    grad.scatter_add_(2, idx.clamp(min=0), torch.where(keep, grad_output.reshape(n, c, -1), 0))
+    grad.scatter_add_(2, idx.clamp(min=0), torch.where(keep, grad_output.flatten(2), 0))
     return grad.view(n, c, h, w)
 
 
