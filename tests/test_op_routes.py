@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastcnn.ops as fo
-from fastcnn.ops._op import _direct
+from fastcnn.ops._op import _route
 
 
 class _Recorder(TorchDispatchMode):
@@ -72,15 +72,17 @@ def test_routes_agree(name):
 
 def test_direct_only_for_plain_eager_cpu_tensors():
     x = torch.randn(2, 2)
-    assert _direct((x, 3, None))
-    assert _direct((torch.nn.Parameter(x),))
-    assert not _direct((x.to("meta"),))
+    assert _route((x, 3, None)) is False
+    assert _route((torch.nn.Parameter(x),)) is True  # the direct route, with autograd
+    with torch.no_grad():
+        assert _route((torch.nn.Parameter(x),)) is False
+    assert _route((x.to("meta"),)) is None
     with _PassThrough():
-        assert not _direct((x,))
+        assert _route((x,)) is None
     with _Recorder():
-        assert not _direct((x,))
+        assert _route((x,)) is None
     with torch.profiler.profile():
-        assert not _direct((x,))
+        assert _route((x,)) is None
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -21,7 +21,9 @@ from torch import Tensor
 _PLAIN = (Tensor, torch.nn.Parameter)
 
 
-def _direct(args) -> bool:
+def _route(args) -> bool | None:
+    """None when the call must go through ``torch.ops``; else whether the direct call needs
+    autograd. One pass over the arguments: this runs on every call."""
     if (
         torch.compiler.is_compiling()
         or torch._C._is_torch_function_mode_enabled()
@@ -29,12 +31,14 @@ def _direct(args) -> bool:
         or torch._C._are_functorch_transforms_active()
         or torch._C._autograd._profiler_enabled()
     ):
-        return False
-    return all(type(a) in _PLAIN and (a.is_cpu or a.is_cuda) for a in args if isinstance(a, Tensor))
-
-
-def _needs_grad(args) -> bool:
-    return torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+        return None
+    grad = False
+    for a in args:
+        if isinstance(a, Tensor):
+            if type(a) not in _PLAIN or not (a.is_cpu or a.is_cuda):
+                return None
+            grad = grad or a.requires_grad
+    return grad and torch.is_grad_enabled()
 
 
 def _by_device(cpu: Callable, cuda: Callable) -> Callable:
@@ -100,8 +104,9 @@ class Op:
         self.register_autograd(backward, setup_context=lambda ctx, inputs, output: None)
 
     def __call__(self, *args):
-        if not _direct(args):
+        needs_grad = _route(args)
+        if needs_grad is None:
             return self._custom_op(*args)
-        if self._function is not None and _needs_grad(args):
+        if needs_grad and self._function is not None:
             return self._function.apply(*args)
         return self._impl(*args)
