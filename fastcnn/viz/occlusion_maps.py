@@ -237,29 +237,33 @@ class _ConvParams:
     def __call__(self, x: Tensor, padding) -> Tensor:
         return _CONV_BACKENDS[_conv_backend(self, x, padding)](self, x, padding)
 
-    def key(self, x: Tensor) -> tuple:
-        """What the backend choice depends on (not the image size: one timing serves the
-        whole image and the boxes alike)."""
-        shape = (tuple(self.weight.shape), x.dtype, x.device.type)
-        return (*shape, self.stride, self.dilation, self.groups)
+    def key(self, x: Tensor, padding) -> tuple:
+        """What the backend choice depends on: the whole call (a batch of boxes a few pixels
+        wide and the whole image favour different kernels)."""
+        shape = (tuple(self.weight.shape), tuple(x.shape), x.dtype, x.device.type)
+        return (*shape, self.stride, padding, self.dilation, self.groups)
+
+
+def _channels_last(p: _ConvParams, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Both backends take channels_last, so activations never change format between layers."""
+    cl = torch.channels_last
+    return x.contiguous(memory_format=cl), p.weight.contiguous(memory_format=cl)
 
 
 def _fastcnn_conv(p: _ConvParams, x: Tensor, padding) -> Tensor:
+    x, weight = _channels_last(p, x)
     act = "relu" if p.relu else None
-    return ops.conv2d(
-        x.contiguous(), p.weight, p.bias, p.stride, padding, p.dilation, p.groups, activation=act
-    )
+    return ops.conv2d(x, weight, p.bias, p.stride, padding, p.dilation, p.groups, activation=act)
 
 
 def _torch_conv(p: _ConvParams, x: Tensor, padding) -> Tensor:
-    x = x.contiguous(memory_format=torch.channels_last)
-    weight = p.weight.contiguous(memory_format=torch.channels_last)
+    x, weight = _channels_last(p, x)
     y = F.conv2d(x, weight, p.bias, p.stride, padding, p.dilation, p.groups)
     return y.relu_() if p.relu else y
 
 
-# fastcnn's implicit-GEMM kernel (NCHW) or PyTorch's oneDNN kernel (channels_last): both exact,
-# each faster on some shapes; which one a shape gets is timed once and remembered.
+# fastcnn's kernels or PyTorch's (oneDNN): both exact, each faster on some shapes; which one a
+# call gets is timed on its first occurrence and remembered.
 _CONV_BACKENDS: dict[str, Callable[[_ConvParams, Tensor, object], Tensor]] = {
     "fastcnn": _fastcnn_conv,
     "torch": _torch_conv,
@@ -269,17 +273,16 @@ _TUNING_RUNS = 2
 
 
 def _conv_backend(p: _ConvParams, x: Tensor, padding) -> str:
-    """The faster backend for this convolution (timed once, on one image)."""
+    """The faster backend for this convolution call (timed on its first occurrence)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return "torch"
-    key = p.key(x)
+    key = p.key(x, padding)
     if key not in _CONV_CHOICES:
-        sample = x[:1]
         times: dict[str, float] = {name: math.inf for name in _CONV_BACKENDS}
         for run in range(_TUNING_RUNS + 1):
             for name, conv in _CONV_BACKENDS.items():
                 start = time.perf_counter()
-                conv(p, sample, padding)
+                conv(p, x, padding)
                 if run:  # the first run of each warms up (allocations, primitive creation)
                     times[name] = min(times[name], time.perf_counter() - start)
         _CONV_CHOICES[key] = min(times, key=times.__getitem__)
