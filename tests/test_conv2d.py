@@ -101,6 +101,10 @@ GEOMETRIES = {
     "wide_dilated": Geometry(C=12, K=7, H=9, W=8, dilation=(2, 3), padding=(2, 1)),
     "wide_valid_rect": Geometry(C=10, K=6, R=2, S=4, padding="valid"),
     "wide_pad_gt_span": Geometry(C=8, K=4, H=4, W=5, R=2, S=1, padding=(1, 3)),
+    # At most 4 channels and at least 64 taps: the stem's rows path (float32).
+    "stem_rows": Geometry(C=3, K=37, H=23, W=19, R=7, S=7, stride=2, padding=3),
+    "stem_rows_rect": Geometry(C=4, K=5, H=9, W=14, R=5, S=4, stride=(1, 2), padding=(2, 1)),
+    "stem_rows_wide_pad": Geometry(N=1, C=2, K=33, H=8, W=6, R=6, S=6, padding=(4, 5)),
 }
 
 # (input layout, weight layout); bias is contiguous except in the non-contiguous layouts.
@@ -1318,7 +1322,10 @@ def _gemm_cases() -> list:
         [[2, 24, 7, 9], [40, 24, 1, 1], {}],  # 1x1: backward-input stores into dX directly
         [[2, 24, 7, 9], [40, 24, 1, 1], {"stride": 2}],
         [[1, 16, 12, 11], [24, 8, 3, 2], {"padding": (2, 1), "dilation": (2, 3), "groups": 2}],
-        [[2, 3, 23, 21], [33, 3, 7, 7], {"padding": 3, "stride": 2}],  # stem-like
+        [[2, 3, 23, 21], [33, 3, 7, 7], {"padding": 3, "stride": 2}],  # stem: rows path
+        [[1, 4, 12, 13], [17, 4, 5, 4], {"padding": (2, 1), "stride": (1, 2)}],  # rows
+        [[2, 2, 9, 30], [70, 2, 7, 7], {"padding": (0, 3)}],  # rows, three filter panels
+        [[1, 1, 9, 6], [8, 1, 9, 9], {"padding": 2}],  # rows, fewer positions than a tile
     ]
     return cases
 

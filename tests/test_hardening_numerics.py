@@ -72,12 +72,20 @@ class TestSpecialValues:
         _assert_same(dx, relu_dx.clamp(min=0))
 
     @pytest.mark.parametrize("activation", [None, "relu"])
-    @pytest.mark.parametrize("groups", [1, 3])
-    def test_conv2d(self, dtype, fmt, activation, groups):
-        x = _with_specials((2, 6, 7, 6), dtype, fmt, count=3)
-        w = _with_specials((6, 6 // groups, 3, 3), dtype, torch.contiguous_format, count=3)
+    @pytest.mark.parametrize(
+        "groups, channels, stride",
+        [(1, 6, (1, 2)), (3, 6, (1, 2)), (1, 9, 1), (1, 3, 2)],
+        ids=["gemm", "groups", "stride1", "stem"],
+    )
+    def test_conv2d(self, dtype, fmt, activation, groups, channels, stride):
+        """Stride 1 runs backward-input as a forward convolution, the stem on the rows path."""
+        kernel = 7 if channels == 3 else 3
+        x = _with_specials((2, channels, 9, 8), dtype, fmt, count=3)
+        w = _with_specials(
+            (6, channels // groups, kernel, kernel), dtype, torch.contiguous_format, count=3
+        )
         b = torch.tensor([0.5, math.nan, math.inf, -math.inf, 0.0, -1.0], dtype=dtype)
-        geometry = {"stride": (1, 2), "padding": 1, "groups": groups}
+        geometry = {"stride": stride, "padding": 1, "groups": groups}
 
         def fast(x, w, b):
             return fastcnn.ops.conv2d(x, w, b, **geometry, activation=activation)
@@ -89,7 +97,9 @@ class TestSpecialValues:
             y = F.conv2d(F.pad(x, (1, 1, 1, 1)), w, b, **{**geometry, "padding": 0})
             return torch.relu(y) if activation else y
 
-        dy = _with_specials((2, 6, 7, 3), dtype, fmt, count=3)
+        with torch.no_grad():
+            shape = ref(x, w, b).shape
+        dy = _with_specials(shape, dtype, fmt, count=3)
         _compare(fast, ref, x, w, b, grad_out=dy)
 
     @pytest.mark.parametrize("geometry", [(3, 2, 1), (2, 2, 0)], ids=["3x3s2p1", "2x2s2"])

@@ -14,6 +14,7 @@
 #include "cpu/conv2d_checks.h"
 #include "cpu/conv2d_depthwise.h"
 #include "cpu/conv2d_packing.h"
+#include "cpu/conv2d_rows.h"
 #include "cpu/conv2d_winograd.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
@@ -54,6 +55,28 @@ struct AsForward {
   ConvGeom g;
   int64_t weight_offset;  // element offset of the first filter tap the forward reads
 };
+
+// The forward form also multiplies the output gradient's zero padding by filter taps, terms
+// the true gradient (and torch) does not have: an Inf or NaN tap would turn them into NaN. It
+// runs only when every tap is finite or there is no padding to meet (1x1).
+template <typename T>
+bool all_finite(const T* p, int64_t n) {
+  constexpr int kLanes = 16;  // independent sums, so the loop vectorizes
+  T acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += p[i + j] - p[i + j];  // 0, or NaN for Inf/NaN
+  for (; i < n; ++i) acc[0] += p[i] - p[i];
+  T sum = T(0);
+  for (const T a : acc) sum += a;
+  return sum == T(0);
+}
+
+bool forward_form_exact(const ConvGeom& g, const TensorView& weight) {
+  if (g.RS() == 1) return true;
+  return weight.dtype == DType::Float64 ? all_finite(weight.ptr<double>(), weight.numel())
+                                        : all_finite(weight.ptr<float>(), weight.numel());
+}
 
 std::optional<AsForward> backward_input_as_forward(const ConvGeom& g, const Conv2dParams& p) {
   const int64_t span_h = g.dh * (g.R - 1), span_w = g.dw * (g.S - 1);
@@ -428,6 +451,8 @@ void zero(const TensorView& t) {
 size_t forward_workspace_bytes(const ConvGeom& g, DType dtype, int threads) {
   if (winograd_applies(g, dtype == DType::Float32))
     return winograd_plan(g, threads).total_elems() * sizeof(float);
+  if (rows_applies(g, dtype == DType::Float32))
+    return rows_workspace_elems(g, threads) * sizeof(float);
   return plan_for(ConvPass::Forward, g, dtype, threads).total_elems() * dtype_size(dtype);
 }
 
@@ -440,6 +465,10 @@ void run_forward(const char* op, const ConvGeom& g, DType dtype, const void* x, 
     return winograd_forward(winograd_plan(g, threads), static_cast<const float*>(x),
                             static_cast<const float*>(w), static_cast<const float*>(bias),
                             static_cast<float*>(y), relu, static_cast<float*>(workspace));
+  if (rows_applies(g, dtype == DType::Float32))
+    return rows_forward(g, static_cast<const float*>(x), static_cast<const float*>(w),
+                        static_cast<const float*>(bias), static_cast<float*>(y), relu,
+                        static_cast<float*>(workspace), threads);
   const Plan pl = plan_for(ConvPass::Forward, g, dtype, threads);
   auto run = [&](auto* ws) {
     using T = std::remove_pointer_t<decltype(ws)>;
@@ -460,10 +489,12 @@ size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const Tens
   check_threads(nm.op, threads);
   const ConvGeom g = validate(nm, input, weight, output, p);
   if (pass == ConvPass::Forward) return forward_workspace_bytes(g, input.dtype, threads);
+  const size_t plan_bytes =
+      plan_for(pass, g, input.dtype, threads).total_elems() * dtype_size(input.dtype);
   if (pass == ConvPass::BackwardInput)
-    if (const auto as_forward = backward_input_as_forward(g, p))
-      return forward_workspace_bytes(as_forward->g, input.dtype, threads);
-  return plan_for(pass, g, input.dtype, threads).total_elems() * dtype_size(input.dtype);
+    if (const auto as_forward = backward_input_as_forward(g, p))  // either form may run
+      return std::max(plan_bytes, forward_workspace_bytes(as_forward->g, input.dtype, threads));
+  return plan_bytes;
 }
 
 void conv2d_forward(const TensorView& input, const TensorView& weight, const TensorView* bias,
@@ -486,7 +517,8 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
                            size_t workspace_bytes, int threads) {
   check_threads(kConvBackwardInput.op, threads);
   const ConvGeom g = validate(kConvBackwardInput, grad_input, weight, grad_output, p);
-  if (const auto as_forward = backward_input_as_forward(g, p)) {
+  const auto as_forward = backward_input_as_forward(g, p);
+  if (as_forward && forward_form_exact(g, weight)) {
     const char* w = static_cast<const char*>(weight.data) +
                     as_forward->weight_offset * static_cast<int64_t>(dtype_size(weight.dtype));
     return run_forward(kConvBackwardInput.op, as_forward->g, grad_input.dtype, grad_output.data, w,

@@ -1,0 +1,7 @@
+#include "cpu/conv2d_rows_impl.h"
+
+namespace fastcnn::cpu {
+RowsKernel rows_kernel_avx512() {
+  return make_rows_kernel();
+}
+}  // namespace fastcnn::cpu

@@ -1,0 +1,71 @@
+// The rows tile (conv2d_rows.h), written once and compiled per ISA: each ISA's translation
+// unit includes this file, and the unnamed namespace gives every one its own copy.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/conv2d_rows.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+// 16 floats as one value: GCC/Clang lower it to the widest vectors the flags allow.
+typedef float Vec16 __attribute__((vector_size(16 * sizeof(float))));
+static_assert(kRowsNR == 32, "a tile row is two Vec16");
+
+inline Vec16 load16(const float* p) {
+  Vec16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// The tile through bias and ReLU into memory: whole rows of filters as vectors when filters
+// are adjacent (NHWC output), element by element otherwise.
+__attribute__((always_inline)) inline void store(const Vec16 (&acc)[kRowsMR][2],
+                                                 const RowsStore& st) {
+  if (st.filter_stride == 1 && st.cols == kRowsNR) {
+    const Vec16 zero = {};
+    const Vec16 b0 = st.bias ? load16(st.bias) : zero, b1 = st.bias ? load16(st.bias + 16) : zero;
+    for (int i = 0; i < st.rows; ++i) {
+      Vec16 v[2] = {acc[i][0] + b0, acc[i][1] + b1};
+      if (st.relu)  // v < 0 is false for NaN: NaN stays NaN, as torch.relu
+        for (Vec16& h : v) h = h < zero ? zero : h;
+      std::memcpy(st.y + i * st.position_stride, v, sizeof v);
+    }
+    return;
+  }
+  alignas(64) float out[kRowsMR][kRowsNR];
+  std::memcpy(out, acc, sizeof out);
+  for (int j = 0; j < st.cols; ++j)
+    for (int i = 0; i < st.rows; ++i) {
+      float v = out[i][j] + (st.bias ? st.bias[j] : 0.f);
+      if (st.relu) v = v < 0.f ? 0.f : v;
+      st.y[j * st.filter_stride + i * st.position_stride] = v;
+    }
+}
+
+void rows_tile(int64_t segs, const float* const* rows, int64_t len, int64_t step, const float* w,
+               const RowsStore& st) {
+  Vec16 acc[kRowsMR][2] = {};
+  for (int64_t s = 0; s < segs; ++s) {
+    const float* row = rows[s];
+    for (int64_t t = 0; t < len; ++t, w += kRowsNR) {
+      const Vec16 b0 = load16(w), b1 = load16(w + 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < kRowsMR; ++i) {
+        const float a = row[i * step + t];
+        acc[i][0] += a * b0;
+        acc[i][1] += a * b1;
+      }
+    }
+  }
+  store(acc, st);
+}
+
+RowsKernel make_rows_kernel() {
+  return {&rows_tile};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
