@@ -210,9 +210,15 @@ Plan plan_for(ConvPass pass, const ConvGeom& g, DType dtype, int threads) {
                                  : plan_for<float>(pass, g, threads);
 }
 
-template <typename T>
-T weight_at(const ConvGeom& g, const T* w, int64_t k, int64_t c, int64_t rs) {
-  return w[k * g.ws[0] + c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
+// Where tap j lies within a filter, taps ordered (c, r, s) (NCHW packing) or (r, s, c)
+// (NHWC packing).
+int64_t tap_crs(const ConvGeom& g, int64_t j) {
+  const int64_t c = j / g.RS(), rs = j % g.RS();
+  return c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
+}
+int64_t tap_rsc(const ConvGeom& g, int64_t j) {
+  const int64_t c = j % g.Cg, rs = j / g.Cg;
+  return c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
 }
 
 // Forward over NHWC: out[p, k] = sum_(r,s,c) X[ih(p, r), iw(p, s), c] * W[k, c, r, s], with
@@ -225,9 +231,8 @@ void forward_pixel_rows(const ConvGeom& g, const T* x, const T* w, const T* bias
   parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
     for (int64_t grp = begin; grp < end; ++grp)
       pack_a_full<T>(
-          g.Kg, pl.Kred, mk.nr,
-          [&](int64_t k, int64_t j) { return weight_at(g, w, grp * g.Kg + k, j % g.Cg, j / g.Cg); },
-          ws + grp * group_elems);
+          g.Kg, pl.Kred, mk.nr, w + grp * g.Kg * g.ws[0], [&](int64_t k) { return k * g.ws[0]; },
+          [&](int64_t j) { return tap_rsc(g, j); }, ws + grp * group_elems);
   });
   const int64_t chunks = ceil_div(g.P(), kRowChunk);
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
@@ -260,11 +265,8 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
   parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
     for (int64_t grp = begin; grp < end; ++grp)
       pack_a_full<T>(
-          pl.M, pl.Kred, mk.mr,
-          [&](int64_t m, int64_t j) {
-            return weight_at(g, w, grp * g.Kg + m, j / g.RS(), j % g.RS());
-          },
-          ws + grp * group_elems);
+          pl.M, pl.Kred, mk.mr, w + grp * g.Kg * g.ws[0], [&](int64_t m) { return m * g.ws[0]; },
+          [&](int64_t j) { return tap_crs(g, j); }, ws + grp * group_elems);
   });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
@@ -303,8 +305,8 @@ void backward_input_pixel_rows(const ConvGeom& g, const T* dy, const T* w, T* dx
   parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
     for (int64_t grp = begin; grp < end; ++grp)
       pack_a_full<T>(
-          pl.cols, pl.Kred, mk.nr,
-          [&](int64_t j, int64_t k) { return weight_at(g, w, grp * g.Kg + k, j % g.Cg, j / g.Cg); },
+          pl.cols, pl.Kred, mk.nr, w + grp * g.Kg * g.ws[0],
+          [&](int64_t j) { return tap_rsc(g, j); }, [&](int64_t k) { return k * g.ws[0]; },
           ws + grp * group_elems);
   });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
@@ -340,12 +342,9 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
       const int64_t grp = u / pl.splits, c0 = first_channel(u % pl.splits);
       const int64_t rows = (first_channel(u % pl.splits + 1) - c0) * g.RS();
       pack_a_full<T>(
-          rows, g.Kg, mk.mr,
-          [&](int64_t m, int64_t k) {
-            const int64_t j = c0 * g.RS() + m;
-            return weight_at(g, w, grp * g.Kg + k, j / g.RS(), j % g.RS());
-          },
-          ws + u * slot);
+          rows, g.Kg, mk.mr, w + grp * g.Kg * g.ws[0],
+          [&](int64_t m) { return tap_crs(g, c0 * g.RS() + m); },
+          [&](int64_t k) { return k * g.ws[0]; }, ws + u * slot);
     }
   });
   // In a 1x1, stride-1, unpadded convolution over NCHW rows the columns (c, p) of dcol are

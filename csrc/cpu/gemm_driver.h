@@ -55,15 +55,23 @@ void gemm_blocked(const MicroKernel<T>& mk, int64_t M, int64_t ncols, int64_t k_
   }
 }
 
-// Packs rows [0, M) x reduction [0, K) of a matrix given by get(m, k) into mr-row panels,
-// [panel][k][mr], zero-padding the last panel. Used for weights, packed once per call (as A
-// panels of mr rows, or as B panels of nr columns).
-template <typename T, typename Get>
-void pack_a_full(int64_t M, int64_t K, int mr, const Get& get, T* dst) {
+// Packs rows [0, M) x reduction [0, K) of the matrix base[row_off(m) + col_off(k)] into
+// mr-row panels, [panel][k][mr], zero-padding the last panel. Used for weights, packed once
+// per call (as A panels of mr rows, or as B panels of nr columns). Each offset is computed
+// once per panel (rows) or per panel and k (columns), not per element: they divide.
+template <typename T, typename RowOff, typename ColOff>
+void pack_a_full(int64_t M, int64_t K, int mr, const T* base, const RowOff& row_off,
+                 const ColOff& col_off, T* dst) {
+  int64_t rows_at[kMaxNR];
   for (int64_t i0 = 0; i0 < M; i0 += mr) {
+    const int rows = static_cast<int>(std::min<int64_t>(mr, M - i0));
+    for (int ii = 0; ii < rows; ++ii) rows_at[ii] = row_off(i0 + ii);
     T* panel = dst + i0 * K;
-    for (int64_t k = 0; k < K; ++k)
-      for (int ii = 0; ii < mr; ++ii) panel[k * mr + ii] = i0 + ii < M ? get(i0 + ii, k) : T(0);
+    for (int64_t k = 0; k < K; ++k, panel += mr) {
+      const T* col = base + col_off(k);
+      for (int ii = 0; ii < rows; ++ii) panel[ii] = col[rows_at[ii]];
+      for (int ii = rows; ii < mr; ++ii) panel[ii] = T(0);
+    }
   }
 }
 
