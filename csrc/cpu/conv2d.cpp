@@ -221,6 +221,22 @@ int64_t tap_rsc(const ConvGeom& g, int64_t j) {
   return c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
 }
 
+// The weights of every group packed by pack_a_full (rows [0, M), reduction [0, K), panels of
+// `panel` rows; group grp at ws + grp * group_elems), the panels shared among the threads.
+template <typename T, typename RowOff, typename ColOff>
+void pack_groups(const ConvGeom& g, int threads, int64_t M, int64_t K, int panel, const T* w,
+                 const RowOff& row_off, const ColOff& col_off, T* ws, int64_t group_elems) {
+  const int64_t panels = ceil_div(M, panel);
+  parallel_for(g.G * panels, threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t grp = u / panels, m0 = u % panels * panel;
+      pack_a_full<T>(
+          std::min<int64_t>(panel, M - m0), K, panel, w + grp * g.Kg * g.ws[0],
+          [&](int64_t m) { return row_off(m0 + m); }, col_off, ws + grp * group_elems + m0 * K);
+    }
+  });
+}
+
 // Forward over NHWC: out[p, k] = sum_(r,s,c) X[ih(p, r), iw(p, s), c] * W[k, c, r, s], with
 // the weights packed once as B panels of nr filters and the image packed per task.
 template <typename T>
@@ -228,12 +244,9 @@ void forward_pixel_rows(const ConvGeom& g, const T* x, const T* w, const T* bias
                         const Plan& pl, T* ws) {
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t group_elems = round_up(g.Kg, mk.nr) * pl.Kred;
-  parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
-    for (int64_t grp = begin; grp < end; ++grp)
-      pack_a_full<T>(
-          g.Kg, pl.Kred, mk.nr, w + grp * g.Kg * g.ws[0], [&](int64_t k) { return k * g.ws[0]; },
-          [&](int64_t j) { return tap_rsc(g, j); }, ws + grp * group_elems);
-  });
+  pack_groups<T>(
+      g, pl.threads, g.Kg, pl.Kred, mk.nr, w, [&](int64_t k) { return k * g.ws[0]; },
+      [&](int64_t j) { return tap_rsc(g, j); }, ws, group_elems);
   const int64_t chunks = ceil_div(g.P(), kRowChunk);
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* abuf = ws + pl.a_elems + tid * pl.thread_elems;
@@ -262,12 +275,9 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
   if (pl.pixel_rows) return forward_pixel_rows(g, x, w, bias, y, relu, pl, ws);
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t panels = ceil_div(pl.M, mk.mr), group_elems = panels * mk.mr * pl.Kred;
-  parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
-    for (int64_t grp = begin; grp < end; ++grp)
-      pack_a_full<T>(
-          pl.M, pl.Kred, mk.mr, w + grp * g.Kg * g.ws[0], [&](int64_t m) { return m * g.ws[0]; },
-          [&](int64_t j) { return tap_crs(g, j); }, ws + grp * group_elems);
-  });
+  pack_groups<T>(
+      g, pl.threads, pl.M, pl.Kred, mk.mr, w, [&](int64_t m) { return m * g.ws[0]; },
+      [&](int64_t j) { return tap_crs(g, j); }, ws, group_elems);
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
     int64_t col_off[kBlockN];
@@ -302,13 +312,9 @@ void backward_input_pixel_rows(const ConvGeom& g, const T* dy, const T* w, T* dx
                                T* ws) {
   const MicroKernel<T>& mk = microkernel<T>();
   const int64_t group_elems = round_up(pl.cols, mk.nr) * pl.Kred;
-  parallel_for(g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
-    for (int64_t grp = begin; grp < end; ++grp)
-      pack_a_full<T>(
-          pl.cols, pl.Kred, mk.nr, w + grp * g.Kg * g.ws[0],
-          [&](int64_t j) { return tap_rsc(g, j); }, [&](int64_t k) { return k * g.ws[0]; },
-          ws + grp * group_elems);
-  });
+  pack_groups<T>(
+      g, pl.threads, pl.cols, pl.Kred, mk.nr, w, [&](int64_t j) { return tap_rsc(g, j); },
+      [&](int64_t k) { return k * g.ws[0]; }, ws, group_elems);
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* abuf = ws + pl.a_elems + tid * pl.thread_elems;
     for (int64_t t = begin; t < end; ++t) {
