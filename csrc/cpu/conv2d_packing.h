@@ -37,6 +37,8 @@ inline void copy_strided(const T* __restrict src, int64_t step, T* __restrict ds
                          int64_t n) {
   if (step == 1 && dst_step == 1) {
     for (int64_t t = 0; t < n; ++t) dst[t] = src[t];
+  } else if (step == 2 && dst_step == 1) {  // stride-2 layers: a constant step vectorizes
+    for (int64_t t = 0; t < n; ++t) dst[t] = src[2 * t];
   } else {
     for (int64_t t = 0; t < n; ++t) dst[t * dst_step] = src[t * step];
   }
