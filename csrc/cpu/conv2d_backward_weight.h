@@ -1,0 +1,182 @@
+// Backward-weight (dense GEMM path) as dot products along output positions:
+//   dW[k, (c, r, s)] = sum_q dY[k, q] * col[(c, r, s), q],   q = (n, p) over all images,
+// where row (c, r, s) of col is image plane c shifted by the tap (r, s), zero in the padding.
+// Per block of positions, dY's rows and col's rows are packed as plain row copies (runs along
+// output rows, edges zeroed); the kernel then reduces along positions with vector
+// accumulators, which needs no transposes and wastes nothing on few columns (a 1-channel 3x3
+// has 9). Threads take slices of the positions and write partial sums to the workspace, added
+// in a fixed order: results depend only on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/conv2d_geom.h"
+#include "cpu/conv2d_packing.h"
+#include "cpu/parallel.h"
+#include "fastcnn/ops.h"
+
+namespace fastcnn::cpu {
+
+// Packed rows are padded to this many bytes, a multiple of every ISA's vector.
+constexpr int64_t kDotAlign = 64;
+
+// c[i * ldc + j] += sum_(l < len) a[i * lda + l] * b[j * ldb + l] for i < m, j < n; len is a
+// multiple of kDotAlign bytes of elements.
+template <typename T>
+using DotGemm = void (*)(int64_t m, int64_t n, int64_t len, const T* a, int64_t lda, const T* b,
+                         int64_t ldb, T* c, int64_t ldc);
+
+struct DotKernels {
+  DotGemm<float> f32;
+  DotGemm<double> f64;
+};
+
+DotKernels dot_kernels_generic();
+#if defined(FASTCNN_X86)
+DotKernels dot_kernels_avx2();
+DotKernels dot_kernels_avx512();
+#endif
+
+// The kernels built for the same ISA as the micro-kernel in use.
+inline const DotKernels& dot_kernels() {
+  static const DotKernels chosen = [] {
+#if defined(FASTCNN_X86)
+    if (std::strcmp(isa(), "avx512") == 0) return dot_kernels_avx512();
+    if (std::strcmp(isa(), "avx2") == 0) return dot_kernels_avx2();
+#endif
+    return dot_kernels_generic();
+  }();
+  return chosen;
+}
+template <typename T>
+DotGemm<T> dot_gemm_for();
+template <>
+inline DotGemm<float> dot_gemm_for<float>() {
+  return dot_kernels().f32;
+}
+template <>
+inline DotGemm<double> dot_gemm_for<double>() {
+  return dot_kernels().f64;
+}
+
+// Positions contiguous along rows of both the image and dY (NCHW).
+inline bool dot_backward_weight_applies(const ConvGeom& g) {
+  return g.xs[3] == 1 && g.ys[3] == 1;
+}
+
+// Blocking and workspace of one call, computed identically for sizing and running.
+struct DotPlan {
+  int64_t cols = 0;       // (c, r, s) per group
+  int64_t block = 0;      // positions per packed block, a multiple of kDotAlign bytes
+  int64_t col_block = 0;  // columns packed at a time
+  int64_t splits = 1;     // slices of the positions, one partial sum each
+  int threads = 1;
+  int64_t a_elems = 0, b_elems = 0, partial_elems = 0;
+  int64_t thread_elems() const { return a_elems + b_elems; }
+  int64_t total_elems() const { return threads * thread_elems() + splits * partial_elems; }
+};
+
+// Packed dY block and packed column block together stay within this much of L2 (1 MB).
+constexpr int64_t kDotL2Bytes = 640 << 10;
+
+inline DotPlan dot_plan(const ConvGeom& g, int64_t elem, int threads) {
+  DotPlan pl;
+  const int64_t lanes = kDotAlign / elem, positions = g.N * g.P();
+  pl.cols = g.Cg * g.RS();
+  pl.col_block = std::min<int64_t>(pl.cols, 96);
+  // Long blocks make the horizontal sums rare; 4 KB rows keep a tile's column rows in L1.
+  const int64_t fit = kDotL2Bytes / ((g.Kg + pl.col_block) * elem) / lanes * lanes;
+  pl.block = std::clamp<int64_t>(fit, 16 * lanes, 4096 / elem);
+  pl.block = std::min(pl.block, round_up(ceil_div(positions, threads), lanes));
+  pl.splits = std::max<int64_t>(1, std::min<int64_t>(threads, ceil_div(positions, 4 * lanes)));
+  pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.splits * g.G));
+  pl.a_elems = round_up(g.Kg * pl.block, lanes);
+  pl.b_elems = round_up(pl.col_block * pl.block, lanes);
+  pl.partial_elems = round_up(g.G * g.Kg * pl.cols, lanes);
+  return pl;
+}
+
+// Rows [0, rows) of a matrix whose row i holds positions q = (n, p) at
+// base + n * sn + i * si + p * sp: the positions [q0, q0 + len) of each row, as rows of ld
+// elements, zero past len up to `padded`.
+template <typename T>
+void pack_position_rows(const T* base, int64_t sn, int64_t si, int64_t sp, int64_t P, int64_t rows,
+                        int64_t q0, int64_t len, int64_t padded, T* dst, int64_t ld) {
+  for (int64_t i = 0; i < rows; ++i) {
+    T* d = dst + i * ld;
+    for (int64_t kk = 0, n = q0 / P, p = q0 % P; kk < len; p = 0, ++n) {
+      const int64_t run = std::min(len - kk, P - p);
+      copy_strided(base + n * sn + i * si + p * sp, sp, d + kk, 1, run);
+      kk += run;
+    }
+    fill_zero(d + len, 1, padded - len);
+  }
+}
+
+// Columns (c, r, s) in [j0, j0 + ncols) of col over positions [q0, q0 + len): per column, runs
+// along output rows of the shifted image plane, zero where the tap reads padding.
+template <typename T>
+void pack_column_rows(const ConvGeom& g, const T* x, int64_t j0, int64_t ncols, int64_t q0,
+                      int64_t len, int64_t padded, T* dst, int64_t ld) {
+  for (int64_t jj = 0; jj < ncols; ++jj) {
+    const int64_t c = (j0 + jj) / g.RS(), rs = (j0 + jj) % g.RS();
+    const int64_t dh_tap = rs / g.S * g.dh, dw_tap = rs % g.S * g.dw;
+    const ValidColumns v = valid_columns(g, dw_tap, g.Wo);
+    T* d = dst + jj * ld;
+    for (int64_t kk = 0, n = q0 / g.P(), p = q0 % g.P(); kk < len;) {
+      const int64_t oh = p / g.Wo, ow = p % g.Wo, run = std::min(len - kk, g.Wo - ow);
+      gather_output_row(g, x + n * g.xs[0] + c * g.xs[1], oh, ow, run, dh_tap, dw_tap, v, d + kk,
+                        1);
+      kk += run, p += run;
+      if (p == g.P()) p = 0, ++n;
+    }
+    fill_zero(d + len, 1, padded - len);
+  }
+}
+
+template <typename T>
+void dot_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const DotPlan& pl,
+                         T* ws) {
+  const DotGemm<T> gemm = dot_gemm_for<T>();
+  const int64_t lanes = kDotAlign / static_cast<int64_t>(sizeof(T)), positions = g.N * g.P();
+  T* partial = ws + pl.threads * pl.thread_elems();
+  // Tasks (split, group): a thread's tasks are whole slices of the positions.
+  parallel_for(pl.splits * g.G, pl.threads, [&](int tid, int64_t begin, int64_t end) {
+    T* abuf = ws + tid * pl.thread_elems();
+    T* bbuf = abuf + pl.a_elems;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t split = t / g.G, grp = t % g.G;
+      const int64_t q_begin = split * positions / pl.splits,
+                    q_end = (split + 1) * positions / pl.splits;
+      T* c = partial + split * pl.partial_elems + grp * g.Kg * pl.cols;
+      std::fill(c, c + g.Kg * pl.cols, T(0));
+      const T* dyg = dy + grp * g.Kg * g.ys[1];
+      const T* xg = x + grp * g.Cg * g.xs[1];
+      for (int64_t q0 = q_begin; q0 < q_end; q0 += pl.block) {
+        const int64_t len = std::min(pl.block, q_end - q0), padded = round_up(len, lanes);
+        pack_position_rows(dyg, g.ys[0], g.ys[1], g.ys[3], g.P(), g.Kg, q0, len, padded, abuf,
+                           pl.block);
+        for (int64_t j0 = 0; j0 < pl.cols; j0 += pl.col_block) {
+          const int64_t ncols = std::min(pl.col_block, pl.cols - j0);
+          pack_column_rows(g, xg, j0, ncols, q0, len, padded, bbuf, pl.block);
+          gemm(g.Kg, ncols, padded, abuf, pl.block, bbuf, pl.block, c + j0, pl.cols);
+        }
+      }
+    }
+  });
+  // dW from the partial sums, added in split order.
+  parallel_for(g.K, pl.threads, [&](int, int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k)
+      for (int64_t j = 0; j < pl.cols; ++j) {
+        T sum = partial[k * pl.cols + j];
+        for (int64_t s = 1; s < pl.splits; ++s)
+          sum += partial[s * pl.partial_elems + k * pl.cols + j];
+        const int64_t rs = j % g.RS();
+        dw[k * g.ws[0] + j / g.RS() * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = sum;
+      }
+  });
+}
+
+}  // namespace fastcnn::cpu

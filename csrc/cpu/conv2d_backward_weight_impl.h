@@ -1,0 +1,94 @@
+// The backward-weight dot-product kernel, written once and compiled per ISA: vectors of
+// `Bytes` bytes (GCC/Clang vector extensions) run along the reduction, so an MR x NR tile of
+// outputs keeps MR * NR vector accumulators and sums each horizontally once at the end.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "cpu/conv2d_backward_weight.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+// The sum of a vector's lanes by halving: log2(lanes) vector adds, no scalar chain.
+template <typename T, int Bytes>
+T lane_sum(const void* v) {
+  if constexpr (Bytes == sizeof(T)) {
+    T s;
+    std::memcpy(&s, v, sizeof(T));
+    return s;
+  } else {
+    typedef T Half __attribute__((vector_size(Bytes / 2)));
+    Half lo, hi;
+    std::memcpy(&lo, v, Bytes / 2);
+    std::memcpy(&hi, static_cast<const char*>(v) + Bytes / 2, Bytes / 2);
+    const Half sum = lo + hi;
+    return lane_sum<T, Bytes / 2>(&sum);
+  }
+}
+
+template <typename T, int Bytes, int MR, int NR>
+void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* __restrict b, int64_t ldb,
+              T* __restrict c, int64_t ldc) {
+  typedef T V __attribute__((vector_size(Bytes)));
+  constexpr int lanes = Bytes / sizeof(T);
+  V acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = V{};
+  for (int64_t l = 0; l < len; l += lanes) {
+    V av[MR], bv[NR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) std::memcpy(&av[i], a + i * lda + l, Bytes);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) std::memcpy(&bv[j], b + j * ldb + l, Bytes);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] += av[i] * bv[j];
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] += lane_sum<T, Bytes>(&acc[i][j]);
+}
+
+template <typename T>
+using DotTile = void (*)(int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t);
+
+// Every tile shape up to MR x NR, so that row and column tails cost only what they hold.
+template <typename T, int Bytes, int MR, int NR, size_t... I>
+constexpr std::array<DotTile<T>, MR * NR> dot_tiles(std::index_sequence<I...>) {
+  return {&dot_tile<T, Bytes, static_cast<int>(I / NR) + 1, static_cast<int>(I % NR) + 1>...};
+}
+
+template <typename T, int Bytes, int MR, int NR>
+void dot_gemm(int64_t m, int64_t n, int64_t len, const T* a, int64_t lda, const T* b, int64_t ldb,
+              T* c, int64_t ldc) {
+  static_assert(Bytes % sizeof(T) == 0 && kDotAlign % Bytes == 0);
+  static constexpr std::array<DotTile<T>, MR * NR> tiles =
+      dot_tiles<T, Bytes, MR, NR>(std::make_index_sequence<MR * NR>{});
+  // Column tiles outer: their NR rows of b stay in L1 while the rows of a pass by.
+  for (int64_t j = 0; j < n; j += NR) {
+    const int64_t nr = std::min<int64_t>(NR, n - j);
+    for (int64_t i = 0; i < m; i += MR) {
+      const int64_t mr = std::min<int64_t>(MR, m - i);
+      tiles[(mr - 1) * NR + nr - 1](len, a + i * lda, lda, b + j * ldb, ldb, c + i * ldc + j, ldc);
+    }
+  }
+}
+
+// Tile shapes per vector width: MR * NR accumulators plus MR + 1 operands fit the register file
+// (32 registers with AVX-512, 16 otherwise).
+template <int Bytes, int MR, int NR>
+DotKernels make_dot_kernels() {
+  return {&dot_gemm<float, Bytes, MR, NR>, &dot_gemm<double, Bytes, MR, NR>};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
