@@ -91,6 +91,7 @@ struct Plan {
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
   bool depthwise = false;   // one input channel and few filters per group: direct convolution
   bool pixel_rows = false;  // NHWC: GEMM rows are positions, columns filters or (r, s, c)
+  bool dot = false;         // backward-weight as dot products along positions
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
@@ -142,9 +143,10 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
     return pl;
   }
   // Backward-weight over NCHW rows: dot products along positions (conv2d_backward_weight.h).
-  if (pass == ConvPass::BackwardWeight && dot_backward_weight_applies(g)) {
+  if (pass == ConvPass::BackwardWeight && dot_backward_weight_applies(g, threads)) {
     pl.a_elems = aligned(dot_plan(g, elem, threads).total_elems(), elem);
     pl.threads = threads;
+    pl.dot = true;
     return pl;
   }
   if (pass == ConvPass::Forward) {
@@ -382,7 +384,7 @@ int64_t weight_offset(const ConvGeom& g, int64_t j) {
 template <typename T>
 void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_weight(g, dy, x, dw, ws, pl.threads);
-  if (dot_backward_weight_applies(g))
+  if (pl.dot)
     return dot_backward_weight(g, dy, x, dw, dot_plan(g, sizeof(T), pl.threads), ws);
   const MicroKernel<T>& mk = microkernel<T>();
   T* partial = ws + pl.threads * pl.thread_elems;

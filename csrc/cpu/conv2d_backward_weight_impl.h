@@ -14,20 +14,28 @@
 namespace fastcnn::cpu {
 namespace {
 
-// The sum of a vector's lanes by halving: log2(lanes) vector adds, no scalar chain.
-template <typename T, int Bytes>
-T lane_sum(const void* v) {
-  if constexpr (Bytes == sizeof(T)) {
-    T s;
-    std::memcpy(&s, v, sizeof(T));
-    return s;
-  } else {
-    typedef T Half __attribute__((vector_size(Bytes / 2)));
-    Half lo, hi;
-    std::memcpy(&lo, v, Bytes / 2);
-    std::memcpy(&hi, static_cast<const char*>(v) + Bytes / 2, Bytes / 2);
-    const Half sum = lo + hi;
-    return lane_sum<T, Bytes / 2>(&sum);
+// Horizontal sums of `lanes` vectors at once: each step adds the two halves of every lane
+// segment of a pair of vectors into one vector (segments halve, vectors halve), so after
+// log2(lanes) steps lane e holds the sum of vector e: lanes - 1 adds and twice as many
+// shuffles for all of them, instead of log2(lanes) extract-and-add steps for each.
+constexpr int fold_index(int lanes, int seg, int p) {
+  const int half = p / (lanes / 2), r = p % (lanes / 2);
+  return half * lanes + r / (seg / 2) * seg + r % (seg / 2);
+}
+
+template <int Seg, typename V, int... P>
+V fold_pair(V x, V y, std::integer_sequence<int, P...>) {
+  constexpr int lanes = sizeof...(P);
+  return __builtin_shufflevector(x, y, fold_index(lanes, Seg, P)...) +
+         __builtin_shufflevector(x, y, (fold_index(lanes, Seg, P) + Seg / 2)...);
+}
+
+template <int Seg, int Lanes, typename V>
+void fold(V* v, int count) {
+  if constexpr (Seg > 1) {
+    for (int i = 0; i < count / 2; ++i)
+      v[i] = fold_pair<Seg>(v[2 * i], v[2 * i + 1], std::make_integer_sequence<int, Lanes>{});
+    fold<Seg / 2, Lanes>(v, count / 2);
   }
 }
 
@@ -52,10 +60,17 @@ void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* __restri
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] += av[i] * bv[j];
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) c[i * ldc + j] += lane_sum<T, Bytes>(&acc[i][j]);
+#pragma GCC unroll 4
+  for (int t0 = 0; t0 < MR * NR; t0 += lanes) {
+    V v[lanes];
+#pragma GCC unroll 16
+    for (int e = 0; e < lanes; ++e)
+      v[e] = t0 + e < MR * NR ? acc[(t0 + e) / NR][(t0 + e) % NR] : V{};
+    fold<lanes, lanes>(v, lanes);
+#pragma GCC unroll 16
+    for (int e = 0; e < lanes && t0 + e < MR * NR; ++e)
+      c[(t0 + e) / NR * ldc + (t0 + e) % NR] += v[0][e];
+  }
 }
 
 template <typename T>
