@@ -20,6 +20,7 @@ SHAPES = {
     "1x1": (3, 13, 37, 40, 40, 1, 1, 1, (0, 0), (0, 0), 1, 1),
     "one_channel": (8, 1, 33, 23, 25, 3, 3, 1, (1, 1), (1, 1), 1, 1),
     "strided_dilated": (9, 4, 6, 45, 43, 3, 2, 2, (2, 0), (1, 2), 2, 2),
+    "dilated": (4, 5, 9, 40, 37, 3, 3, 1, (2, 1), (1, 2), 2, 1),
     "long_slices": (2, 8, 16, 100, 97, 5, 3, 1, (2, 1), (2, 1), 1, 1),
 }
 
@@ -82,7 +83,7 @@ def test_against_torch(name, dtype, threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("name", ["tails", "strided_dilated"])
+@pytest.mark.parametrize("name", ["tails", "strided_dilated", "dilated"])
 def test_special_values_where_torch_has_them(name, dtype):
     dy, x, w_shape, geometry, ref_args = _case(name, dtype, specials=True)
     got = _run(dy, x, w_shape, geometry, 2)

@@ -22,11 +22,11 @@ namespace fastcnn::cpu {
 // Packed rows are padded to this many bytes, a multiple of every ISA's vector.
 constexpr int64_t kDotAlign = 64;
 
-// c[i * ldc + j] += sum_(l < len) a[i * lda + l] * b[j * ldb + l] for i < m, j < n; len is a
+// c[i * ldc + j] += sum_(l < len) a[i * lda + l] * b[j][l] for i < m, j < n; len is a
 // multiple of kDotAlign bytes of elements.
 template <typename T>
-using DotGemm = void (*)(int64_t m, int64_t n, int64_t len, const T* a, int64_t lda, const T* b,
-                         int64_t ldb, T* c, int64_t ldc);
+using DotGemm = void (*)(int64_t m, int64_t n, int64_t len, const T* a, int64_t lda,
+                         const T* const* b, T* c, int64_t ldc);
 
 struct DotKernels {
   DotGemm<float> f32;
@@ -70,11 +70,19 @@ inline bool dot_backward_weight_applies(const ConvGeom& g, int threads) {
 }
 
 // Blocking and workspace of one call, computed identically for sizing and running.
+//
+// Stride 1 ("shifted"): positions run over each image's padded grid, Hp x Wp rows of the
+// input padded by the convolution's padding, and dY is zero past its Ho x Wo corner. Row
+// (c, r, s) of col is then the padded plane c itself, read from offset r * dh * Wp + s * dw:
+// a block packs each channel's padded rows once instead of each (c, r, s) row apart.
 struct DotPlan {
   int64_t cols = 0;       // (c, r, s) per group
   int64_t block = 0;      // positions per packed block, a multiple of kDotAlign bytes
-  int64_t col_block = 0;  // columns packed at a time
+  int64_t col_block = 0;  // columns per kernel call (and packed at a time when not shifted)
   int64_t splits = 1;     // slices of the positions, one partial sum each
+  bool shifted = false;
+  int64_t Hp = 0, Wp = 0, rows = 0;  // shifted: padded grid, its rows per block
+  int64_t plane = 0;                 // shifted: elements per packed channel
   int threads = 1;
   int64_t a_elems = 0, b_elems = 0, partial_elems = 0;
   int64_t thread_elems() const { return a_elems + b_elems; }
@@ -83,20 +91,31 @@ struct DotPlan {
 
 // Packed dY block and packed column block together stay within this much of L2 (1 MB).
 constexpr int64_t kDotL2Bytes = 640 << 10;
+constexpr int64_t kDotColumns = 96;
 
 inline DotPlan dot_plan(const ConvGeom& g, int64_t elem, int threads) {
   DotPlan pl;
   const int64_t lanes = kDotAlign / elem, positions = g.N * g.P();
   pl.cols = g.Cg * g.RS();
-  pl.col_block = std::min<int64_t>(pl.cols, 96);
+  pl.col_block = std::min<int64_t>(pl.cols, kDotColumns);
+  pl.Hp = g.Ho + (g.R - 1) * g.dh, pl.Wp = g.Wo + (g.S - 1) * g.dw;
+  // The padded grid costs its extra positions in every dot product: not worth it past 1.5x.
+  pl.shifted = g.sh == 1 && g.sw == 1 && 2 * pl.Hp * pl.Wp <= 3 * g.P();
   // Long blocks make the horizontal sums rare; 4 KB rows keep a tile's column rows in L1.
-  const int64_t fit = kDotL2Bytes / ((g.Kg + pl.col_block) * elem) / lanes * lanes;
+  const int64_t per_position = g.Kg + (pl.shifted ? g.Cg : pl.col_block);
+  const int64_t fit = kDotL2Bytes / (per_position * elem) / lanes * lanes;
   pl.block = std::clamp<int64_t>(fit, 16 * lanes, 4096 / elem);
   pl.block = std::min(pl.block, round_up(ceil_div(positions, threads), lanes));
+  if (pl.shifted) {
+    pl.rows = std::max<int64_t>(1, pl.block / pl.Wp);
+    pl.block = std::max(pl.block, round_up(pl.rows * pl.Wp, lanes));
+    pl.plane = round_up((pl.rows + (g.R - 1) * g.dh) * pl.Wp + (g.S - 1) * g.dw + lanes, lanes);
+  }
   pl.splits = std::max<int64_t>(1, std::min<int64_t>(threads, ceil_div(positions, 4 * lanes)));
   pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.splits * g.G));
   pl.a_elems = round_up(g.Kg * pl.block, lanes);
-  pl.b_elems = round_up(pl.col_block * pl.block, lanes);
+  // Packed columns (also the fallback of a shifted block that holds Inf or NaN, see below).
+  pl.b_elems = std::max(pl.col_block * pl.block, g.Cg * pl.plane);
   pl.partial_elems = round_up(g.G * g.Kg * pl.cols, lanes);
   return pl;
 }
@@ -139,32 +158,107 @@ void pack_column_rows(const ConvGeom& g, const T* x, int64_t j0, int64_t ncols, 
   }
 }
 
+// Shifted: dY's rows k over padded-grid rows [v0, v0 + rows) (row v: image v / Hp, output
+// row v % Hp), zero past each output row's Wo and on rows past Ho.
+template <typename T>
+void pack_grid_grad_rows(const ConvGeom& g, const DotPlan& pl, const T* dy, int64_t v0,
+                         int64_t rows, int64_t padded, T* dst) {
+  for (int64_t k = 0; k < g.Kg; ++k) {
+    T* d = dst + k * pl.block;
+    for (int64_t v = v0; v < v0 + rows; ++v, d += pl.Wp) {
+      const int64_t n = v / pl.Hp, oh = v % pl.Hp;
+      const bool real = n < g.N && oh < g.Ho;
+      if (real) copy_strided(dy + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2], g.ys[3], d, 1, g.Wo);
+      fill_zero(d + (real ? g.Wo : 0), 1, real ? pl.Wp - g.Wo : pl.Wp);
+    }
+    fill_zero(dst + k * pl.block + rows * pl.Wp, 1, padded - rows * pl.Wp);
+  }
+}
+
+// Shifted: each channel's padded input rows under grid rows [v0, v0 + pl.rows + (R-1) * dh),
+// zero past them up to pl.plane. Returns false when they hold Inf or NaN: positions outside
+// dY's corner would then add 0 * Inf = NaN where the convolution reads no such product.
+template <typename T>
+bool pack_grid_planes(const ConvGeom& g, const DotPlan& pl, const T* x, int64_t v0, T* dst) {
+  const int64_t rows = pl.rows + (g.R - 1) * g.dh;
+  bool finite = true;
+  for (int64_t c = 0; c < g.Cg; ++c) {
+    T* d = dst + c * pl.plane;
+    for (int64_t v = v0; v < v0 + rows; ++v, d += pl.Wp) {
+      const int64_t n = v / pl.Hp, ih = v % pl.Hp - g.ph;
+      if (n >= g.N || !in_range(ih, g.H)) {
+        fill_zero(d, 1, pl.Wp);
+        continue;
+      }
+      fill_zero(d, 1, g.pw);
+      copy_strided(x + n * g.xs[0] + c * g.xs[1] + ih * g.xs[2], g.xs[3], d + g.pw, 1, g.W);
+      fill_zero(d + g.pw + g.W, 1, pl.Wp - g.pw - g.W);
+      bool row_finite = true;  // x - x is 0 exactly for finite x
+      for (int64_t t = g.pw; t < g.pw + g.W; ++t) row_finite &= d[t] - d[t] == T(0);
+      finite = finite && row_finite;
+    }
+    fill_zero(d, 1, dst + (c + 1) * pl.plane - d);
+  }
+  return finite;
+}
+
 template <typename T>
 void dot_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const DotPlan& pl,
                          T* ws) {
   const DotGemm<T> gemm = dot_gemm_for<T>();
-  const int64_t lanes = kDotAlign / static_cast<int64_t>(sizeof(T)), positions = g.N * g.P();
+  const int64_t lanes = kDotAlign / static_cast<int64_t>(sizeof(T));
+  // Shifted: slices and blocks of padded-grid rows; otherwise of positions (n, p).
+  const int64_t extent = pl.shifted ? g.N * pl.Hp : g.N * g.P();
+  const int64_t step = pl.shifted ? pl.rows : pl.block;
   T* partial = ws + pl.threads * pl.thread_elems();
-  // Tasks (split, group): a thread's tasks are whole slices of the positions.
+  // Tasks (split, group): a thread's tasks are whole slices.
   parallel_for(pl.splits * g.G, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* abuf = ws + tid * pl.thread_elems();
     T* bbuf = abuf + pl.a_elems;
+    const T* brow[kDotColumns];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t split = t / g.G, grp = t % g.G;
-      const int64_t q_begin = split * positions / pl.splits,
-                    q_end = (split + 1) * positions / pl.splits;
+      const int64_t e_begin = split * extent / pl.splits, e_end = (split + 1) * extent / pl.splits;
       T* c = partial + split * pl.partial_elems + grp * g.Kg * pl.cols;
       std::fill(c, c + g.Kg * pl.cols, T(0));
       const T* dyg = dy + grp * g.Kg * g.ys[1];
       const T* xg = x + grp * g.Cg * g.xs[1];
-      for (int64_t q0 = q_begin; q0 < q_end; q0 += pl.block) {
-        const int64_t len = std::min(pl.block, q_end - q0), padded = round_up(len, lanes);
+      // Positions [q0, q0 + len) through packed columns.
+      auto packed_block = [&](int64_t q0, int64_t len) {
+        const int64_t padded = round_up(len, lanes);
         pack_position_rows(dyg, g.ys[0], g.ys[1], g.ys[3], g.P(), g.Kg, q0, len, padded, abuf,
                            pl.block);
         for (int64_t j0 = 0; j0 < pl.cols; j0 += pl.col_block) {
           const int64_t ncols = std::min(pl.col_block, pl.cols - j0);
           pack_column_rows(g, xg, j0, ncols, q0, len, padded, bbuf, pl.block);
-          gemm(g.Kg, ncols, padded, abuf, pl.block, bbuf, pl.block, c + j0, pl.cols);
+          for (int64_t jj = 0; jj < ncols; ++jj) brow[jj] = bbuf + jj * pl.block;
+          gemm(g.Kg, ncols, padded, abuf, pl.block, brow, c + j0, pl.cols);
+        }
+      };
+      // Output positions before padded-grid row v (rows past Ho hold none).
+      auto positions_before = [&](int64_t v) {
+        return v / pl.Hp * g.P() + std::min(v % pl.Hp, g.Ho) * g.Wo;
+      };
+      for (int64_t e0 = e_begin; e0 < e_end; e0 += step) {
+        const int64_t len = std::min(step, e_end - e0);
+        if (!pl.shifted) {
+          packed_block(e0, len);
+          continue;
+        }
+        if (!pack_grid_planes(g, pl, xg, e0, bbuf)) {
+          const int64_t q0 = positions_before(e0);
+          if (positions_before(e0 + len) > q0) packed_block(q0, positions_before(e0 + len) - q0);
+          continue;
+        }
+        const int64_t padded = round_up(len * pl.Wp, lanes);
+        pack_grid_grad_rows(g, pl, dyg, e0, len, padded, abuf);
+        for (int64_t j0 = 0; j0 < pl.cols; j0 += pl.col_block) {
+          const int64_t ncols = std::min(pl.col_block, pl.cols - j0);
+          for (int64_t jj = 0; jj < ncols; ++jj) {
+            const int64_t j = j0 + jj, rs = j % g.RS();
+            brow[jj] = bbuf + j / g.RS() * pl.plane + rs / g.S * g.dh * pl.Wp + rs % g.S * g.dw;
+          }
+          gemm(g.Kg, ncols, padded, abuf, pl.block, brow, c + j0, pl.cols);
         }
       }
     }

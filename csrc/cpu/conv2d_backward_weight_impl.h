@@ -40,7 +40,7 @@ void fold(V* v, int count) {
 }
 
 template <typename T, int Bytes, int MR, int NR>
-void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* __restrict b, int64_t ldb,
+void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* const* __restrict b,
               T* __restrict c, int64_t ldc) {
   typedef T V __attribute__((vector_size(Bytes)));
   constexpr int lanes = Bytes / sizeof(T);
@@ -54,7 +54,7 @@ void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* __restri
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) std::memcpy(&av[i], a + i * lda + l, Bytes);
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) std::memcpy(&bv[j], b + j * ldb + l, Bytes);
+    for (int j = 0; j < NR; ++j) std::memcpy(&bv[j], b[j] + l, Bytes);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
@@ -74,7 +74,7 @@ void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* __restri
 }
 
 template <typename T>
-using DotTile = void (*)(int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t);
+using DotTile = void (*)(int64_t, const T*, int64_t, const T* const*, T*, int64_t);
 
 // Every tile shape up to MR x NR, so that row and column tails cost only what they hold.
 template <typename T, int Bytes, int MR, int NR, size_t... I>
@@ -83,8 +83,8 @@ constexpr std::array<DotTile<T>, MR * NR> dot_tiles(std::index_sequence<I...>) {
 }
 
 template <typename T, int Bytes, int MR, int NR>
-void dot_gemm(int64_t m, int64_t n, int64_t len, const T* a, int64_t lda, const T* b, int64_t ldb,
-              T* c, int64_t ldc) {
+void dot_gemm(int64_t m, int64_t n, int64_t len, const T* a, int64_t lda, const T* const* b, T* c,
+              int64_t ldc) {
   static_assert(Bytes % sizeof(T) == 0 && kDotAlign % Bytes == 0);
   static constexpr std::array<DotTile<T>, MR * NR> tiles =
       dot_tiles<T, Bytes, MR, NR>(std::make_index_sequence<MR * NR>{});
@@ -93,7 +93,7 @@ void dot_gemm(int64_t m, int64_t n, int64_t len, const T* a, int64_t lda, const 
     const int64_t nr = std::min<int64_t>(NR, n - j);
     for (int64_t i = 0; i < m; i += MR) {
       const int64_t mr = std::min<int64_t>(MR, m - i);
-      tiles[(mr - 1) * NR + nr - 1](len, a + i * lda, lda, b + j * ldb, ldb, c + i * ldc + j, ldc);
+      tiles[(mr - 1) * NR + nr - 1](len, a + i * lda, lda, b + j, c + i * ldc + j, ldc);
     }
   }
 }
