@@ -1,4 +1,5 @@
-"""Backward-weight over NCHW through the dot-product path (positions per thread >= 2048):
+"""Backward-weight through the dot-product path (NCHW, or channels_last with fewer than 8
+channels per group; positions per thread >= 2048):
 block edges (positions not a multiple of the vector width, blocks crossing images, several
 blocks per slice), tails in filters and columns, strides, dilation, asymmetric padding, groups,
 NaN/Inf, 1 and 2 threads, against torch in float64."""
@@ -13,6 +14,7 @@ import torch
 import fastcnn  # noqa: F401  (registers torch.ops.fastcnn)
 
 DTYPES = [torch.float32, torch.float64]
+CL = torch.channels_last
 
 # (N, C, K, H, W, R, S, stride, pad_begin, pad_end, dilation, groups)
 SHAPES = {
@@ -44,7 +46,7 @@ def _reference(dy, x, w_shape, stride, pad_begin, pad_end, dilation, groups):
     )[1]
 
 
-def _case(name, dtype, specials=False):
+def _case(name, dtype, specials=False, channels_last=False):
     N, C, K, H, W, R, S, stride, pb, pe, dil, groups = SHAPES[name]
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)
@@ -56,7 +58,9 @@ def _case(name, dtype, specials=False):
     if specials:
         x[1, 0, 3, 4], x[2, 0, 10, 0] = math.inf, math.nan
         dy[0, 2, 5, 5], dy[3, 1, 0, 0] = -math.inf, math.nan
-    geometry = ([stride] * 2, list(pb), list(pe), [dil] * 2, groups)
+    geometry = (channels_last, [stride] * 2, list(pb), list(pe), [dil] * 2, groups)
+    if channels_last:
+        x, dy = x.contiguous(memory_format=CL), dy.contiguous(memory_format=CL)
     return dy, x, w_shape, geometry, (stride, pb, pe, dil, groups)
 
 
@@ -64,16 +68,17 @@ def _run(dy, x, w_shape, geometry, threads):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
-        return torch.ops.fastcnn.conv2d_backward_weight(dy, x, list(w_shape), False, *geometry)
+        return torch.ops.fastcnn.conv2d_backward_weight(dy, x, list(w_shape), *geometry)
     finally:
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_against_torch(name, dtype, threads):
-    dy, x, w_shape, geometry, ref_args = _case(name, dtype)
+def test_against_torch(name, dtype, threads, channels_last):
+    dy, x, w_shape, geometry, ref_args = _case(name, dtype, channels_last=channels_last)
     got = _run(dy, x, w_shape, geometry, threads)
     want = _reference(dy, x, w_shape, *ref_args)
     red = dy.shape[0] * dy.shape[2] * dy.shape[3]
@@ -82,10 +87,11 @@ def test_against_torch(name, dtype, threads):
     assert torch.equal(got, _run(dy, x, w_shape, geometry, threads))  # bit-identical reruns
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name", ["tails", "strided_dilated", "dilated"])
-def test_special_values_where_torch_has_them(name, dtype):
-    dy, x, w_shape, geometry, ref_args = _case(name, dtype, specials=True)
+def test_special_values_where_torch_has_them(name, dtype, channels_last):
+    dy, x, w_shape, geometry, ref_args = _case(name, dtype, True, channels_last)
     got = _run(dy, x, w_shape, geometry, 2)
     want = _reference(dy, x, w_shape, *ref_args)
     assert torch.equal(got.isnan(), want.isnan())

@@ -21,6 +21,8 @@ namespace fastcnn::cpu {
 
 // Packed rows are padded to this many bytes, a multiple of every ISA's vector.
 constexpr int64_t kDotAlign = 64;
+// Filters per pass of the kernel over all columns: their packed rows stay in L2.
+constexpr int64_t kDotRowChunk = 64;
 
 // c[i * ldc + j] += sum_(l < len) a[i * lda + l] * b[j][l] for i < m, j < n; len is a
 // multiple of kDotAlign bytes of elements.
@@ -61,12 +63,14 @@ inline DotGemm<double> dot_gemm_for<double>() {
   return dot_kernels().f64;
 }
 
-// Positions contiguous along rows of both the image and dY (NCHW), and enough of them per
-// thread that the horizontal sums stay rare: with few (C9: 196 per thread, C12: 784) the
-// blocked GEMM over packed panels is faster.
+// NCHW (positions contiguous along rows of the image and of dY), or channels-innermost with
+// runs of channels too short for the packed GEMM to load well (the 3-channel stem, one
+// channel), and enough positions per thread that the horizontal sums stay rare: with few
+// (C9: 196 per thread, C12: 784) the blocked GEMM over packed panels is faster.
 constexpr int64_t kDotMinPositions = 2048;
 inline bool dot_backward_weight_applies(const ConvGeom& g, int threads) {
-  return g.xs[3] == 1 && g.ys[3] == 1 && g.N * g.P() >= kDotMinPositions * threads;
+  const bool rows = g.xs[3] == 1 && g.ys[3] == 1;
+  return (rows || g.Cg < 8) && g.N * g.P() >= kDotMinPositions * threads;
 }
 
 // Blocking and workspace of one call, computed identically for sizing and running.
@@ -89,9 +93,12 @@ struct DotPlan {
   int64_t total_elems() const { return threads * thread_elems() + splits * partial_elems; }
 };
 
-// Packed dY block and packed column block together stay within this much of L2 (1 MB).
+// One row chunk of the packed dY block, and the columns in use, stay within this much of L2
+// (1 MB); the shifted planes stream through (each serves its R * S columns in turn).
 constexpr int64_t kDotL2Bytes = 640 << 10;
-constexpr int64_t kDotColumns = 96;
+constexpr int64_t kDotColumns = 96;  // columns per kernel call
+// Longest block row: longer blocks make the horizontal sums rarer (measured up to 16 KB).
+constexpr int64_t kDotMaxRowBytes = 16384;
 
 inline DotPlan dot_plan(const ConvGeom& g, int64_t elem, int threads) {
   DotPlan pl;
@@ -101,10 +108,9 @@ inline DotPlan dot_plan(const ConvGeom& g, int64_t elem, int threads) {
   pl.Hp = g.Ho + (g.R - 1) * g.dh, pl.Wp = g.Wo + (g.S - 1) * g.dw;
   // The padded grid costs its extra positions in every dot product: not worth it past 1.5x.
   pl.shifted = g.sh == 1 && g.sw == 1 && 2 * pl.Hp * pl.Wp <= 3 * g.P();
-  // Long blocks make the horizontal sums rare; 4 KB rows keep a tile's column rows in L1.
-  const int64_t per_position = g.Kg + (pl.shifted ? g.Cg : pl.col_block);
+  const int64_t per_position = std::min(g.Kg, kDotRowChunk) + (pl.shifted ? 16 : pl.col_block);
   const int64_t fit = kDotL2Bytes / (per_position * elem) / lanes * lanes;
-  pl.block = std::clamp<int64_t>(fit, 16 * lanes, 4096 / elem);
+  pl.block = std::clamp<int64_t>(fit, 16 * lanes, kDotMaxRowBytes / elem);
   pl.block = std::min(pl.block, round_up(ceil_div(positions, threads), lanes));
   if (pl.shifted) {
     pl.rows = std::max<int64_t>(1, pl.block / pl.Wp);

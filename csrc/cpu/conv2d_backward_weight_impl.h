@@ -24,15 +24,16 @@ constexpr int fold_index(int lanes, int seg, int p) {
 }
 
 template <int Seg, typename V, int... P>
-V fold_pair(V x, V y, std::integer_sequence<int, P...>) {
+[[gnu::always_inline]] inline V fold_pair(V x, V y, std::integer_sequence<int, P...>) {
   constexpr int lanes = sizeof...(P);
   return __builtin_shufflevector(x, y, fold_index(lanes, Seg, P)...) +
          __builtin_shufflevector(x, y, (fold_index(lanes, Seg, P) + Seg / 2)...);
 }
 
 template <int Seg, int Lanes, typename V>
-void fold(V* v, int count) {
+[[gnu::always_inline]] inline void fold(V* v, int count) {
   if constexpr (Seg > 1) {
+#pragma GCC unroll 16
     for (int i = 0; i < count / 2; ++i)
       v[i] = fold_pair<Seg>(v[2 * i], v[2 * i + 1], std::make_integer_sequence<int, Lanes>{});
     fold<Seg / 2, Lanes>(v, count / 2);
@@ -49,16 +50,19 @@ void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* const* _
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = V{};
+  // One row of a at a time: MR * NR accumulators, NR rows of b and one of a in registers
+  // (31 of 32 with AVX-512), so that nothing is loaded twice.
   for (int64_t l = 0; l < len; l += lanes) {
-    V av[MR], bv[NR];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) std::memcpy(&av[i], a + i * lda + l, Bytes);
+    V bv[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) std::memcpy(&bv[j], b[j] + l, Bytes);
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MR; ++i) {
+      V av;
+      std::memcpy(&av, a + i * lda + l, Bytes);
 #pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j) acc[i][j] += av[i] * bv[j];
+      for (int j = 0; j < NR; ++j) acc[i][j] += av * bv[j];
+    }
   }
 #pragma GCC unroll 4
   for (int t0 = 0; t0 < MR * NR; t0 += lanes) {
@@ -88,12 +92,16 @@ void dot_gemm(int64_t m, int64_t n, int64_t len, const T* a, int64_t lda, const 
   static_assert(Bytes % sizeof(T) == 0 && kDotAlign % Bytes == 0);
   static constexpr std::array<DotTile<T>, MR * NR> tiles =
       dot_tiles<T, Bytes, MR, NR>(std::make_index_sequence<MR * NR>{});
-  // Column tiles outer: their NR rows of b stay in L1 while the rows of a pass by.
-  for (int64_t j = 0; j < n; j += NR) {
-    const int64_t nr = std::min<int64_t>(NR, n - j);
-    for (int64_t i = 0; i < m; i += MR) {
-      const int64_t mr = std::min<int64_t>(MR, m - i);
-      tiles[(mr - 1) * NR + nr - 1](len, a + i * lda, lda, b + j, c + i * ldc + j, ldc);
+  // Column tiles outside row tiles: their NR rows of b stay in L1 while rows of a pass by.
+  // Row chunks outermost: their rows of a stay in L2 while every column passes.
+  for (int64_t i0 = 0; i0 < m; i0 += kDotRowChunk) {
+    const int64_t i1 = std::min(m, i0 + kDotRowChunk);
+    for (int64_t j = 0; j < n; j += NR) {
+      const int64_t nr = std::min<int64_t>(NR, n - j);
+      for (int64_t i = i0; i < i1; i += MR) {
+        const int64_t mr = std::min<int64_t>(MR, i1 - i);
+        tiles[(mr - 1) * NR + nr - 1](len, a + i * lda, lda, b + j, c + i * ldc + j, ldc);
+      }
     }
   }
 }
