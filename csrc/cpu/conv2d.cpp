@@ -384,8 +384,7 @@ int64_t weight_offset(const ConvGeom& g, int64_t j) {
 template <typename T>
 void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_weight(g, dy, x, dw, ws, pl.threads);
-  if (pl.dot)
-    return dot_backward_weight(g, dy, x, dw, dot_plan(g, sizeof(T), pl.threads), ws);
+  if (pl.dot) return dot_backward_weight(g, dy, x, dw, dot_plan(g, sizeof(T), pl.threads), ws);
   const MicroKernel<T>& mk = microkernel<T>();
   T* partial = ws + pl.threads * pl.thread_elems;
   const int64_t group_elems = g.Kg * pl.cols;

@@ -85,6 +85,7 @@ struct DotPlan {
   int64_t col_block = 0;  // columns per kernel call (and packed at a time when not shifted)
   int64_t splits = 1;     // slices of the positions, one partial sum each
   bool shifted = false;
+  bool direct = false;  // 1x1, stride 1, unpadded: both operands read in place (see below)
   int64_t Hp = 0, Wp = 0, rows = 0;  // shifted: padded grid, its rows per block
   int64_t plane = 0;                 // shifted: elements per packed channel
   int threads = 1;
@@ -108,6 +109,13 @@ inline DotPlan dot_plan(const ConvGeom& g, int64_t elem, int threads) {
   pl.Hp = g.Ho + (g.R - 1) * g.dh, pl.Wp = g.Wo + (g.S - 1) * g.dw;
   // The padded grid costs its extra positions in every dot product: not worth it past 1.5x.
   pl.shifted = g.sh == 1 && g.sw == 1 && 2 * pl.Hp * pl.Wp <= 3 * g.P();
+  // A 1x1, stride-1, unpadded convolution over NCHW rows: col is the image itself and the
+  // positions of an image are one contiguous run in both operands, so blocks inside one image
+  // of whole vectors need no packing at all (C11 would otherwise copy all of dY per call).
+  pl.direct = g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.Ho == g.H &&
+              g.Wo == g.W && g.xs[3] == 1 && g.xs[2] == g.W && g.ys[3] == 1 && g.ys[2] == g.Wo &&
+              g.P() % lanes == 0;
+  pl.shifted = pl.shifted && !pl.direct;
   const int64_t per_position = std::min(g.Kg, kDotRowChunk) + (pl.shifted ? 16 : pl.col_block);
   const int64_t fit = kDotL2Bytes / (per_position * elem) / lanes * lanes;
   pl.block = std::clamp<int64_t>(fit, 16 * lanes, kDotMaxRowBytes / elem);
@@ -224,7 +232,12 @@ void dot_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, cons
     const T* brow[kDotColumns];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t split = t / g.G, grp = t % g.G;
-      const int64_t e_begin = split * extent / pl.splits, e_end = (split + 1) * extent / pl.splits;
+      // Direct: slices of whole vectors, so that every block is.
+      const int64_t unit = pl.direct ? lanes : 1;
+      const int64_t e_begin = split * (extent / unit) / pl.splits * unit,
+                    e_end = split + 1 == pl.splits
+                                ? extent
+                                : (split + 1) * (extent / unit) / pl.splits * unit;
       T* c = partial + split * pl.partial_elems + grp * g.Kg * pl.cols;
       std::fill(c, c + g.Kg * pl.cols, T(0));
       const T* dyg = dy + grp * g.Kg * g.ys[1];
@@ -245,8 +258,19 @@ void dot_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, cons
       auto positions_before = [&](int64_t v) {
         return v / pl.Hp * g.P() + std::min(v % pl.Hp, g.Ho) * g.Wo;
       };
-      for (int64_t e0 = e_begin; e0 < e_end; e0 += step) {
-        const int64_t len = std::min(step, e_end - e0);
+      for (int64_t e0 = e_begin, len = 0; e0 < e_end; e0 += len) {
+        len = std::min(step, e_end - e0);
+        if (pl.direct) {
+          const int64_t n = e0 / g.P(), p = e0 % g.P();
+          len = std::min(len, g.P() - p);
+          for (int64_t j0 = 0; j0 < pl.cols; j0 += pl.col_block) {
+            const int64_t ncols = std::min(pl.col_block, pl.cols - j0);
+            for (int64_t jj = 0; jj < ncols; ++jj)
+              brow[jj] = xg + n * g.xs[0] + (j0 + jj) * g.xs[1] + p;
+            gemm(g.Kg, ncols, len, dyg + n * g.ys[0] + p, g.ys[1], brow, c + j0, pl.cols);
+          }
+          continue;
+        }
         if (!pl.shifted) {
           packed_block(e0, len);
           continue;
