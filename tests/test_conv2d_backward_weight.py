@@ -1,5 +1,5 @@
 """Backward-weight through the dot-product path (NCHW, or channels_last with fewer than 8
-channels per group; positions per thread >= 2048):
+channels per group; positions per thread >= 1536):
 block edges (positions not a multiple of the vector width, blocks crossing images, several
 blocks per slice), tails in filters and columns, strides, dilation, asymmetric padding, groups,
 NaN/Inf, 1 and 2 threads, against torch in float64."""

@@ -67,7 +67,7 @@ inline DotGemm<double> dot_gemm_for<double>() {
 // runs of channels too short for the packed GEMM to load well (the 3-channel stem, one
 // channel), and enough positions per thread that the horizontal sums stay rare: with few
 // (C9: 196 per thread, C12: 784) the blocked GEMM over packed panels is faster.
-constexpr int64_t kDotMinPositions = 2048;
+constexpr int64_t kDotMinPositions = 1536;
 inline bool dot_backward_weight_applies(const ConvGeom& g, int threads) {
   const bool rows = g.xs[3] == 1 && g.ys[3] == 1;
   return (rows || g.Cg < 8) && g.N * g.P() >= kDotMinPositions * threads;
