@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cpu/checks.h"
+#include "cpu/conv2d_backward_weight.h"
 #include "cpu/conv2d_checks.h"
 #include "cpu/conv2d_depthwise.h"
 #include "cpu/conv2d_packing.h"
@@ -104,6 +105,7 @@ struct Plan {
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
   bool depthwise = false;   // one input channel and few filters per group: direct convolution
   bool pixel_rows = false;  // NHWC: GEMM rows are positions, columns filters or (r, s, c)
+  bool dot = false;         // backward-weight as dot products along positions
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
@@ -152,6 +154,13 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
     pl.a_elems = aligned(g.G * round_up(pl.cols, nr) * pl.Kred, elem);
     pl.thread_elems = aligned(round_up(kRowChunk, mr) * kBlockK, elem);
     pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
+    return pl;
+  }
+  // Backward-weight over NCHW rows: dot products along positions (conv2d_backward_weight.h).
+  if (pass == ConvPass::BackwardWeight && dot_backward_weight_applies(g, threads)) {
+    pl.a_elems = aligned(dot_plan(g, elem, threads).total_elems(), elem);
+    pl.threads = threads;
+    pl.dot = true;
     return pl;
   }
   if (pass == ConvPass::Forward) {
@@ -394,6 +403,7 @@ int64_t weight_offset(const ConvGeom& g, int64_t j) {
 template <typename T>
 void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_weight(g, dy, x, dw, ws, pl.threads);
+  if (pl.dot) return dot_backward_weight(g, dy, x, dw, dot_plan(g, sizeof(T), pl.threads), ws);
   const MicroKernel<T>& mk = microkernel<T>();
   T* partial = ws + pl.threads * pl.thread_elems;
   const int64_t group_elems = g.Kg * pl.cols;

@@ -1,0 +1,100 @@
+"""Backward-weight through the dot-product path (NCHW, or channels_last with fewer than 8
+channels per group; positions per thread >= 1536):
+block edges (positions not a multiple of the vector width, blocks crossing images, several
+blocks per slice), tails in filters and columns, strides, dilation, asymmetric padding, groups,
+NaN/Inf, 1 and 2 threads, against torch in float64."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import fastcnn  # noqa: F401  (registers torch.ops.fastcnn)
+
+DTYPES = [torch.float32, torch.float64]
+CL = torch.channels_last
+
+# (N, C, K, H, W, R, S, stride, pad_begin, pad_end, dilation, groups)
+SHAPES = {
+    "tails": (5, 3, 7, 29, 29, 3, 3, 1, (1, 1), (1, 1), 1, 1),
+    "1x1": (3, 13, 37, 40, 40, 1, 1, 1, (0, 0), (0, 0), 1, 1),
+    "1x1_odd_plane": (5, 6, 10, 31, 33, 1, 1, 1, (0, 0), (0, 0), 1, 1),
+    "one_channel": (8, 1, 33, 23, 25, 3, 3, 1, (1, 1), (1, 1), 1, 1),
+    "strided_dilated": (9, 4, 6, 45, 43, 3, 2, 2, (2, 0), (1, 2), 2, 2),
+    "dilated": (4, 5, 9, 40, 37, 3, 3, 1, (2, 1), (1, 2), 2, 1),
+    "long_slices": (2, 8, 16, 100, 97, 5, 3, 1, (2, 1), (2, 1), 1, 1),
+}
+
+
+def _reference(dy, x, w_shape, stride, pad_begin, pad_end, dilation, groups):
+    """torch's weight gradient in float64, with asymmetric padding applied to x up front."""
+    xp = torch.nn.functional.pad(x.double(), (pad_begin[1], pad_end[1], pad_begin[0], pad_end[0]))
+    w = torch.zeros(w_shape, dtype=torch.float64)
+    return torch.ops.aten.convolution_backward(
+        dy.double(),
+        xp,
+        w,
+        None,
+        [stride] * 2,
+        [0, 0],
+        [dilation] * 2,
+        False,
+        [0, 0],
+        groups,
+        [False, True, False],
+    )[1]
+
+
+def _case(name, dtype, specials=False, channels_last=False):
+    N, C, K, H, W, R, S, stride, pb, pe, dil, groups = SHAPES[name]
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)
+    w_shape = (K, C // groups, R, S)
+    Ho = (H + pb[0] + pe[0] - dil * (R - 1) - 1) // stride + 1
+    Wo = (W + pb[1] + pe[1] - dil * (S - 1) - 1) // stride + 1
+    assert N * Ho * Wo >= 4096  # the dot-product path at 1 and 2 threads
+    dy = torch.randn(N, K, Ho, Wo, generator=gen, dtype=dtype)
+    if specials:
+        x[1, 0, 3, 4], x[2, 0, 10, 0] = math.inf, math.nan
+        dy[0, 2, 5, 5], dy[3, 1, 0, 0] = -math.inf, math.nan
+    geometry = (channels_last, [stride] * 2, list(pb), list(pe), [dil] * 2, groups)
+    if channels_last:
+        x, dy = x.contiguous(memory_format=CL), dy.contiguous(memory_format=CL)
+    return dy, x, w_shape, geometry, (stride, pb, pe, dil, groups)
+
+
+def _run(dy, x, w_shape, geometry, threads):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return torch.ops.fastcnn.conv2d_backward_weight(dy, x, list(w_shape), *geometry)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_against_torch(name, dtype, threads, channels_last):
+    dy, x, w_shape, geometry, ref_args = _case(name, dtype, channels_last=channels_last)
+    got = _run(dy, x, w_shape, geometry, threads)
+    want = _reference(dy, x, w_shape, *ref_args)
+    red = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    tol = {"rtol": 1e-4, "atol": 1e-5 * math.sqrt(red)} if dtype == torch.float32 else {}
+    torch.testing.assert_close(got.double(), want, **tol)
+    assert torch.equal(got, _run(dy, x, w_shape, geometry, threads))  # bit-identical reruns
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["tails", "strided_dilated", "dilated"])
+def test_special_values_where_torch_has_them(name, dtype, channels_last):
+    dy, x, w_shape, geometry, ref_args = _case(name, dtype, True, channels_last)
+    got = _run(dy, x, w_shape, geometry, 2)
+    want = _reference(dy, x, w_shape, *ref_args)
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.isinf() & (got > 0), want.isinf() & (want > 0))
+    assert torch.equal(got.isinf() & (got < 0), want.isinf() & (want < 0))
