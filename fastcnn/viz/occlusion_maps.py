@@ -238,10 +238,12 @@ class _ConvParams:
         return _CONV_BACKENDS[_conv_backend(self, x, padding)](self, x, padding)
 
     def key(self, x: Tensor, padding) -> tuple:
-        """What the backend choice depends on: the whole call (a batch of boxes a few pixels
-        wide and the whole image favour different kernels)."""
-        shape = (tuple(self.weight.shape), tuple(x.shape), x.dtype, x.device.type)
-        return (*shape, self.stride, padding, self.dilation, self.groups)
+        """What the backend choice depends on: the image size (boxes a few pixels wide and
+        the whole image favour different kernels) and whether the batch is large enough to
+        fill a tuning sample, not its exact size."""
+        shape = (tuple(self.weight.shape), tuple(x.shape[1:]), x.dtype, x.device.type)
+        batched = len(x) >= _TUNING_BATCH
+        return (*shape, batched, self.stride, padding, self.dilation, self.groups)
 
 
 def _channels_last(p: _ConvParams, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,19 +272,22 @@ _CONV_BACKENDS: dict[str, Callable[[_ConvParams, Tensor, object], Tensor]] = {
 }
 _CONV_CHOICES: dict[tuple, str] = {}
 _TUNING_RUNS = 2
+_TUNING_BATCH = 16  # images per timing: enough to show batch behaviour, cheap next to the run
 
 
 def _conv_backend(p: _ConvParams, x: Tensor, padding) -> str:
-    """The faster backend for this convolution call (timed on its first occurrence)."""
+    """The faster backend for this convolution call (timed on the first _TUNING_BATCH
+    images of its first occurrence)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return "torch"
     key = p.key(x, padding)
     if key not in _CONV_CHOICES:
+        sample = x[:_TUNING_BATCH]
         times: dict[str, float] = {name: math.inf for name in _CONV_BACKENDS}
         for run in range(_TUNING_RUNS + 1):
             for name, conv in _CONV_BACKENDS.items():
                 start = time.perf_counter()
-                conv(p, x, padding)
+                conv(p, sample, padding)
                 if run:  # the first run of each warms up (allocations, primitive creation)
                     times[name] = min(times[name], time.perf_counter() - start)
         _CONV_CHOICES[key] = min(times, key=times.__getitem__)
