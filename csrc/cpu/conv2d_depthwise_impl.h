@@ -1,0 +1,239 @@
+// The depthwise fast paths, written once over 64-byte vectors (16 floats or 8 doubles) and
+// compiled per ISA: each ISA's translation unit includes this file, and the unnamed namespace
+// gives every one its own copy built with its own flags. GCC/Clang lower the vectors to the
+// widest registers the flags allow (one zmm, two ymm, or scalars on a portable build).
+//
+// NCHW: rows of a plane are staged, zero-padded and split by column phase (column mod stride),
+// into a small stack ring of padded rows, so every tap of a vector of outputs along the row is
+// one unaligned load at a fixed offset. NHWC: vectors run along channels.
+//
+// Padding is explicit zeros in every path: an Inf or NaN weight (forward) or gradient
+// (backward-weight) over the padding gives NaN, as on a zero-padded input.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "cpu/conv2d_depthwise.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+template <typename T>
+struct Vec {
+  static constexpr int lanes = kDepthwiseVecBytes / sizeof(T);
+  typedef T V __attribute__((vector_size(kDepthwiseVecBytes)));
+  using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  typedef Index I __attribute__((vector_size(kDepthwiseVecBytes)));
+
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+  static V set1(T a) { return V{} + a; }
+  static V relu(V v) { return v < T(0) ? V{} : v; }  // keeps NaN, as the scalar select
+  // v with lanes n and above zeroed (a select, so an Inf or NaN there does not leak in).
+  static V first(V v, int64_t n) {
+    I lane;
+    for (int l = 0; l < lanes; ++l) lane[l] = l;
+    return lane < static_cast<Index>(n) ? v : V{};
+  }
+  static T sum(V v) {
+    T s = T(0);
+    for (int l = 0; l < lanes; ++l) s += v[l];
+    return s;
+  }
+};
+
+// Padded rows of one input plane: ring slot i % rows holds padded row i (input row i - ph),
+// stride phases one after another, each `phase_len` long (zeros past the row).
+template <typename T>
+struct Ring {
+  T* buf;
+  int64_t rows, phase_len, phases;
+  T* slot(int64_t i) const { return buf + i % rows * phases * phase_len; }
+};
+
+template <typename T>
+void fill_row(const ConvGeom& g, const T* plane, int64_t padded_row, T* dst, int64_t phase_len) {
+  const int64_t ih = padded_row - g.ph;
+  if (!in_range(ih, g.H)) {
+    std::fill(dst, dst + phase_len * g.sw, T(0));
+    return;
+  }
+  const T* row = plane + ih * g.xs[2];
+  if (g.sw == 1 && g.xs[3] == 1) {
+    std::fill(dst, dst + g.pw, T(0));
+    std::memcpy(dst + g.pw, row, g.W * sizeof(T));
+    std::fill(dst + g.pw + g.W, dst + phase_len, T(0));
+    return;
+  }
+  for (int64_t p = 0; p < g.sw; ++p)
+    for (int64_t j = 0; j < phase_len; ++j) {
+      const int64_t iw = j * g.sw + p - g.pw;
+      dst[p * phase_len + j] = in_range(iw, g.W) ? row[iw * g.xs[3]] : T(0);
+    }
+}
+
+// Makes padded rows [oh * sh, oh * sh + rows) present, filling those past `filled`.
+template <typename T>
+void advance(const ConvGeom& g, const T* plane, const Ring<T>& ring, int64_t oh, int64_t& filled) {
+  const int64_t lo = oh * g.sh, hi = lo + ring.rows;
+  for (int64_t i = std::max(filled, lo); i < hi; ++i)
+    fill_row(g, plane, i, ring.slot(i), ring.phase_len);
+  filled = hi;
+}
+
+// Where tap s reads, relative to the output column, in a padded row of the ring.
+inline int64_t tap_offset(const ConvGeom& g, int64_t s, int64_t phase_len) {
+  return s * g.dw % g.sw * phase_len + s * g.dw / g.sw;
+}
+
+template <typename T>
+void nchw_forward_plane(const ConvGeom& g, const T* plane, const T* w, const T* bias, T* y_image,
+                        int64_t c, bool relu) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  alignas(64) T buf[kDepthwiseRingBytes / sizeof(T)];
+  const Ring<T> ring{buf, depthwise_ring_rows(g), depthwise_phase_len(g, L), g.sw};
+  int64_t off[kDepthwiseMaxTaps];
+  for (int64_t s = 0; s < g.S; ++s) off[s] = tap_offset(g, s, ring.phase_len);
+  int64_t filled = 0;
+  for (int64_t oh = 0; oh < g.Ho; ++oh) {
+    advance(g, plane, ring, oh, filled);
+    for (int64_t k = c * g.Kg; k < (c + 1) * g.Kg; ++k) {
+      T taps[kDepthwiseMaxTaps];
+      for (int64_t rs = 0; rs < g.RS(); ++rs)
+        taps[rs] = w[k * g.ws[0] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
+      const T b = bias ? bias[k] : T(0);
+      T* o = y_image + k * g.ys[1] + oh * g.ys[2];
+      // The last vector overlaps the one before instead of running past the row.
+      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += L) {
+        const int64_t at = g.Wo >= L ? std::min(ow0, g.Wo - L) : 0;
+        V acc = W::set1(b);
+        for (int64_t r = 0; r < g.R; ++r) {
+          const T* row = ring.slot(oh * g.sh + r * g.dh) + at;
+          for (int64_t s = 0; s < g.S; ++s) acc += taps[r * g.S + s] * W::load(row + off[s]);
+        }
+        if (relu) acc = W::relu(acc);
+        if (g.Wo >= L) {
+          W::store(o + at, acc);
+        } else {
+          for (int64_t i = 0; i < g.Wo; ++i) o[i] = acc[i];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void nchw_weight_filter(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  alignas(64) T buf[kDepthwiseRingBytes / sizeof(T)];
+  const Ring<T> ring{buf, depthwise_ring_rows(g), depthwise_phase_len(g, L), g.sw};
+  int64_t off[kDepthwiseMaxTaps];
+  for (int64_t s = 0; s < g.S; ++s) off[s] = tap_offset(g, s, ring.phase_len);
+  V acc[kDepthwiseMaxTaps];
+  for (int64_t rs = 0; rs < g.RS(); ++rs) acc[rs] = V{};
+  const int64_t full = g.Wo / L * L;
+  for (int64_t n = 0; n < g.N; ++n) {
+    const T* plane = x + n * g.xs[0] + k / g.Kg * g.xs[1];
+    int64_t filled = 0;
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      advance(g, plane, ring, oh, filled);
+      const T* d = dy + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2];
+      alignas(64) T tail[L] = {};
+      std::memcpy(tail, d + full, (g.Wo - full) * sizeof(T));
+      for (int64_t r = 0; r < g.R; ++r) {
+        const T* row = ring.slot(oh * g.sh + r * g.dh);
+        for (int64_t s = 0; s < g.S; ++s) {
+          V a = acc[r * g.S + s];
+          for (int64_t ow = 0; ow < full; ow += L)
+            a += W::load(d + ow) * W::load(row + off[s] + ow);
+          if (full < g.Wo) a += W::first(W::load(tail) * W::load(row + off[s] + full), g.Wo - full);
+          acc[r * g.S + s] = a;
+        }
+      }
+    }
+  }
+  for (int64_t rs = 0; rs < g.RS(); ++rs) dw[rs] = W::sum(acc[rs]);
+}
+
+// Channels [c0, c0 + lanes) of one NHWC output row; wt holds the taps as [R*S][K].
+template <typename T>
+void nhwc_forward_row(const ConvGeom& g, const T* x_image, const T* wt, const T* bias, T* y_row,
+                      int64_t oh, bool relu) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  for (int64_t ow = 0; ow < g.Wo; ++ow) {
+    T* o = y_row + ow * g.ys[3];
+    for (int64_t c0 = 0; c0 < g.K; c0 += L) {
+      const int64_t c = std::min(c0, g.K - L);  // the last block overlaps the one before
+      V acc = bias ? W::load(bias + c) : V{};
+      for (int64_t r = 0; r < g.R; ++r) {
+        const int64_t ih = oh * g.sh - g.ph + r * g.dh;
+        for (int64_t s = 0; s < g.S; ++s) {
+          const int64_t iw = ow * g.sw - g.pw + s * g.dw;
+          const V xv = in_range(ih, g.H) && in_range(iw, g.W)
+                           ? W::load(x_image + ih * g.xs[2] + iw * g.xs[3] + c)
+                           : V{};
+          acc += W::load(wt + (r * g.S + s) * g.K + c) * xv;
+        }
+      }
+      if (relu) acc = W::relu(acc);
+      W::store(o + c, acc);
+    }
+  }
+}
+
+template <typename T, int kR, int kS>
+void nhwc_weight_block_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t c, T* acc_out) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S;
+  V acc[kR ? kR * kS : kDepthwiseMaxTaps];
+  for (int64_t rs = 0; rs < R * S; ++rs) acc[rs] = V{};
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oh = 0; oh < g.Ho; ++oh)
+      for (int64_t ow = 0; ow < g.Wo; ++ow) {
+        const V d = W::load(dy + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3] + c);
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t ih = oh * g.sh - g.ph + r * g.dh;
+          for (int64_t s = 0; s < S; ++s) {
+            const int64_t iw = ow * g.sw - g.pw + s * g.dw;
+            const V xv = in_range(ih, g.H) && in_range(iw, g.W)
+                             ? W::load(x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3] + c)
+                             : V{};
+            acc[r * S + s] += d * xv;
+          }
+        }
+      }
+  for (int64_t rs = 0; rs < R * S; ++rs) W::store(acc_out + rs * L, acc[rs]);
+}
+
+template <typename T>
+void nhwc_weight_block(const ConvGeom& g, const T* dy, const T* x, int64_t c, T* acc_out) {
+  if (g.R == 3 && g.S == 3) return nhwc_weight_block_fixed<T, 3, 3>(g, dy, x, c, acc_out);
+  nhwc_weight_block_fixed<T, 0, 0>(g, dy, x, c, acc_out);
+}
+
+template <typename T>
+DepthwiseKernels<T> make_kernels() {
+  return {nchw_forward_plane<T>, nchw_weight_filter<T>, nhwc_forward_row<T>, nhwc_weight_block<T>};
+}
+
+inline DepthwiseKernelSet make_depthwise_kernels() {
+  return {make_kernels<float>(), make_kernels<double>()};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
