@@ -271,16 +271,15 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
     return;
   }
   if (image_channels_last(g.xs) && nhwc_vectorized<T>(g)) {
-    // A task owns a block of channels; the last block overlaps the one before and stores
-    // only its new channels.
+    // A task owns a range of channel blocks; the last block overlaps the one before and
+    // stores only its new channels.
     constexpr int64_t L = lanes<T>();
     parallel_for(ceil_div(g.K, L), nt, [&](int, int64_t begin, int64_t end) {
+      kernels<T>().nhwc_weight_blocks(g, dy, x, begin, end, ws);
       for (int64_t b = begin; b < end; ++b) {
         const int64_t c = std::min(b * L, g.K - L);
-        T acc[kDepthwiseMaxTaps * L];
-        kernels<T>().nhwc_weight_block(g, dy, x, c, acc);
         for (int64_t k = b * L; k < std::min(g.K, b * L + L); ++k)
-          for (int64_t rs = 0; rs < g.RS(); ++rs) store(k, rs, acc[rs * L + k - c]);
+          for (int64_t rs = 0; rs < g.RS(); ++rs) store(k, rs, ws[(b * g.RS() + rs) * L + k - c]);
       }
     });
     return;

@@ -8,9 +8,17 @@
 
 namespace fastcnn::cpu {
 
-// Workspace elements: the weights as [R*S][K] (NHWC loops) or per-tap accumulators.
+// The vectorized kernels (conv2d_depthwise_impl.h, compiled per ISA) run on 64-byte vectors
+// whatever the ISA, so their applicability below does not depend on it.
+constexpr int kDepthwiseVecBytes = 64;
+constexpr int64_t kDepthwiseMaxTaps = 64;
+// The NCHW kernels stage padded input rows in a stack buffer of this size.
+constexpr int64_t kDepthwiseRingBytes = 32 * 1024;
+
+// Workspace elements: the weights as [R*S][K] (NHWC loops) or per-tap accumulators, the
+// NHWC vector kernels' per channel block (K rounded up to 16 floats).
 inline int64_t depthwise_workspace_elems(const ConvGeom& g) {
-  return g.RS() * g.K;
+  return g.RS() * ((g.K + 15) / 16 * 16);
 }
 
 template <typename T>
@@ -22,13 +30,6 @@ void depthwise_backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx,
 template <typename T>
 void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T* ws,
                                int threads);
-
-// The vectorized kernels (conv2d_depthwise_impl.h, compiled per ISA) run on 64-byte vectors
-// whatever the ISA, so their applicability below does not depend on it.
-constexpr int kDepthwiseVecBytes = 64;
-constexpr int64_t kDepthwiseMaxTaps = 64;
-// The NCHW kernels stage padded input rows in a stack buffer of this size.
-constexpr int64_t kDepthwiseRingBytes = 32 * 1024;
 
 // Padded rows one output row reads, and the length of one column phase of a padded row
 // (a vector read past the last output column stays inside it).
@@ -51,9 +52,10 @@ struct DepthwiseKernels {
   // the taps as [R*S][K].
   void (*nhwc_forward_row)(const ConvGeom& g, const T* x_image, const T* wt, const T* bias,
                            T* y_row, int64_t oh, bool relu);
-  // NHWC, multiplier 1, K >= lanes: the batch's sums for channels [c, c + lanes), stored as
-  // acc[rs * lanes + lane].
-  void (*nhwc_weight_block)(const ConvGeom& g, const T* dy, const T* x, int64_t c, T* acc);
+  // NHWC, multiplier 1, K >= lanes: the batch's sums for the channel blocks [b0, b1) (block b:
+  // channels from min(b * lanes, K - lanes)), stored as acc[(b * R*S + rs) * lanes + lane].
+  void (*nhwc_weight_blocks)(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
+                             T* acc);
 };
 
 struct DepthwiseKernelSet {

@@ -93,38 +93,55 @@ inline int64_t tap_offset(const ConvGeom& g, int64_t s, int64_t phase_len) {
   return s * g.dw % g.sw * phase_len + s * g.dw / g.sw;
 }
 
-template <typename T>
-void nchw_forward_plane(const ConvGeom& g, const T* plane, const T* w, const T* bias, T* y_image,
-                        int64_t c, bool relu) {
+// Output vectors computed side by side: independent FMA chains hide the FMA latency.
+constexpr int kVecsPerStep = 4;
+
+// The filter size is a template argument where it is common (3x3: the taps unroll into
+// registers), 0 where it is read from g.
+template <typename T, int kR, int kS>
+void nchw_forward_plane_fixed(const ConvGeom& g, const T* plane, const T* w, const T* bias,
+                              T* y_image, int64_t c, bool relu) {
   using W = Vec<T>;
   using V = typename W::V;
   constexpr int L = W::lanes;
+  const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S;
   alignas(64) T buf[kDepthwiseRingBytes / sizeof(T)];
   const Ring<T> ring{buf, depthwise_ring_rows(g), depthwise_phase_len(g, L), g.sw};
-  int64_t off[kDepthwiseMaxTaps];
-  for (int64_t s = 0; s < g.S; ++s) off[s] = tap_offset(g, s, ring.phase_len);
+  int64_t off[kS ? kS : kDepthwiseMaxTaps];
+  for (int64_t s = 0; s < S; ++s) off[s] = tap_offset(g, s, ring.phase_len);
+  // Vectors start at multiples of L; the last one overlaps the one before instead of running
+  // past the row (rows narrower than L are computed whole and stored in part).
+  const int64_t last = std::max<int64_t>(g.Wo - L, 0);
   int64_t filled = 0;
   for (int64_t oh = 0; oh < g.Ho; ++oh) {
     advance(g, plane, ring, oh, filled);
+    const T* rows[kR ? kR : kDepthwiseMaxTaps];
+    for (int64_t r = 0; r < R; ++r) rows[r] = ring.slot(oh * g.sh + r * g.dh);
     for (int64_t k = c * g.Kg; k < (c + 1) * g.Kg; ++k) {
-      T taps[kDepthwiseMaxTaps];
-      for (int64_t rs = 0; rs < g.RS(); ++rs)
-        taps[rs] = w[k * g.ws[0] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]];
-      const T b = bias ? bias[k] : T(0);
+      T taps[kR ? kR * kS : kDepthwiseMaxTaps];
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s)
+          taps[r * S + s] = w[k * g.ws[0] + r * g.ws[2] + s * g.ws[3]];
+      const V b = W::set1(bias ? bias[k] : T(0));
       T* o = y_image + k * g.ys[1] + oh * g.ys[2];
-      // The last vector overlaps the one before instead of running past the row.
-      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += L) {
-        const int64_t at = g.Wo >= L ? std::min(ow0, g.Wo - L) : 0;
-        V acc = W::set1(b);
-        for (int64_t r = 0; r < g.R; ++r) {
-          const T* row = ring.slot(oh * g.sh + r * g.dh) + at;
-          for (int64_t s = 0; s < g.S; ++s) acc += taps[r * g.S + s] * W::load(row + off[s]);
+      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += kVecsPerStep * L) {
+        int64_t at[kVecsPerStep];
+        V acc[kVecsPerStep];
+        for (int j = 0; j < kVecsPerStep; ++j) {
+          at[j] = std::min(ow0 + j * L, last);
+          acc[j] = b;
         }
-        if (relu) acc = W::relu(acc);
-        if (g.Wo >= L) {
-          W::store(o + at, acc);
-        } else {
-          for (int64_t i = 0; i < g.Wo; ++i) o[i] = acc[i];
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            for (int j = 0; j < kVecsPerStep; ++j)
+              acc[j] += taps[r * S + s] * W::load(rows[r] + off[s] + at[j]);
+        for (int j = 0; j < kVecsPerStep; ++j) {
+          const V v = relu ? W::relu(acc[j]) : acc[j];
+          if (g.Wo >= L) {
+            W::store(o + at[j], v);
+          } else {
+            for (int64_t i = 0; i < g.Wo; ++i) o[i] = v[i];
+          }
         }
       }
     }
@@ -132,103 +149,152 @@ void nchw_forward_plane(const ConvGeom& g, const T* plane, const T* w, const T* 
 }
 
 template <typename T>
-void nchw_weight_filter(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw) {
+void nchw_forward_plane(const ConvGeom& g, const T* plane, const T* w, const T* bias, T* y_image,
+                        int64_t c, bool relu) {
+  if (g.R == 3 && g.S == 3)
+    return nchw_forward_plane_fixed<T, 3, 3>(g, plane, w, bias, y_image, c, relu);
+  nchw_forward_plane_fixed<T, 0, 0>(g, plane, w, bias, y_image, c, relu);
+}
+
+template <typename T, int kR, int kS>
+void nchw_weight_filter_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw) {
   using W = Vec<T>;
   using V = typename W::V;
   constexpr int L = W::lanes;
+  const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S;
   alignas(64) T buf[kDepthwiseRingBytes / sizeof(T)];
   const Ring<T> ring{buf, depthwise_ring_rows(g), depthwise_phase_len(g, L), g.sw};
-  int64_t off[kDepthwiseMaxTaps];
-  for (int64_t s = 0; s < g.S; ++s) off[s] = tap_offset(g, s, ring.phase_len);
-  V acc[kDepthwiseMaxTaps];
-  for (int64_t rs = 0; rs < g.RS(); ++rs) acc[rs] = V{};
+  int64_t off[kS ? kS : kDepthwiseMaxTaps];
+  for (int64_t s = 0; s < S; ++s) off[s] = tap_offset(g, s, ring.phase_len);
+  V acc[kR ? kR * kS : kDepthwiseMaxTaps];
+  for (int64_t rs = 0; rs < R * S; ++rs) acc[rs] = V{};
   const int64_t full = g.Wo / L * L;
   for (int64_t n = 0; n < g.N; ++n) {
     const T* plane = x + n * g.xs[0] + k / g.Kg * g.xs[1];
     int64_t filled = 0;
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
       advance(g, plane, ring, oh, filled);
+      const T* rows[kR ? kR : kDepthwiseMaxTaps];
+      for (int64_t r = 0; r < R; ++r) rows[r] = ring.slot(oh * g.sh + r * g.dh);
       const T* d = dy + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2];
-      alignas(64) T tail[L] = {};
-      std::memcpy(tail, d + full, (g.Wo - full) * sizeof(T));
-      for (int64_t r = 0; r < g.R; ++r) {
-        const T* row = ring.slot(oh * g.sh + r * g.dh);
-        for (int64_t s = 0; s < g.S; ++s) {
-          V a = acc[r * g.S + s];
-          for (int64_t ow = 0; ow < full; ow += L)
-            a += W::load(d + ow) * W::load(row + off[s] + ow);
-          if (full < g.Wo) a += W::first(W::load(tail) * W::load(row + off[s] + full), g.Wo - full);
-          acc[r * g.S + s] = a;
-        }
+      // Every tap of one vector of gradients: R*S independent sums.
+      for (int64_t ow = 0; ow < full; ow += L) {
+        const V dv = W::load(d + ow);
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s) acc[r * S + s] += dv * W::load(rows[r] + off[s] + ow);
+      }
+      if (full < g.Wo) {
+        alignas(64) T tail[L] = {};
+        std::memcpy(tail, d + full, (g.Wo - full) * sizeof(T));
+        const V dv = W::load(tail);
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            acc[r * S + s] += W::first(dv * W::load(rows[r] + off[s] + full), g.Wo - full);
       }
     }
   }
-  for (int64_t rs = 0; rs < g.RS(); ++rs) dw[rs] = W::sum(acc[rs]);
+  for (int64_t rs = 0; rs < R * S; ++rs) dw[rs] = W::sum(acc[rs]);
 }
 
-// Channels [c0, c0 + lanes) of one NHWC output row; wt holds the taps as [R*S][K].
 template <typename T>
-void nhwc_forward_row(const ConvGeom& g, const T* x_image, const T* wt, const T* bias, T* y_row,
-                      int64_t oh, bool relu) {
-  using W = Vec<T>;
-  using V = typename W::V;
-  constexpr int L = W::lanes;
-  for (int64_t ow = 0; ow < g.Wo; ++ow) {
-    T* o = y_row + ow * g.ys[3];
-    for (int64_t c0 = 0; c0 < g.K; c0 += L) {
-      const int64_t c = std::min(c0, g.K - L);  // the last block overlaps the one before
-      V acc = bias ? W::load(bias + c) : V{};
-      for (int64_t r = 0; r < g.R; ++r) {
-        const int64_t ih = oh * g.sh - g.ph + r * g.dh;
-        for (int64_t s = 0; s < g.S; ++s) {
-          const int64_t iw = ow * g.sw - g.pw + s * g.dw;
-          const V xv = in_range(ih, g.H) && in_range(iw, g.W)
-                           ? W::load(x_image + ih * g.xs[2] + iw * g.xs[3] + c)
-                           : V{};
-          acc += W::load(wt + (r * g.S + s) * g.K + c) * xv;
-        }
-      }
-      if (relu) acc = W::relu(acc);
-      W::store(o + c, acc);
-    }
-  }
+void nchw_weight_filter(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw) {
+  if (g.R == 3 && g.S == 3) return nchw_weight_filter_fixed<T, 3, 3>(g, dy, x, k, dw);
+  nchw_weight_filter_fixed<T, 0, 0>(g, dy, x, k, dw);
 }
 
+// One NHWC output row; wt holds the taps as [R*S][K]. Channel blocks start at multiples of
+// lanes, the last one overlapping the one before instead of running past the pixel.
 template <typename T, int kR, int kS>
-void nhwc_weight_block_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t c, T* acc_out) {
+void nhwc_forward_row_fixed(const ConvGeom& g, const T* x_image, const T* wt, const T* bias,
+                            T* y_row, int64_t oh, bool relu) {
   using W = Vec<T>;
   using V = typename W::V;
   constexpr int L = W::lanes;
   const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S;
-  V acc[kR ? kR * kS : kDepthwiseMaxTaps];
-  for (int64_t rs = 0; rs < R * S; ++rs) acc[rs] = V{};
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t oh = 0; oh < g.Ho; ++oh)
-      for (int64_t ow = 0; ow < g.Wo; ++ow) {
-        const V d = W::load(dy + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3] + c);
-        for (int64_t r = 0; r < R; ++r) {
-          const int64_t ih = oh * g.sh - g.ph + r * g.dh;
-          for (int64_t s = 0; s < S; ++s) {
-            const int64_t iw = ow * g.sw - g.pw + s * g.dw;
-            const V xv = in_range(ih, g.H) && in_range(iw, g.W)
-                             ? W::load(x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3] + c)
-                             : V{};
-            acc[r * S + s] += d * xv;
+  for (int64_t ow = 0; ow < g.Wo; ++ow) {
+    T* o = y_row + ow * g.ys[3];
+    for (int64_t c0 = 0; c0 < g.K; c0 += kVecsPerStep * L) {
+      int64_t c[kVecsPerStep];
+      V acc[kVecsPerStep];
+      for (int j = 0; j < kVecsPerStep; ++j) {
+        c[j] = std::min(c0 + j * L, g.K - L);
+        acc[j] = bias ? W::load(bias + c[j]) : V{};
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t ih = oh * g.sh - g.ph + r * g.dh;
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t iw = ow * g.sw - g.pw + s * g.dw;
+          const T* wr = wt + (r * S + s) * g.K;
+          if (in_range(ih, g.H) && in_range(iw, g.W)) {
+            const T* xi = x_image + ih * g.xs[2] + iw * g.xs[3];
+            for (int j = 0; j < kVecsPerStep; ++j)
+              acc[j] += W::load(wr + c[j]) * W::load(xi + c[j]);
+          } else {
+            for (int j = 0; j < kVecsPerStep; ++j)
+              acc[j] += W::load(wr + c[j]) * V{};  // zero padding
           }
         }
       }
-  for (int64_t rs = 0; rs < R * S; ++rs) W::store(acc_out + rs * L, acc[rs]);
+      for (int j = 0; j < kVecsPerStep; ++j) W::store(o + c[j], relu ? W::relu(acc[j]) : acc[j]);
+    }
+  }
 }
 
 template <typename T>
-void nhwc_weight_block(const ConvGeom& g, const T* dy, const T* x, int64_t c, T* acc_out) {
-  if (g.R == 3 && g.S == 3) return nhwc_weight_block_fixed<T, 3, 3>(g, dy, x, c, acc_out);
-  nhwc_weight_block_fixed<T, 0, 0>(g, dy, x, c, acc_out);
+void nhwc_forward_row(const ConvGeom& g, const T* x_image, const T* wt, const T* bias, T* y_row,
+                      int64_t oh, bool relu) {
+  if (g.R == 3 && g.S == 3)
+    return nhwc_forward_row_fixed<T, 3, 3>(g, x_image, wt, bias, y_row, oh, relu);
+  nhwc_forward_row_fixed<T, 0, 0>(g, x_image, wt, bias, y_row, oh, relu);
+}
+
+// The batch's sums for channel blocks [b0, b1), accumulated in acc[(b * R*S + rs) * lanes]: a
+// few pixels at a time through every block, so each pixel's channels are read while in cache.
+template <typename T, int kR, int kS>
+void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
+                              T* acc_out) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S, RS = R * S;
+  std::fill(acc_out + b0 * RS * L, acc_out + b1 * RS * L, T(0));
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t oh = 0; oh < g.Ho; ++oh)
+      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += kVecsPerStep) {
+        const int64_t ow1 = std::min(ow0 + kVecsPerStep, g.Wo);
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t c = std::min(b * L, g.K - L);
+          T* a = acc_out + b * RS * L;
+          V acc[kR ? kR * kS : kDepthwiseMaxTaps];
+          for (int64_t rs = 0; rs < RS; ++rs) acc[rs] = W::load(a + rs * L);
+          for (int64_t ow = ow0; ow < ow1; ++ow) {
+            const V d = W::load(dy + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3] + c);
+            for (int64_t r = 0; r < R; ++r) {
+              const int64_t ih = oh * g.sh - g.ph + r * g.dh;
+              for (int64_t s = 0; s < S; ++s) {
+                const int64_t iw = ow * g.sw - g.pw + s * g.dw;
+                const V xv = in_range(ih, g.H) && in_range(iw, g.W)
+                                 ? W::load(x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3] + c)
+                                 : V{};  // zero padding
+                acc[r * S + s] += d * xv;
+              }
+            }
+          }
+          for (int64_t rs = 0; rs < RS; ++rs) W::store(a + rs * L, acc[rs]);
+        }
+      }
+}
+
+template <typename T>
+void nhwc_weight_blocks(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
+                        T* acc) {
+  if (g.R == 3 && g.S == 3) return nhwc_weight_blocks_fixed<T, 3, 3>(g, dy, x, b0, b1, acc);
+  nhwc_weight_blocks_fixed<T, 0, 0>(g, dy, x, b0, b1, acc);
 }
 
 template <typename T>
 DepthwiseKernels<T> make_kernels() {
-  return {nchw_forward_plane<T>, nchw_weight_filter<T>, nhwc_forward_row<T>, nhwc_weight_block<T>};
+  return {nchw_forward_plane<T>, nchw_weight_filter<T>, nhwc_forward_row<T>, nhwc_weight_blocks<T>};
 }
 
 inline DepthwiseKernelSet make_depthwise_kernels() {
