@@ -195,6 +195,18 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
 template <typename T>
 void depthwise_backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, T* ws,
                               int threads) {
+  // Stride 1, multiplier 1: dX is the forward convolution of dY with the flipped filters
+  // (read through negative strides) and padding (R-1)*dh - ph, when that is not negative.
+  if (g.sh == 1 && g.sw == 1 && g.Kg == 1 && g.ph <= (g.R - 1) * g.dh && g.pw <= (g.S - 1) * g.dw) {
+    ConvGeom f = g;
+    f.C = g.K, f.H = g.Ho, f.W = g.Wo, f.K = g.C, f.Ho = g.H, f.Wo = g.W;
+    f.ph = (g.R - 1) * g.dh - g.ph, f.pw = (g.S - 1) * g.dw - g.pw;
+    f.xs = g.ys, f.ys = g.xs;
+    f.ws = {g.ws[0], g.ws[1], -g.ws[2], -g.ws[3]};
+    const T* flipped = w + (g.R - 1) * g.ws[2] + (g.S - 1) * g.ws[3];
+    return depthwise_forward(f, dy, flipped, static_cast<const T*>(nullptr), dx, false, ws,
+                             threads);
+  }
   const int nt = threads_for_conv(g, threads);
   if (!image_channels_last(g.xs)) {
     parallel_for(g.N * g.C, nt, [&](int, int64_t begin, int64_t end) {
