@@ -15,8 +15,8 @@ constexpr int64_t kDepthwiseMaxTaps = 64;
 // The NCHW kernels stage padded input rows in a stack buffer of this size.
 constexpr int64_t kDepthwiseRingBytes = 32 * 1024;
 
-// Workspace elements: the weights as [R*S][K] (NHWC loops) or per-tap accumulators, the
-// NHWC vector kernels' per channel block (K rounded up to 16 floats).
+// Workspace elements: the weights as [R*S][K] (NHWC loops) or per-tap sums, the NHWC vector
+// kernels' per channel block (K rounded up to 16 floats: the last block overlaps).
 inline int64_t depthwise_workspace_elems(const ConvGeom& g) {
   return g.RS() * ((g.K + 15) / 16 * 16);
 }

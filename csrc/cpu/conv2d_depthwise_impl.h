@@ -202,6 +202,39 @@ void nchw_weight_filter(const ConvGeom& g, const T* dy, const T* x, int64_t k, T
   nchw_weight_filter_fixed<T, 0, 0>(g, dy, x, k, dw);
 }
 
+// NHWC windows: where each tap reads relative to the window's first pixel, and whether a
+// window lies inside the image (its taps then read without bounds checks).
+template <int kR, int kS>
+struct Window {
+  int64_t R, S, off[kR ? kR * kS : kDepthwiseMaxTaps];
+  explicit Window(const ConvGeom& g) : R(kR ? kR : g.R), S(kS ? kS : g.S) {
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t s = 0; s < S; ++s) off[r * S + s] = r * g.dh * g.xs[2] + s * g.dw * g.xs[3];
+  }
+};
+
+inline bool window_inside(const ConvGeom& g, int64_t ih0, int64_t iw0) {
+  return ih0 >= 0 && ih0 + (g.R - 1) * g.dh < g.H && iw0 >= 0 && iw0 + (g.S - 1) * g.dw < g.W;
+}
+
+// Calls f(rs, p) for every tap of the window at (ih0, iw0) of one image, p pointing at the
+// pixel it reads or null over the padding (zeros).
+template <int kR, int kS, typename T, typename F>
+inline void for_each_tap(const ConvGeom& g, const Window<kR, kS>& win, const T* image, int64_t ih0,
+                         int64_t iw0, const F& f) {
+  if (window_inside(g, ih0, iw0)) {
+    const T* base = image + ih0 * g.xs[2] + iw0 * g.xs[3];
+    for (int64_t rs = 0; rs < win.R * win.S; ++rs) f(rs, base + win.off[rs]);
+    return;
+  }
+  for (int64_t r = 0; r < win.R; ++r)
+    for (int64_t s = 0; s < win.S; ++s) {
+      const int64_t ih = ih0 + r * g.dh, iw = iw0 + s * g.dw;
+      const bool in = in_range(ih, g.H) && in_range(iw, g.W);
+      f(r * win.S + s, in ? image + ih * g.xs[2] + iw * g.xs[3] : nullptr);
+    }
+}
+
 // One NHWC output row; wt holds the taps as [R*S][K]. Channel blocks start at multiples of
 // lanes, the last one overlapping the one before instead of running past the pixel.
 template <typename T, int kR, int kS>
@@ -210,7 +243,7 @@ void nhwc_forward_row_fixed(const ConvGeom& g, const T* x_image, const T* wt, co
   using W = Vec<T>;
   using V = typename W::V;
   constexpr int L = W::lanes;
-  const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S;
+  const Window<kR, kS> win(g);
   for (int64_t ow = 0; ow < g.Wo; ++ow) {
     T* o = y_row + ow * g.ys[3];
     for (int64_t c0 = 0; c0 < g.K; c0 += kVecsPerStep * L) {
@@ -220,21 +253,11 @@ void nhwc_forward_row_fixed(const ConvGeom& g, const T* x_image, const T* wt, co
         c[j] = std::min(c0 + j * L, g.K - L);
         acc[j] = bias ? W::load(bias + c[j]) : V{};
       }
-      for (int64_t r = 0; r < R; ++r) {
-        const int64_t ih = oh * g.sh - g.ph + r * g.dh;
-        for (int64_t s = 0; s < S; ++s) {
-          const int64_t iw = ow * g.sw - g.pw + s * g.dw;
-          const T* wr = wt + (r * S + s) * g.K;
-          if (in_range(ih, g.H) && in_range(iw, g.W)) {
-            const T* xi = x_image + ih * g.xs[2] + iw * g.xs[3];
-            for (int j = 0; j < kVecsPerStep; ++j)
-              acc[j] += W::load(wr + c[j]) * W::load(xi + c[j]);
-          } else {
-            for (int j = 0; j < kVecsPerStep; ++j)
-              acc[j] += W::load(wr + c[j]) * V{};  // zero padding
-          }
-        }
-      }
+      for_each_tap(g, win, x_image, oh * g.sh - g.ph, ow * g.sw - g.pw,
+                   [&](int64_t rs, const T* xi) {
+                     for (int j = 0; j < kVecsPerStep; ++j)
+                       acc[j] += W::load(wt + rs * g.K + c[j]) * (xi ? W::load(xi + c[j]) : V{});
+                   });
       for (int j = 0; j < kVecsPerStep; ++j) W::store(o + c[j], relu ? W::relu(acc[j]) : acc[j]);
     }
   }
@@ -248,41 +271,30 @@ void nhwc_forward_row(const ConvGeom& g, const T* x_image, const T* wt, const T*
   nhwc_forward_row_fixed<T, 0, 0>(g, x_image, wt, bias, y_row, oh, relu);
 }
 
-// The batch's sums for channel blocks [b0, b1), accumulated in acc[(b * R*S + rs) * lanes]: a
-// few pixels at a time through every block, so each pixel's channels are read while in cache.
+// The batch's sums for channel blocks [b0, b1), stored as acc[(b * R*S + rs) * lanes]: one
+// block at a time over every pixel, its sums in registers. (Walking a few pixels at a time
+// through every block, sums in memory, measured twice as slow on 2 threads.)
 template <typename T, int kR, int kS>
 void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
                               T* acc_out) {
   using W = Vec<T>;
   using V = typename W::V;
   constexpr int L = W::lanes;
-  const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S, RS = R * S;
-  std::fill(acc_out + b0 * RS * L, acc_out + b1 * RS * L, T(0));
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t oh = 0; oh < g.Ho; ++oh)
-      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += kVecsPerStep) {
-        const int64_t ow1 = std::min(ow0 + kVecsPerStep, g.Wo);
-        for (int64_t b = b0; b < b1; ++b) {
-          const int64_t c = std::min(b * L, g.K - L);
-          T* a = acc_out + b * RS * L;
-          V acc[kR ? kR * kS : kDepthwiseMaxTaps];
-          for (int64_t rs = 0; rs < RS; ++rs) acc[rs] = W::load(a + rs * L);
-          for (int64_t ow = ow0; ow < ow1; ++ow) {
-            const V d = W::load(dy + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3] + c);
-            for (int64_t r = 0; r < R; ++r) {
-              const int64_t ih = oh * g.sh - g.ph + r * g.dh;
-              for (int64_t s = 0; s < S; ++s) {
-                const int64_t iw = ow * g.sw - g.pw + s * g.dw;
-                const V xv = in_range(ih, g.H) && in_range(iw, g.W)
-                                 ? W::load(x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3] + c)
-                                 : V{};  // zero padding
-                acc[r * S + s] += d * xv;
-              }
-            }
-          }
-          for (int64_t rs = 0; rs < RS; ++rs) W::store(a + rs * L, acc[rs]);
+  const Window<kR, kS> win(g);
+  const int64_t RS = win.R * win.S;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t c = std::min(b * L, g.K - L);
+    V acc[kR ? kR * kS : kDepthwiseMaxTaps];
+    for (int64_t rs = 0; rs < RS; ++rs) acc[rs] = V{};
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          const V d = W::load(dy + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3] + c);
+          for_each_tap(g, win, x + n * g.xs[0] + c, oh * g.sh - g.ph, ow * g.sw - g.pw,
+                       [&](int64_t rs, const T* xi) { acc[rs] += d * (xi ? W::load(xi) : V{}); });
         }
-      }
+    for (int64_t rs = 0; rs < RS; ++rs) W::store(acc_out + (b * RS + rs) * L, acc[rs]);
+  }
 }
 
 template <typename T>
