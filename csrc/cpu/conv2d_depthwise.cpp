@@ -1,11 +1,14 @@
 // Loop orders follow the image's layout: NCHW walks planes, with rows as the vectorized
 // inner loop; NHWC walks pixels, with channels as the inner loop (weights transposed to
-// [R*S][K] in the workspace so that loop reads them contiguously).
+// [R*S][K] in the workspace so that loop reads them contiguously). The common shapes run the
+// per-ISA vector kernels; the loops here cover the rest.
 #include "cpu/conv2d_depthwise.h"
 
 #include <algorithm>
+#include <string_view>
 
 #include "cpu/parallel.h"
+#include "fastcnn/ops.h"
 
 namespace fastcnn::cpu {
 namespace {
@@ -71,6 +74,47 @@ int threads_for_conv(const ConvGeom& g, int threads) {
   return threads_for(g.N * g.K * g.P() * g.RS(), 1 << 16, threads);
 }
 
+const DepthwiseKernelSet& kernel_set() {
+  static const DepthwiseKernelSet chosen = [] {
+    const std::string_view chosen_isa = isa();
+#if defined(FASTCNN_X86)
+    if (chosen_isa == "avx512") return depthwise_kernels_avx512();
+    if (chosen_isa == "avx2") return depthwise_kernels_avx2();
+#endif
+    return depthwise_kernels_generic();
+  }();
+  return chosen;
+}
+
+template <typename T>
+const DepthwiseKernels<T>& kernels() {
+  if constexpr (sizeof(T) == 4) {
+    return kernel_set().f32;
+  } else {
+    return kernel_set().f64;
+  }
+}
+
+template <typename T>
+constexpr int64_t lanes() {
+  return kDepthwiseVecBytes / sizeof(T);
+}
+
+// The NCHW kernels: output rows unit-stride, the staged rows fit their stack buffer.
+template <typename T>
+bool nchw_vectorized(const ConvGeom& g) {
+  return g.ys[3] == 1 && g.RS() <= kDepthwiseMaxTaps &&
+         depthwise_ring_rows(g) * g.sw * depthwise_phase_len(g, lanes<T>()) * int64_t(sizeof(T)) <=
+             kDepthwiseRingBytes;
+}
+
+// The NHWC kernels: channels unit-stride, multiplier 1, at least one vector of channels.
+template <typename T>
+bool nhwc_vectorized(const ConvGeom& g) {
+  return g.xs[1] == 1 && g.ys[1] == 1 && g.Kg == 1 && g.K >= lanes<T>() &&
+         g.RS() <= kDepthwiseMaxTaps;
+}
+
 }  // namespace
 
 template <typename T>
@@ -82,6 +126,16 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
     if (!relu) return;
     for (int64_t i = 0; i < n; ++i) o[i * stride] = o[i * stride] < T(0) ? T(0) : o[i * stride];
   };
+  if (!image_channels_last(g.xs) && nchw_vectorized<T>(g)) {
+    parallel_for(g.N * g.C, nt, [&](int, int64_t begin, int64_t end) {
+      for (int64_t nc = begin; nc < end; ++nc) {
+        const int64_t n = nc / g.C, c = nc % g.C;
+        kernels<T>().nchw_forward_plane(g, x + n * g.xs[0] + c * g.xs[1], w, bias, y + n * g.ys[0],
+                                        c, relu);
+      }
+    });
+    return;
+  }
   if (!image_channels_last(g.xs)) {
     parallel_for(g.N * g.K, nt, [&](int, int64_t begin, int64_t end) {
       for (int64_t nk = begin; nk < end; ++nk) {
@@ -109,6 +163,16 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
     return;
   }
   transpose_weights(g, w, ws);
+  if (nhwc_vectorized<T>(g)) {
+    parallel_for(g.N * g.Ho, nt, [&](int, int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t n = row / g.Ho, oh = row % g.Ho;
+        kernels<T>().nhwc_forward_row(g, x + n * g.xs[0], ws, bias, y + n * g.ys[0] + oh * g.ys[2],
+                                      oh, relu);
+      }
+    });
+    return;
+  }
   parallel_for(g.N * g.Ho, nt, [&](int, int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / g.Ho, oh = row % g.Ho;
@@ -196,6 +260,30 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
   auto store = [&](int64_t k, int64_t rs, T v) {
     dw[k * g.ws[0] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = v;
   };
+  if (!image_channels_last(g.xs) && nchw_vectorized<T>(g)) {
+    parallel_for(g.K, nt, [&](int, int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        T taps[kDepthwiseMaxTaps];
+        kernels<T>().nchw_weight_filter(g, dy, x, k, taps);
+        for (int64_t rs = 0; rs < g.RS(); ++rs) store(k, rs, taps[rs]);
+      }
+    });
+    return;
+  }
+  if (image_channels_last(g.xs) && nhwc_vectorized<T>(g)) {
+    // A task owns a range of channel blocks; the last block overlaps the one before and
+    // stores only its new channels.
+    constexpr int64_t L = lanes<T>();
+    parallel_for(ceil_div(g.K, L), nt, [&](int, int64_t begin, int64_t end) {
+      kernels<T>().nhwc_weight_blocks(g, dy, x, begin, end, ws);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t c = std::min(b * L, g.K - L);
+        for (int64_t k = b * L; k < std::min(g.K, b * L + L); ++k)
+          for (int64_t rs = 0; rs < g.RS(); ++rs) store(k, rs, ws[(b * g.RS() + rs) * L + k - c]);
+      }
+    });
+    return;
+  }
   if (!image_channels_last(g.xs)) {
     parallel_for(g.K, nt, [&](int, int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {

@@ -2,13 +2,23 @@
 // multiplier K/C, and single-channel inputs): a GEMM would have a reduction of only R*S.
 #pragma once
 
+#include <cstdint>
+
 #include "cpu/conv2d_geom.h"
 
 namespace fastcnn::cpu {
 
-// Workspace elements: the weights as [R*S][K] (NHWC loops) or per-tap accumulators.
+// The vectorized kernels (conv2d_depthwise_impl.h, compiled per ISA) run on 64-byte vectors
+// whatever the ISA, so their applicability below does not depend on it.
+constexpr int kDepthwiseVecBytes = 64;
+constexpr int64_t kDepthwiseMaxTaps = 64;
+// The NCHW kernels stage padded input rows in a stack buffer of this size.
+constexpr int64_t kDepthwiseRingBytes = 32 * 1024;
+
+// Workspace elements: the weights as [R*S][K] (NHWC loops) or per-tap sums, the NHWC vector
+// kernels' per channel block (K rounded up to 16 floats: the last block overlaps).
 inline int64_t depthwise_workspace_elems(const ConvGeom& g) {
-  return g.RS() * g.K;
+  return g.RS() * ((g.K + 15) / 16 * 16);
 }
 
 template <typename T>
@@ -20,5 +30,43 @@ void depthwise_backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx,
 template <typename T>
 void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T* ws,
                                int threads);
+
+// Padded rows one output row reads, and the length of one column phase of a padded row
+// (a vector read past the last output column stays inside it).
+inline int64_t depthwise_ring_rows(const ConvGeom& g) {
+  return (g.R - 1) * g.dh + 1;
+}
+inline int64_t depthwise_phase_len(const ConvGeom& g, int64_t lanes) {
+  return (g.W + 2 * g.pw + g.sw - 1) / g.sw + lanes;
+}
+
+template <typename T>
+struct DepthwiseKernels {
+  // NCHW, output rows unit-stride: the Kg output planes of input channel c of one image
+  // (y_image points at the image), bias and ReLU applied.
+  void (*nchw_forward_plane)(const ConvGeom& g, const T* plane, const T* w, const T* bias,
+                             T* y_image, int64_t c, bool relu);
+  // NCHW, output rows unit-stride: dw[r * S + s] of filter k, summed over the batch.
+  void (*nchw_weight_filter)(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw);
+  // NHWC, multiplier 1, K >= lanes: output row oh of one image (y_row points at it); wt holds
+  // the taps as [R*S][K].
+  void (*nhwc_forward_row)(const ConvGeom& g, const T* x_image, const T* wt, const T* bias,
+                           T* y_row, int64_t oh, bool relu);
+  // NHWC, multiplier 1, K >= lanes: the batch's sums for the channel blocks [b0, b1) (block b:
+  // channels from min(b * lanes, K - lanes)), stored as acc[(b * R*S + rs) * lanes + lane].
+  void (*nhwc_weight_blocks)(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
+                             T* acc);
+};
+
+struct DepthwiseKernelSet {
+  DepthwiseKernels<float> f32;
+  DepthwiseKernels<double> f64;
+};
+
+DepthwiseKernelSet depthwise_kernels_generic();
+#if defined(FASTCNN_X86)
+DepthwiseKernelSet depthwise_kernels_avx2();
+DepthwiseKernelSet depthwise_kernels_avx512();
+#endif
 
 }  // namespace fastcnn::cpu

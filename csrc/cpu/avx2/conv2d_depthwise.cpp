@@ -1,0 +1,7 @@
+#include "cpu/conv2d_depthwise_impl.h"
+
+namespace fastcnn::cpu {
+DepthwiseKernelSet depthwise_kernels_avx2() {
+  return make_depthwise_kernels();
+}
+}  // namespace fastcnn::cpu

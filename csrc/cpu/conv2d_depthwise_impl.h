@@ -1,0 +1,317 @@
+// The depthwise fast paths, written once over 64-byte vectors (16 floats or 8 doubles) and
+// compiled per ISA: each ISA's translation unit includes this file, and the unnamed namespace
+// gives every one its own copy built with its own flags. GCC/Clang lower the vectors to the
+// widest registers the flags allow (one zmm, two ymm, or scalars on a portable build).
+//
+// NCHW: rows of a plane are staged, zero-padded and split by column phase (column mod stride),
+// into a small stack ring of padded rows, so every tap of a vector of outputs along the row is
+// one unaligned load at a fixed offset. NHWC: vectors run along channels.
+//
+// Padding is explicit zeros in every path: an Inf or NaN weight (forward) or gradient
+// (backward-weight) over the padding gives NaN, as on a zero-padded input.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "cpu/conv2d_depthwise.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+template <typename T>
+struct Vec {
+  static constexpr int lanes = kDepthwiseVecBytes / sizeof(T);
+  typedef T V __attribute__((vector_size(kDepthwiseVecBytes)));
+  using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  typedef Index I __attribute__((vector_size(kDepthwiseVecBytes)));
+
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+  static V set1(T a) { return V{} + a; }
+  static V relu(V v) { return v < T(0) ? V{} : v; }  // keeps NaN, as the scalar select
+  // v with lanes n and above zeroed (a select, so an Inf or NaN there does not leak in).
+  static V first(V v, int64_t n) {
+    I lane;
+    for (int l = 0; l < lanes; ++l) lane[l] = l;
+    return lane < static_cast<Index>(n) ? v : V{};
+  }
+  static T sum(V v) {
+    T s = T(0);
+    for (int l = 0; l < lanes; ++l) s += v[l];
+    return s;
+  }
+};
+
+// Padded rows of one input plane: ring slot i % rows holds padded row i (input row i - ph),
+// stride phases one after another, each `phase_len` long (zeros past the row).
+template <typename T>
+struct Ring {
+  T* buf;
+  int64_t rows, phase_len, phases;
+  T* slot(int64_t i) const { return buf + i % rows * phases * phase_len; }
+};
+
+template <typename T>
+void fill_row(const ConvGeom& g, const T* plane, int64_t padded_row, T* dst, int64_t phase_len) {
+  const int64_t ih = padded_row - g.ph;
+  if (!in_range(ih, g.H)) {
+    std::fill(dst, dst + phase_len * g.sw, T(0));
+    return;
+  }
+  const T* row = plane + ih * g.xs[2];
+  if (g.sw == 1 && g.xs[3] == 1) {
+    std::fill(dst, dst + g.pw, T(0));
+    std::memcpy(dst + g.pw, row, g.W * sizeof(T));
+    std::fill(dst + g.pw + g.W, dst + phase_len, T(0));
+    return;
+  }
+  for (int64_t p = 0; p < g.sw; ++p)
+    for (int64_t j = 0; j < phase_len; ++j) {
+      const int64_t iw = j * g.sw + p - g.pw;
+      dst[p * phase_len + j] = in_range(iw, g.W) ? row[iw * g.xs[3]] : T(0);
+    }
+}
+
+// Makes padded rows [oh * sh, oh * sh + rows) present, filling those past `filled`.
+template <typename T>
+void advance(const ConvGeom& g, const T* plane, const Ring<T>& ring, int64_t oh, int64_t& filled) {
+  const int64_t lo = oh * g.sh, hi = lo + ring.rows;
+  for (int64_t i = std::max(filled, lo); i < hi; ++i)
+    fill_row(g, plane, i, ring.slot(i), ring.phase_len);
+  filled = hi;
+}
+
+// Where tap s reads, relative to the output column, in a padded row of the ring.
+inline int64_t tap_offset(const ConvGeom& g, int64_t s, int64_t phase_len) {
+  return s * g.dw % g.sw * phase_len + s * g.dw / g.sw;
+}
+
+// Output vectors computed side by side: independent FMA chains hide the FMA latency.
+constexpr int kVecsPerStep = 4;
+
+// The filter size is a template argument where it is common (3x3: the taps unroll into
+// registers), 0 where it is read from g.
+template <typename T, int kR, int kS>
+void nchw_forward_plane_fixed(const ConvGeom& g, const T* plane, const T* w, const T* bias,
+                              T* y_image, int64_t c, bool relu) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S;
+  alignas(64) T buf[kDepthwiseRingBytes / sizeof(T)];
+  const Ring<T> ring{buf, depthwise_ring_rows(g), depthwise_phase_len(g, L), g.sw};
+  int64_t off[kS ? kS : kDepthwiseMaxTaps];
+  for (int64_t s = 0; s < S; ++s) off[s] = tap_offset(g, s, ring.phase_len);
+  // Vectors start at multiples of L; the last one overlaps the one before instead of running
+  // past the row (rows narrower than L are computed whole and stored in part).
+  const int64_t last = std::max<int64_t>(g.Wo - L, 0);
+  int64_t filled = 0;
+  for (int64_t oh = 0; oh < g.Ho; ++oh) {
+    advance(g, plane, ring, oh, filled);
+    const T* rows[kR ? kR : kDepthwiseMaxTaps];
+    for (int64_t r = 0; r < R; ++r) rows[r] = ring.slot(oh * g.sh + r * g.dh);
+    for (int64_t k = c * g.Kg; k < (c + 1) * g.Kg; ++k) {
+      T taps[kR ? kR * kS : kDepthwiseMaxTaps];
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s)
+          taps[r * S + s] = w[k * g.ws[0] + r * g.ws[2] + s * g.ws[3]];
+      const V b = W::set1(bias ? bias[k] : T(0));
+      T* o = y_image + k * g.ys[1] + oh * g.ys[2];
+      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += kVecsPerStep * L) {
+        int64_t at[kVecsPerStep];
+        V acc[kVecsPerStep];
+        for (int j = 0; j < kVecsPerStep; ++j) {
+          at[j] = std::min(ow0 + j * L, last);
+          acc[j] = b;
+        }
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            for (int j = 0; j < kVecsPerStep; ++j)
+              acc[j] += taps[r * S + s] * W::load(rows[r] + off[s] + at[j]);
+        for (int j = 0; j < kVecsPerStep; ++j) {
+          const V v = relu ? W::relu(acc[j]) : acc[j];
+          if (g.Wo >= L) {
+            W::store(o + at[j], v);
+          } else {
+            for (int64_t i = 0; i < g.Wo; ++i) o[i] = v[i];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void nchw_forward_plane(const ConvGeom& g, const T* plane, const T* w, const T* bias, T* y_image,
+                        int64_t c, bool relu) {
+  if (g.R == 3 && g.S == 3)
+    return nchw_forward_plane_fixed<T, 3, 3>(g, plane, w, bias, y_image, c, relu);
+  nchw_forward_plane_fixed<T, 0, 0>(g, plane, w, bias, y_image, c, relu);
+}
+
+template <typename T, int kR, int kS>
+void nchw_weight_filter_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  const int64_t R = kR ? kR : g.R, S = kS ? kS : g.S;
+  alignas(64) T buf[kDepthwiseRingBytes / sizeof(T)];
+  const Ring<T> ring{buf, depthwise_ring_rows(g), depthwise_phase_len(g, L), g.sw};
+  int64_t off[kS ? kS : kDepthwiseMaxTaps];
+  for (int64_t s = 0; s < S; ++s) off[s] = tap_offset(g, s, ring.phase_len);
+  V acc[kR ? kR * kS : kDepthwiseMaxTaps];
+  for (int64_t rs = 0; rs < R * S; ++rs) acc[rs] = V{};
+  const int64_t full = g.Wo / L * L;
+  for (int64_t n = 0; n < g.N; ++n) {
+    const T* plane = x + n * g.xs[0] + k / g.Kg * g.xs[1];
+    int64_t filled = 0;
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      advance(g, plane, ring, oh, filled);
+      const T* rows[kR ? kR : kDepthwiseMaxTaps];
+      for (int64_t r = 0; r < R; ++r) rows[r] = ring.slot(oh * g.sh + r * g.dh);
+      const T* d = dy + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2];
+      // Every tap of one vector of gradients: R*S independent sums.
+      for (int64_t ow = 0; ow < full; ow += L) {
+        const V dv = W::load(d + ow);
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s) acc[r * S + s] += dv * W::load(rows[r] + off[s] + ow);
+      }
+      if (full < g.Wo) {
+        alignas(64) T tail[L] = {};
+        std::memcpy(tail, d + full, (g.Wo - full) * sizeof(T));
+        const V dv = W::load(tail);
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t s = 0; s < S; ++s)
+            acc[r * S + s] += W::first(dv * W::load(rows[r] + off[s] + full), g.Wo - full);
+      }
+    }
+  }
+  for (int64_t rs = 0; rs < R * S; ++rs) dw[rs] = W::sum(acc[rs]);
+}
+
+template <typename T>
+void nchw_weight_filter(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw) {
+  if (g.R == 3 && g.S == 3) return nchw_weight_filter_fixed<T, 3, 3>(g, dy, x, k, dw);
+  nchw_weight_filter_fixed<T, 0, 0>(g, dy, x, k, dw);
+}
+
+// NHWC windows: where each tap reads relative to the window's first pixel, and whether a
+// window lies inside the image (its taps then read without bounds checks).
+template <int kR, int kS>
+struct Window {
+  int64_t R, S, off[kR ? kR * kS : kDepthwiseMaxTaps];
+  explicit Window(const ConvGeom& g) : R(kR ? kR : g.R), S(kS ? kS : g.S) {
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t s = 0; s < S; ++s) off[r * S + s] = r * g.dh * g.xs[2] + s * g.dw * g.xs[3];
+  }
+};
+
+inline bool window_inside(const ConvGeom& g, int64_t ih0, int64_t iw0) {
+  return ih0 >= 0 && ih0 + (g.R - 1) * g.dh < g.H && iw0 >= 0 && iw0 + (g.S - 1) * g.dw < g.W;
+}
+
+// Calls f(rs, p) for every tap of the window at (ih0, iw0) of one image, p pointing at the
+// pixel it reads or null over the padding (zeros).
+template <int kR, int kS, typename T, typename F>
+inline void for_each_tap(const ConvGeom& g, const Window<kR, kS>& win, const T* image, int64_t ih0,
+                         int64_t iw0, const F& f) {
+  if (window_inside(g, ih0, iw0)) {
+    const T* base = image + ih0 * g.xs[2] + iw0 * g.xs[3];
+    for (int64_t rs = 0; rs < win.R * win.S; ++rs) f(rs, base + win.off[rs]);
+    return;
+  }
+  for (int64_t r = 0; r < win.R; ++r)
+    for (int64_t s = 0; s < win.S; ++s) {
+      const int64_t ih = ih0 + r * g.dh, iw = iw0 + s * g.dw;
+      const bool in = in_range(ih, g.H) && in_range(iw, g.W);
+      f(r * win.S + s, in ? image + ih * g.xs[2] + iw * g.xs[3] : nullptr);
+    }
+}
+
+// One NHWC output row; wt holds the taps as [R*S][K]. Channel blocks start at multiples of
+// lanes, the last one overlapping the one before instead of running past the pixel.
+template <typename T, int kR, int kS>
+void nhwc_forward_row_fixed(const ConvGeom& g, const T* x_image, const T* wt, const T* bias,
+                            T* y_row, int64_t oh, bool relu) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  const Window<kR, kS> win(g);
+  for (int64_t ow = 0; ow < g.Wo; ++ow) {
+    T* o = y_row + ow * g.ys[3];
+    for (int64_t c0 = 0; c0 < g.K; c0 += kVecsPerStep * L) {
+      int64_t c[kVecsPerStep];
+      V acc[kVecsPerStep];
+      for (int j = 0; j < kVecsPerStep; ++j) {
+        c[j] = std::min(c0 + j * L, g.K - L);
+        acc[j] = bias ? W::load(bias + c[j]) : V{};
+      }
+      for_each_tap(g, win, x_image, oh * g.sh - g.ph, ow * g.sw - g.pw,
+                   [&](int64_t rs, const T* xi) {
+                     for (int j = 0; j < kVecsPerStep; ++j)
+                       acc[j] += W::load(wt + rs * g.K + c[j]) * (xi ? W::load(xi + c[j]) : V{});
+                   });
+      for (int j = 0; j < kVecsPerStep; ++j) W::store(o + c[j], relu ? W::relu(acc[j]) : acc[j]);
+    }
+  }
+}
+
+template <typename T>
+void nhwc_forward_row(const ConvGeom& g, const T* x_image, const T* wt, const T* bias, T* y_row,
+                      int64_t oh, bool relu) {
+  if (g.R == 3 && g.S == 3)
+    return nhwc_forward_row_fixed<T, 3, 3>(g, x_image, wt, bias, y_row, oh, relu);
+  nhwc_forward_row_fixed<T, 0, 0>(g, x_image, wt, bias, y_row, oh, relu);
+}
+
+// The batch's sums for channel blocks [b0, b1), stored as acc[(b * R*S + rs) * lanes]: one
+// block at a time over every pixel, its sums in registers. (Walking a few pixels at a time
+// through every block, sums in memory, measured twice as slow on 2 threads.)
+template <typename T, int kR, int kS>
+void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
+                              T* acc_out) {
+  using W = Vec<T>;
+  using V = typename W::V;
+  constexpr int L = W::lanes;
+  const Window<kR, kS> win(g);
+  const int64_t RS = win.R * win.S;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t c = std::min(b * L, g.K - L);
+    V acc[kR ? kR * kS : kDepthwiseMaxTaps];
+    for (int64_t rs = 0; rs < RS; ++rs) acc[rs] = V{};
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          const V d = W::load(dy + n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3] + c);
+          for_each_tap(g, win, x + n * g.xs[0] + c, oh * g.sh - g.ph, ow * g.sw - g.pw,
+                       [&](int64_t rs, const T* xi) { acc[rs] += d * (xi ? W::load(xi) : V{}); });
+        }
+    for (int64_t rs = 0; rs < RS; ++rs) W::store(acc_out + (b * RS + rs) * L, acc[rs]);
+  }
+}
+
+template <typename T>
+void nhwc_weight_blocks(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
+                        T* acc) {
+  if (g.R == 3 && g.S == 3) return nhwc_weight_blocks_fixed<T, 3, 3>(g, dy, x, b0, b1, acc);
+  nhwc_weight_blocks_fixed<T, 0, 0>(g, dy, x, b0, b1, acc);
+}
+
+template <typename T>
+DepthwiseKernels<T> make_kernels() {
+  return {nchw_forward_plane<T>, nchw_weight_filter<T>, nhwc_forward_row<T>, nhwc_weight_blocks<T>};
+}
+
+inline DepthwiseKernelSet make_depthwise_kernels() {
+  return {make_kernels<float>(), make_kernels<double>()};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu

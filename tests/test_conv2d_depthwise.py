@@ -1,0 +1,96 @@
+"""Depthwise convolution (one input channel per group): every path of its CPU kernels.
+
+The vectorized kernels (NCHW rows staged in a padded ring, NHWC vectors along channels) and the
+scalar loops they leave the rest to are checked against F.conv2d and autograd, on shapes that
+reach each remainder: channel counts and widths off the vector length, outputs narrower than
+one vector, stride 2, dilation 2, multiplier 2, padding 0/1/2, large filters and a row too wide
+for the staging buffer. Each ISA runs in a fresh interpreter (FASTCNN_ISA caps the choice at
+load), at 1 and 2 threads, and repeats each call to check the result is bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastcnn
+
+ISAS = ["generic", "avx2", "avx512"]
+
+# [x shape, multiplier, R, S, conv kwargs]
+CASES = [
+    [[2, 5, 7, 6], 1, 3, 3, {"padding": 1}],  # channels < one vector: NHWC scalar loops
+    [[2, 19, 9, 21], 1, 3, 3, {"padding": 1}],  # channels and width off the vector length
+    [[2, 16, 8, 17], 1, 3, 3, {"padding": 0}],
+    [[1, 20, 11, 13], 1, 3, 3, {"padding": 2}],
+    [[2, 18, 9, 10], 1, 3, 3, {"padding": 1, "stride": 2}],
+    [[2, 17, 10, 19], 1, 3, 3, {"padding": 2, "dilation": 2}],
+    [[1, 16, 9, 35], 1, 3, 3, {"padding": (1, 2), "stride": (1, 2), "dilation": (2, 1)}],
+    [[2, 9, 8, 18], 2, 3, 3, {"padding": 1}],  # multiplier 2: NHWC scalar loops
+    [[2, 4, 8, 9], 2, 3, 3, {"padding": 1, "stride": 2}],
+    [[1, 24, 12, 20], 1, 5, 5, {"padding": 2}],
+    [[2, 17, 5, 4], 1, 3, 3, {"padding": 1}],  # output narrower than one vector
+    [[1, 6, 5, 6], 1, 7, 8, {"padding": 1}],  # 56 taps
+    [[1, 8, 1, 17], 1, 1, 3, {"padding": (0, 1)}],
+    [[2, 5, 6, 7], 2, 1, 1, {"stride": 2}],
+    [[1, 3, 3, 2100], 1, 3, 3, {"padding": 1}],  # rows wider than the staging buffer
+]
+
+# Forward (bias + ReLU, and plain) and both gradients against F.conv2d and autograd, for
+# float32 and float64, NCHW and channels_last, 1 and 2 threads. Prints the ISA the process ran.
+_SCRIPT = r"""
+import json, sys, torch, torch.nn.functional as F, fastcnn
+
+torch.manual_seed(0)
+for xs, mult, R, S, kw in json.loads(sys.argv[1]):
+    C = xs[1]
+    kw = {**kw, "groups": C}
+    for dtype in (torch.float32, torch.float64):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(xs, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+            w = torch.randn(C * mult, 1, R, S, dtype=dtype).requires_grad_()
+            b = torch.randn(C * mult, dtype=dtype, requires_grad=True)
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                for act in (None, "relu"):
+                    out = fastcnn.ops.conv2d(x, w, b, activation=act, **kw)
+                    ref = F.conv2d(x, w, b, **kw)
+                    ref = F.relu(ref) if act else ref
+                    go = torch.randn_like(ref).contiguous(memory_format=fmt)
+                    got = (out, *torch.autograd.grad(out, (x, w, b), go))
+                    out2 = fastcnn.ops.conv2d(x, w, b, activation=act, **kw)
+                    again = (out2, *torch.autograd.grad(out2, (x, w, b), go))
+                    want = (ref, *torch.autograd.grad(ref, (x, w, b), go))
+                    red = xs[0] * out[0, 0].numel()
+                    if dtype == torch.float32:
+                        tol = dict(rtol=1e-5, atol=1e-5 + 1e-6 * red)
+                    else:
+                        tol = dict(rtol=1e-10, atol=1e-12 * red)
+                    names = ("output", "grad_input", "grad_weight", "grad_bias")
+                    for name, a, a2, e in zip(names, got, again, want):
+                        where = f"{name} {xs} x{mult} {R}x{S} {kw} {dtype} {fmt} {act} {threads}t"
+                        torch.testing.assert_close(a, e, **tol, msg=lambda m: f"{where}: {m}")
+                        assert torch.equal(a, a2), f"{where}: not bit-identical across runs"
+print(fastcnn.info()["isa"])
+"""
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_depthwise_paths_every_isa(isa):
+    order = {name: i for i, name in enumerate(ISAS)}
+    native = fastcnn.info()["isa"]
+    if order[isa] > order[native]:
+        pytest.skip(f"this CPU runs {native}, not {isa}")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, json.dumps(CASES)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "FASTCNN_ISA": isa},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split()[-1] == isa
