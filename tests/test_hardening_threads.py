@@ -1,7 +1,7 @@
 """Threads: the ops are safe to call from many Python threads at once, release the GIL while
 their kernels run, and give bit-identical results run after run, for a given thread count;
-all but conv2d's GEMM backward-weight give the same bits for every thread count; and they are
-right when OpenMP starts fewer threads than asked."""
+all but conv2d's backward-weight (outside depthwise layers) give the same bits for every
+thread count; and they are right when OpenMP starts fewer threads than asked."""
 
 from __future__ import annotations
 
@@ -91,8 +91,8 @@ def test_bit_identical_across_runs_and_thread_counts(case, fmt, num_threads):
         assert all(_identical(runs[0], r) for r in runs[1:]), f"{threads} threads: runs differ"
         results[threads] = runs[0]
     if case.startswith("conv2d") and case != "conv2d_depthwise":
-        # The GEMM backward-weight splits its reduction over threads (partial sums added in
-        # a fixed order): deterministic for a thread count, not across counts. The rest is.
+        # The backward-weight (GEMM and dot paths) splits its reduction over threads (partial
+        # sums added in a fixed order): deterministic for a thread count, not across counts.
         output, grad_x, _, grad_b = results[1]
         assert _identical([output, grad_x, grad_b], [results[2][i] for i in (0, 1, 3)])
     else:
