@@ -10,10 +10,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 #include "cpu/conv2d_geom.h"
 #include "cpu/conv2d_packing.h"
+#include "cpu/isa_select.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
 
@@ -43,13 +43,7 @@ DotKernels dot_kernels_avx512();
 
 // The kernels built for the same ISA as the micro-kernel in use.
 inline const DotKernels& dot_kernels() {
-  static const DotKernels chosen = [] {
-#if defined(FASTCNN_X86)
-    if (std::strcmp(isa(), "avx512") == 0) return dot_kernels_avx512();
-    if (std::strcmp(isa(), "avx2") == 0) return dot_kernels_avx2();
-#endif
-    return dot_kernels_generic();
-  }();
+  static const DotKernels chosen = FASTCNN_FOR_CHOSEN_ISA(dot_kernels);
   return chosen;
 }
 template <typename T>

@@ -3,9 +3,9 @@
 // [R*S][K] in the workspace so that loop reads them contiguously). The common shapes run the
 // per-ISA vector kernels; the loops here cover the rest.
 #include "cpu/conv2d_depthwise.h"
+#include "cpu/isa_select.h"
 
 #include <algorithm>
-#include <string_view>
 
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
@@ -75,14 +75,7 @@ int threads_for_conv(const ConvGeom& g, int threads) {
 }
 
 const DepthwiseKernelSet& kernel_set() {
-  static const DepthwiseKernelSet chosen = [] {
-    const std::string_view chosen_isa = isa();
-#if defined(FASTCNN_X86)
-    if (chosen_isa == "avx512") return depthwise_kernels_avx512();
-    if (chosen_isa == "avx2") return depthwise_kernels_avx2();
-#endif
-    return depthwise_kernels_generic();
-  }();
+  static const DepthwiseKernelSet chosen = FASTCNN_FOR_CHOSEN_ISA(depthwise_kernels);
   return chosen;
 }
 

@@ -3,6 +3,7 @@
 // a zero-padded buffer (rows the padding covers are zeros, so padding multiplies like any
 // other value, as in the GEMM path) and running every (filter panel, position tile) over it.
 #include "cpu/conv2d_rows.h"
+#include "cpu/isa_select.h"
 
 #include <algorithm>
 #include <cstring>
@@ -14,13 +15,7 @@ namespace fastcnn::cpu {
 namespace {
 
 const RowsKernel& rows_kernel() {
-  static const RowsKernel chosen = [] {
-#if defined(FASTCNN_X86)
-    if (std::strcmp(isa(), "avx512") == 0) return rows_kernel_avx512();
-    if (std::strcmp(isa(), "avx2") == 0) return rows_kernel_avx2();
-#endif
-    return rows_kernel_generic();
-  }();
+  static const RowsKernel chosen = FASTCNN_FOR_CHOSEN_ISA(rows_kernel);
   return chosen;
 }
 

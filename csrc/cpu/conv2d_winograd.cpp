@@ -1,9 +1,9 @@
 // The Winograd driver: blocking plan, the choice of when to use it, and the parallel loop.
 #include "cpu/conv2d_winograd.h"
+#include "cpu/isa_select.h"
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 
 #include "cpu/microkernel.h"
 #include "cpu/parallel.h"
@@ -16,13 +16,7 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 
 // The transforms built for the same ISA as the micro-kernel in use.
 const WinogradTransforms& transforms() {
-  static const WinogradTransforms chosen = [] {
-#if defined(FASTCNN_X86)
-    if (std::strcmp(isa(), "avx512") == 0) return winograd_transforms_avx512();
-    if (std::strcmp(isa(), "avx2") == 0) return winograd_transforms_avx2();
-#endif
-    return winograd_transforms_generic();
-  }();
+  static const WinogradTransforms chosen = FASTCNN_FOR_CHOSEN_ISA(winograd_transforms);
   return chosen;
 }
 

@@ -2,11 +2,11 @@
 // sums run in the per-ISA kernels (cpu/global_avg_pool2d_kernels.h); the backward's
 // broadcast is a plain store loop.
 #include <algorithm>
-#include <string_view>
 #include <type_traits>
 
 #include "cpu/checks.h"
 #include "cpu/global_avg_pool2d_kernels.h"
+#include "cpu/isa_select.h"
 #include "cpu/microkernel.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
@@ -14,14 +14,7 @@
 namespace fastcnn::cpu {
 
 const GapKernelSet& global_avg_pool2d_kernels() {
-  static const GapKernelSet chosen = [] {
-    const std::string_view chosen_isa = isa();
-#if defined(FASTCNN_X86)
-    if (chosen_isa == "avx512") return global_avg_pool2d_kernels_avx512();
-    if (chosen_isa == "avx2") return global_avg_pool2d_kernels_avx2();
-#endif
-    return global_avg_pool2d_kernels_generic();
-  }();
+  static const GapKernelSet chosen = FASTCNN_FOR_CHOSEN_ISA(global_avg_pool2d_kernels);
   return chosen;
 }
 

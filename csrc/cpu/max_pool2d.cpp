@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <string_view>
 #include <type_traits>
 
 #include "cpu/checks.h"
+#include "cpu/isa_select.h"
 #include "cpu/max_pool2d_kernels.h"
 #include "cpu/microkernel.h"
 #include "cpu/parallel.h"
@@ -28,14 +28,7 @@ int64_t pool_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, i
 namespace cpu {
 
 const MaxPoolKernelSet& max_pool2d_kernels() {
-  static const MaxPoolKernelSet chosen = [] {
-    const std::string_view chosen_isa = isa();
-#if defined(FASTCNN_X86)
-    if (chosen_isa == "avx512") return max_pool2d_kernels_avx512();
-    if (chosen_isa == "avx2") return max_pool2d_kernels_avx2();
-#endif
-    return max_pool2d_kernels_generic();
-  }();
+  static const MaxPoolKernelSet chosen = FASTCNN_FOR_CHOSEN_ISA(max_pool2d_kernels);
   return chosen;
 }
 
