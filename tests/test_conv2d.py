@@ -8,15 +8,12 @@ and contiguity, as torchvision's op tests.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
+from _isa import ISAS, run_under_isa  # tests/_isa.py (pytest puts tests/ on sys.path)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch.utils.dlpack import to_dlpack
@@ -1271,7 +1268,6 @@ class TestCompiledModuleChecks:
 # runs in a subprocess)
 # --------------------------------------------------------------------------------------------
 
-ISAS = ["generic", "avx2", "avx512"]
 
 # Run in a fresh interpreter: every case forward (bias + ReLU, and plain), grad_input,
 # grad_weight and grad_bias against F.conv2d and autograd, float32 and float64, NCHW and
@@ -1332,16 +1328,4 @@ def _gemm_cases() -> list:
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_gemm_paths_every_isa(isa):
-    order = {name: i for i, name in enumerate(ISAS)}
-    native = fastcnn.info()["isa"]
-    if order[isa] > order[native]:
-        pytest.skip(f"this CPU runs {native}, not {isa}")
-    proc = subprocess.run(
-        [sys.executable, "-c", _GEMM_PATHS_SCRIPT, json.dumps(_gemm_cases())],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "FASTCNN_ISA": isa},
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.split()[-1] == isa
+    run_under_isa(isa, _GEMM_PATHS_SCRIPT, _gemm_cases())

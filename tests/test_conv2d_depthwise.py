@@ -10,16 +10,8 @@ load), at 1 and 2 threads, and repeats each call to check the result is bit-iden
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
-
-import fastcnn
-
-ISAS = ["generic", "avx2", "avx512"]
+from _isa import ISAS, run_under_isa  # tests/_isa.py (pytest puts tests/ on sys.path)
 
 # [x shape, multiplier, R, S, conv kwargs]
 CASES = [
@@ -81,16 +73,4 @@ print(fastcnn.info()["isa"])
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_depthwise_paths_every_isa(isa):
-    order = {name: i for i, name in enumerate(ISAS)}
-    native = fastcnn.info()["isa"]
-    if order[isa] > order[native]:
-        pytest.skip(f"this CPU runs {native}, not {isa}")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, json.dumps(CASES)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "FASTCNN_ISA": isa},
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.split()[-1] == isa
+    run_under_isa(isa, _SCRIPT, CASES)
