@@ -162,7 +162,10 @@ def _tol(dtype, reduction: int) -> dict:
 
 
 def _torch_conv(x, w, b, activation=None, **kwargs):
-    out = F.conv2d(x, w, b, **kwargs)
+    # Contiguous copies of the same values: torch's own slow CPU path rejects some layouts of
+    # its gradient buffers ("slow_conv2d: grad_weight must be contiguous" for a permuted 1x2
+    # weight with padding='same'), and the layouts under test here are fastcnn's.
+    out = F.conv2d(x.contiguous(), w.contiguous(), b, **kwargs)
     return F.relu(out) if activation == "relu" else out
 
 
