@@ -97,7 +97,13 @@ inline int64_t tap_offset(const ConvGeom& g, int64_t s, int64_t phase_len) {
 constexpr int kVecsPerStep = 4;
 
 // The filter size is a template argument where it is common (3x3: the taps unroll into
-// registers), 0 where it is read from g.
+// registers), 0 where it is read from g. fixed_size(g, f) calls f with kR = kS of g's filter.
+template <typename F>
+void fixed_size(const ConvGeom& g, const F& f) {
+  if (g.R == 3 && g.S == 3) return f(std::integral_constant<int, 3>{});
+  f(std::integral_constant<int, 0>{});
+}
+
 template <typename T, int kR, int kS>
 void nchw_forward_plane_fixed(const ConvGeom& g, const T* plane, const T* w, const T* bias,
                               T* y_image, int64_t c, bool relu) {
@@ -151,9 +157,9 @@ void nchw_forward_plane_fixed(const ConvGeom& g, const T* plane, const T* w, con
 template <typename T>
 void nchw_forward_plane(const ConvGeom& g, const T* plane, const T* w, const T* bias, T* y_image,
                         int64_t c, bool relu) {
-  if (g.R == 3 && g.S == 3)
-    return nchw_forward_plane_fixed<T, 3, 3>(g, plane, w, bias, y_image, c, relu);
-  nchw_forward_plane_fixed<T, 0, 0>(g, plane, w, bias, y_image, c, relu);
+  fixed_size(g, [&](auto k) {
+    nchw_forward_plane_fixed<T, k.value, k.value>(g, plane, w, bias, y_image, c, relu);
+  });
 }
 
 template <typename T, int kR, int kS>
@@ -198,8 +204,7 @@ void nchw_weight_filter_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
 
 template <typename T>
 void nchw_weight_filter(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw) {
-  if (g.R == 3 && g.S == 3) return nchw_weight_filter_fixed<T, 3, 3>(g, dy, x, k, dw);
-  nchw_weight_filter_fixed<T, 0, 0>(g, dy, x, k, dw);
+  fixed_size(g, [&](auto n) { nchw_weight_filter_fixed<T, n.value, n.value>(g, dy, x, k, dw); });
 }
 
 // NHWC windows: where each tap reads relative to the window's first pixel, and whether a
@@ -266,9 +271,9 @@ void nhwc_forward_row_fixed(const ConvGeom& g, const T* x_image, const T* wt, co
 template <typename T>
 void nhwc_forward_row(const ConvGeom& g, const T* x_image, const T* wt, const T* bias, T* y_row,
                       int64_t oh, bool relu) {
-  if (g.R == 3 && g.S == 3)
-    return nhwc_forward_row_fixed<T, 3, 3>(g, x_image, wt, bias, y_row, oh, relu);
-  nhwc_forward_row_fixed<T, 0, 0>(g, x_image, wt, bias, y_row, oh, relu);
+  fixed_size(g, [&](auto k) {
+    nhwc_forward_row_fixed<T, k.value, k.value>(g, x_image, wt, bias, y_row, oh, relu);
+  });
 }
 
 // The batch's sums for channel blocks [b0, b1), stored as acc[(b * R*S + rs) * lanes]: one
@@ -300,8 +305,8 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
 template <typename T>
 void nhwc_weight_blocks(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
                         T* acc) {
-  if (g.R == 3 && g.S == 3) return nhwc_weight_blocks_fixed<T, 3, 3>(g, dy, x, b0, b1, acc);
-  nhwc_weight_blocks_fixed<T, 0, 0>(g, dy, x, b0, b1, acc);
+  fixed_size(g,
+             [&](auto k) { nhwc_weight_blocks_fixed<T, k.value, k.value>(g, dy, x, b0, b1, acc); });
 }
 
 template <typename T>
