@@ -57,6 +57,22 @@ struct AsForward {
   int64_t weight_offset;  // element offset of the first filter tap the forward reads
 };
 
+std::optional<AsForward> backward_input_as_forward(const ConvGeom& g, const Conv2dParams& p) {
+  const int64_t span_h = g.dh * (g.R - 1), span_w = g.dw * (g.S - 1);
+  const bool fits = g.sh == 1 && g.sw == 1 && p.pad_begin[0] <= span_h && p.pad_end[0] <= span_h &&
+                    p.pad_begin[1] <= span_w && p.pad_end[1] <= span_w;
+  const bool depthwise = g.Cg == 1 && g.Kg == 1;
+  if (!fits || !(depthwise || (g.G == 1 && g.C >= 8))) return std::nullopt;
+  ConvGeom f = g;
+  f.C = g.K, f.H = g.Ho, f.W = g.Wo, f.xs = g.ys;
+  f.K = g.C, f.Ho = g.H, f.Wo = g.W, f.ys = g.xs;
+  f.Cg = g.Kg, f.Kg = g.Cg;
+  f.ph = span_h - g.ph, f.pw = span_w - g.pw;
+  if (!depthwise) std::swap(f.ws[0], f.ws[1]);
+  f.ws[2] = -g.ws[2], f.ws[3] = -g.ws[3];
+  return AsForward{f, (g.R - 1) * g.ws[2] + (g.S - 1) * g.ws[3]};
+}
+
 // The forward form also multiplies the output gradient's zero padding by filter taps, terms
 // the true gradient (and torch) does not have: an Inf or NaN tap would turn them into NaN. It
 // runs only when every tap is finite or there is no padding to meet (1x1).
@@ -79,22 +95,6 @@ bool forward_form_exact(const ConvGeom& g, const TensorView& weight) {
                                         : all_finite(weight.ptr<float>(), weight.numel());
 }
 
-std::optional<AsForward> backward_input_as_forward(const ConvGeom& g, const Conv2dParams& p) {
-  const int64_t span_h = g.dh * (g.R - 1), span_w = g.dw * (g.S - 1);
-  const bool fits = g.sh == 1 && g.sw == 1 && p.pad_begin[0] <= span_h && p.pad_end[0] <= span_h &&
-                    p.pad_begin[1] <= span_w && p.pad_end[1] <= span_w;
-  const bool depthwise = g.Cg == 1 && g.Kg == 1;
-  if (!fits || !(depthwise || (g.G == 1 && g.C >= 8))) return std::nullopt;
-  ConvGeom f = g;
-  f.C = g.K, f.H = g.Ho, f.W = g.Wo, f.xs = g.ys;
-  f.K = g.C, f.Ho = g.H, f.Wo = g.W, f.ys = g.xs;
-  f.Cg = g.Kg, f.Kg = g.Cg;
-  f.ph = span_h - g.ph, f.pw = span_w - g.pw;
-  if (!depthwise) std::swap(f.ws[0], f.ws[1]);
-  f.ws[2] = -g.ws[2], f.ws[3] = -g.ws[3];
-  return AsForward{f, (g.R - 1) * g.ws[2] + (g.S - 1) * g.ws[3]};
-}
-
 // Work split and workspace layout, computed identically for sizing and for running.
 struct Plan {
   int threads = 1;
@@ -103,9 +103,9 @@ struct Plan {
   int64_t splits = 1;  // forward: row panels; backward-input: channels; weight: reduction
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
-  bool depthwise = false;   // one input channel and few filters per group: direct convolution
-  bool pixel_rows = false;  // NHWC: GEMM rows are positions, columns filters or (r, s, c)
-  bool dot = false;         // backward-weight as dot products along positions
+  bool depthwise = false;      // one input channel and few filters per group: direct convolution
+  bool pixel_rows = false;     // NHWC: GEMM rows are positions, columns filters or (r, s, c)
+  std::optional<DotPlan> dot;  // backward-weight as dot products along positions
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
@@ -158,9 +158,9 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
   }
   // Backward-weight over NCHW rows: dot products along positions (conv2d_backward_weight.h).
   if (pass == ConvPass::BackwardWeight && dot_backward_weight_applies(g, threads)) {
-    pl.a_elems = aligned(dot_plan(g, elem, threads).total_elems(), elem);
+    pl.dot = dot_plan(g, elem, threads);
+    pl.a_elems = aligned(pl.dot->total_elems(), elem);
     pl.threads = threads;
-    pl.dot = true;
     return pl;
   }
   if (pass == ConvPass::Forward) {
@@ -222,12 +222,10 @@ Plan plan_for(ConvPass pass, const ConvGeom& g, DType dtype, int threads) {
 // Where tap j lies within a filter, taps ordered (c, r, s) (NCHW packing) or (r, s, c)
 // (NHWC packing).
 int64_t tap_crs(const ConvGeom& g, int64_t j) {
-  const int64_t c = j / g.RS(), rs = j % g.RS();
-  return c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
+  return filter_tap(g, j / g.RS(), j % g.RS());
 }
 int64_t tap_rsc(const ConvGeom& g, int64_t j) {
-  const int64_t c = j % g.Cg, rs = j / g.Cg;
-  return c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
+  return filter_tap(g, j % g.Cg, j / g.Cg);
 }
 
 // The weights of every group packed by pack_a_full (rows [0, M), reduction [0, K), panels of
@@ -397,13 +395,13 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
 // Where column j of the weight-gradient GEMM lives within a filter of the weight tensor.
 int64_t weight_offset(const ConvGeom& g, int64_t j) {
   const WeightColumn wc = weight_column(g, j);
-  return wc.c * g.ws[1] + wc.rs / g.S * g.ws[2] + wc.rs % g.S * g.ws[3];
+  return filter_tap(g, wc.c, wc.rs);
 }
 
 template <typename T>
 void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_weight(g, dy, x, dw, ws, pl.threads);
-  if (pl.dot) return dot_backward_weight(g, dy, x, dw, dot_plan(g, sizeof(T), pl.threads), ws);
+  if (pl.dot) return dot_backward_weight(g, dy, x, dw, *pl.dot, ws);
   const MicroKernel<T>& mk = microkernel<T>();
   T* partial = ws + pl.threads * pl.thread_elems;
   const int64_t group_elems = g.Kg * pl.cols;
@@ -461,34 +459,50 @@ void zero(const TensorView& t) {
   if (t.numel() > 0) std::memset(t.data, 0, t.numel() * dtype_size(t.dtype));
 }
 
-// The forward kernels over geometry g (Winograd where it applies, else the GEMM or depthwise
-// plan): the workspace they need, and the call.
-size_t forward_workspace_bytes(const ConvGeom& g, DType dtype, int threads) {
-  if (winograd_applies(g, dtype == DType::Float32))
-    return winograd_plan(g, threads).total_elems() * sizeof(float);
-  if (rows_applies(g, dtype == DType::Float32))
-    return rows_workspace_elems(g, threads) * sizeof(float);
-  return plan_for(ConvPass::Forward, g, dtype, threads).total_elems() * dtype_size(dtype);
+// The forward kernels over geometry g: Winograd where it applies, the rows path for stems,
+// else the GEMM or depthwise plan. Chosen once per call, the same for sizing and running.
+struct ForwardRoute {
+  enum Kind { kWinograd, kRows, kPlan } kind = kPlan;
+  WinogradPlan winograd;
+  Plan plan;
+  size_t bytes = 0;  // workspace
+};
+
+ForwardRoute forward_route(const ConvGeom& g, DType dtype, int threads) {
+  const bool f32 = dtype == DType::Float32;
+  ForwardRoute r;
+  if (winograd_applies(g, f32)) {
+    r.kind = ForwardRoute::kWinograd;
+    r.winograd = winograd_plan(g, threads);
+    r.bytes = r.winograd.total_elems() * sizeof(float);
+  } else if (rows_applies(g, f32)) {
+    r.kind = ForwardRoute::kRows;
+    r.bytes = rows_workspace_elems(g, threads) * sizeof(float);
+  } else {
+    r.plan = plan_for(ConvPass::Forward, g, dtype, threads);
+    r.bytes = r.plan.total_elems() * dtype_size(dtype);
+  }
+  return r;
 }
 
 void run_forward(const char* op, const ConvGeom& g, DType dtype, const void* x, const void* w,
                  const void* bias, void* y, bool relu, void* workspace, size_t workspace_bytes,
                  int threads) {
-  check_workspace(op, workspace, workspace_bytes, forward_workspace_bytes(g, dtype, threads));
+  const ForwardRoute r = forward_route(g, dtype, threads);
+  check_workspace(op, workspace, workspace_bytes, r.bytes);
   if (g.N * g.K * g.Ho * g.Wo == 0) return;
-  if (winograd_applies(g, dtype == DType::Float32))
-    return winograd_forward(winograd_plan(g, threads), static_cast<const float*>(x),
-                            static_cast<const float*>(w), static_cast<const float*>(bias),
-                            static_cast<float*>(y), relu, static_cast<float*>(workspace));
-  if (rows_applies(g, dtype == DType::Float32))
+  if (r.kind == ForwardRoute::kWinograd)
+    return winograd_forward(r.winograd, static_cast<const float*>(x), static_cast<const float*>(w),
+                            static_cast<const float*>(bias), static_cast<float*>(y), relu,
+                            static_cast<float*>(workspace));
+  if (r.kind == ForwardRoute::kRows)
     return rows_forward(g, static_cast<const float*>(x), static_cast<const float*>(w),
                         static_cast<const float*>(bias), static_cast<float*>(y), relu,
                         static_cast<float*>(workspace), threads);
-  const Plan pl = plan_for(ConvPass::Forward, g, dtype, threads);
   auto run = [&](auto* ws) {
     using T = std::remove_pointer_t<decltype(ws)>;
     forward<T>(g, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-               static_cast<T*>(y), relu, pl, ws);
+               static_cast<T*>(y), relu, r.plan, ws);
   };
   if (dtype == DType::Float64)
     run(static_cast<double*>(workspace));
@@ -503,12 +517,12 @@ size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const Tens
   const ConvNames& nm = conv_names(pass);
   check_threads(nm.op, threads);
   const ConvGeom g = validate(nm, input, weight, output, p);
-  if (pass == ConvPass::Forward) return forward_workspace_bytes(g, input.dtype, threads);
+  if (pass == ConvPass::Forward) return forward_route(g, input.dtype, threads).bytes;
   const size_t plan_bytes =
       plan_for(pass, g, input.dtype, threads).total_elems() * dtype_size(input.dtype);
   if (pass == ConvPass::BackwardInput)
     if (const auto as_forward = backward_input_as_forward(g, p))  // either form may run
-      return std::max(plan_bytes, forward_workspace_bytes(as_forward->g, input.dtype, threads));
+      return std::max(plan_bytes, forward_route(as_forward->g, input.dtype, threads).bytes);
   return plan_bytes;
 }
 

@@ -294,8 +294,7 @@ void dot_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, cons
         T sum = partial[k * pl.cols + j];
         for (int64_t s = 1; s < pl.splits; ++s)
           sum += partial[s * pl.partial_elems + k * pl.cols + j];
-        const int64_t rs = j % g.RS();
-        dw[k * g.ws[0] + j / g.RS() * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = sum;
+        dw[k * g.ws[0] + filter_tap(g, j / g.RS(), j % g.RS())] = sum;
       }
   });
 }

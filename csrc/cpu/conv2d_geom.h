@@ -16,6 +16,11 @@ struct ConvGeom {
   int64_t RS() const { return R * S; }
 };
 
+// Where tap (c, rs) of a filter lies, in elements from the filter's start (rs = r * S + s).
+inline int64_t filter_tap(const ConvGeom& g, int64_t c, int64_t rs) {
+  return c * g.ws[1] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3];
+}
+
 inline bool in_range(int64_t i, int64_t n) {
   return static_cast<uint64_t>(i) < static_cast<uint64_t>(n);
 }
