@@ -3,12 +3,11 @@
 // [R*S][K] in the workspace so that loop reads them contiguously). The common shapes run the
 // per-ISA vector kernels; the loops here cover the rest.
 #include "cpu/conv2d_depthwise.h"
-#include "cpu/isa_select.h"
 
 #include <algorithm>
 
+#include "cpu/isa_select.h"
 #include "cpu/parallel.h"
-#include "fastcnn/ops.h"
 
 namespace fastcnn::cpu {
 namespace {
@@ -250,9 +249,7 @@ template <typename T>
 void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T* ws,
                                int threads) {
   const int nt = threads_for_conv(g, threads);
-  auto store = [&](int64_t k, int64_t rs, T v) {
-    dw[k * g.ws[0] + rs / g.S * g.ws[2] + rs % g.S * g.ws[3]] = v;
-  };
+  auto store = [&](int64_t k, int64_t rs, T v) { dw[k * g.ws[0] + filter_tap(g, 0, rs)] = v; };
   if (!image_channels_last(g.xs) && nchw_vectorized<T>(g)) {
     parallel_for(g.K, nt, [&](int, int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {

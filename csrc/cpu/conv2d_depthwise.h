@@ -16,9 +16,10 @@ constexpr int64_t kDepthwiseMaxTaps = 64;
 constexpr int64_t kDepthwiseRingBytes = 32 * 1024;
 
 // Workspace elements: the weights as [R*S][K] (NHWC loops) or per-tap sums, the NHWC vector
-// kernels' per channel block (K rounded up to 16 floats: the last block overlaps).
+// kernels' per channel block (K rounded up to a vector: the last block overlaps).
 inline int64_t depthwise_workspace_elems(const ConvGeom& g) {
-  return g.RS() * ((g.K + 15) / 16 * 16);
+  constexpr int64_t float_lanes = kDepthwiseVecBytes / sizeof(float);  // the most of any dtype
+  return g.RS() * ((g.K + float_lanes - 1) / float_lanes * float_lanes);
 }
 
 template <typename T>

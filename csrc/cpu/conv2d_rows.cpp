@@ -3,13 +3,12 @@
 // a zero-padded buffer (rows the padding covers are zeros, so padding multiplies like any
 // other value, as in the GEMM path) and running every (filter panel, position tile) over it.
 #include "cpu/conv2d_rows.h"
-#include "cpu/isa_select.h"
 
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/isa_select.h"
 #include "cpu/parallel.h"
-#include "fastcnn/ops.h"
 
 namespace fastcnn::cpu {
 namespace {

@@ -1,10 +1,10 @@
 // The Winograd driver: blocking plan, the choice of when to use it, and the parallel loop.
 #include "cpu/conv2d_winograd.h"
-#include "cpu/isa_select.h"
 
 #include <algorithm>
 #include <atomic>
 
+#include "cpu/isa_select.h"
 #include "cpu/microkernel.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
