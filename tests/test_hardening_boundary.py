@@ -169,7 +169,10 @@ def place(values: torch.Tensor | None, shape, strides, dtype, offset=0, byte_shi
     if span:
         buf[lo:hi] = _random(hi - lo, dtype)
     if values is not None and span:
-        view.copy_(values.to(dtype))
+        # Through each element's buffer index: copy_ refuses a view whose elements overlap
+        # (a stride-0 mutation), where an index assignment writes each location.
+        where = torch.arange(total).as_strided(shape, strides, lo)
+        buf[where.reshape(-1)] = values.to(dtype).reshape(-1)
     return Arg(view, buf, lo, hi)
 
 
