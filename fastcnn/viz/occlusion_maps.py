@@ -537,6 +537,15 @@ class _Plan:
     last_use: dict[fx.Node, int]
     order: dict[fx.Node, int]
     sources: dict[tuple, _Source] = field(default_factory=dict)  # filled as batches need them
+    scratch: Tensor | None = None  # reused by every window layer's input: see window_input
+
+    def scratch_for(self, numel: int, like: Tensor) -> Tensor:
+        """At least ``numel`` elements of ``like``'s dtype, the same memory on every call:
+        activations of occluded batches run to tens of MB, and the allocator maps those
+        afresh on each allocation, so a new one costs a page fault every 4 KB."""
+        if self.scratch is None or self.scratch.numel() < numel or self.scratch.dtype != like.dtype:
+            self.scratch = like.new_empty(numel)
+        return self.scratch
 
 
 def _box_constant_ok(value, varying: bool, size: tuple[int, int]) -> bool:
@@ -643,52 +652,25 @@ def _runs(offsets: Tensor) -> list[tuple[int, int, int]]:
     return runs
 
 
-_MAX_PASTE_COPIES = 4  # beyond this many slice copies, paste with one gather instead
-
-
 def _paste(out: Tensor, patch: _Local, y: Tensor, x: Tensor) -> None:
     """Copies ``patch`` into the boxes ``out`` Tensor[B, C, h, w] (corners ``y``, ``x``)
     where they overlap. Grid rows (and columns) whose patch sits at the same offset in its
-    box form runs, each pasted as one slice copy; with many runs, one gather does it all."""
-    runs_y, runs_x = _runs(patch.y - y), _runs(patch.x - x)
-    if len(runs_y) * len(runs_x) > _MAX_PASTE_COPIES:
-        _paste_by_gather(out, patch, y, x)
-        return
+    box form runs, each pair of runs pasted as one slice copy. Clamping at the image's edges
+    and strided layers' rounding make a few runs each way: on ResNet-18 at most about a
+    hundred copies of whole channel runs, where one gather of every element was ten times
+    slower in all."""
     nk, nl = len(y), len(x)
     dst = out.view(-1, nk, nl, *out.shape[1:])  # splitting B is a view in any layout
     src = patch.values.view(-1, nk, nl, *patch.values.shape[1:])
     h, w = out.shape[2:]
     ph, pw = patch.values.shape[2:]
-    for k0, k1, dy in runs_y:
+    for k0, k1, dy in _runs(patch.y - y):
         a0, a1 = max(dy, 0), min(dy + ph, h)
-        for l0, l1, dx in runs_x:
+        for l0, l1, dx in _runs(patch.x - x):
             b0, b1 = max(dx, 0), min(dx + pw, w)
             if a0 < a1 and b0 < b1:
                 target = dst[:, k0:k1, l0:l1, :, a0:a1, b0:b1]
                 target.copy_(src[:, k0:k1, l0:l1, :, a0 - dy : a1 - dy, b0 - dx : b1 - dx])
-
-
-def _paste_by_gather(out: Tensor, patch: _Local, y: Tensor, x: Tensor) -> None:
-    """:func:`_paste` as one gather of the patch at every position of the boxes and a
-    masked select, whatever the offsets."""
-    nk, nl = len(y), len(x)
-    c, h, w = out.shape[1:]
-    ph, pw = patch.values.shape[2:]
-    rows = torch.arange(h) - (patch.y - y)[:, None]  # patch row under box row: [nk, h]
-    cols = torch.arange(w) - (patch.x - x)[:, None]  # [nl, w]
-    inside = ((rows >= 0) & (rows < ph))[:, None, :, None] & ((cols >= 0) & (cols < pw))[
-        None, :, None, :
-    ]  # [nk, nl, h, w]
-    src = patch.values.permute(0, 2, 3, 1).view(-1, nk, nl, ph, pw, c)
-    gathered = src[
-        :,
-        torch.arange(nk)[:, None, None, None],
-        torch.arange(nl)[None, :, None, None],
-        rows.clamp(0, ph - 1)[:, None, :, None],
-        cols.clamp(0, pw - 1)[None, :, None, :],
-    ]  # [n, nk, nl, h, w, C]
-    dst = out.permute(0, 2, 3, 1).view(-1, nk, nl, h, w, c)
-    dst.copy_(torch.where(inside[..., None], gathered, dst))
 
 
 class _Source:
@@ -708,11 +690,12 @@ class _Source:
             nhwc = padded
         self.nhwc, self.top, self.left = nhwc.contiguous(), top, left
 
-    def cut(self, n: int, y: Tensor, x: Tensor, h: int, w: int, patch=None) -> Tensor:
+    def cut(self, n: int, y: Tensor, x: Tensor, h: int, w: int, patch=None, into=None) -> Tensor:
         """The ``h x w`` boxes at top rows ``y`` (LongTensor[nk]) and left columns ``x``
         (LongTensor[nl]) for each of ``n`` images (the source's, or its one image repeated),
         with ``patch`` pasted over them: Tensor[n * nk * nl, C, h, w], channels_last, rows
-        ordered (image, grid row, grid column)."""
+        ordered (image, grid row, grid column). ``into(numel)`` gives the memory to write
+        them to (default: new)."""
         src = self.nhwc
         m, height, width, c = src.shape
         y, x = y + self.top, x + self.left
@@ -725,7 +708,11 @@ class _Source:
             raise RuntimeError("occlusion: internal error, a box falls outside its padded source")
         sn, sh, sw, _ = src.stride()
         boxes = src.as_strided((m, height - h + 1, width - w + 1, h, w, c), (sn, sh, sw, sh, sw, 1))
-        out = boxes[:, y[:, None], x[None, :]]  # Tensor[m, nk, nl, h, w, C]
+        shape = (m, len(y), len(x), h, w, c)
+        memory = src.new_empty(math.prod(shape)) if into is None else into(math.prod(shape))
+        out = torch.ops.aten.index.Tensor_out(
+            boxes, [None, y[:, None], x[None, :]], out=memory[: math.prod(shape)].view(shape)
+        )
         if m != n:
             out = out.expand(n, *out.shape[1:])
         out = out.reshape(-1, h, w, c).permute(0, 3, 1, 2)
@@ -821,7 +808,11 @@ class _Batch:
         sources = self.plan.sources
         if (src, node) not in sources:
             sources[src, node] = _Source(self.plan.clean[src], ys, xs, h, w, win.fill)
-        return sources[src, node].cut(self.n, ys[self.ks], xs[self.ls], h, w, self.values[src])
+        # The window layers' outputs are new tensors, so their inputs can share one scratch.
+        into = lambda numel: self.plan.scratch_for(numel, self.plan.clean[src])  # noqa: E731
+        return sources[src, node].cut(
+            self.n, ys[self.ks], xs[self.ls], h, w, self.values[src], into
+        )
 
     def evaluate(self, node: fx.Node):
         """The node's value for this batch: a :class:`_Local` on its planned box, or its
