@@ -73,18 +73,29 @@ class TestSpecialValues:
 
     @pytest.mark.parametrize("activation", [None, "relu"])
     @pytest.mark.parametrize(
-        "groups, channels, stride",
-        [(1, 6, (1, 2)), (3, 6, (1, 2)), (1, 9, 1), (1, 3, 2)],
-        ids=["gemm", "groups", "stride1", "stem"],
+        "groups, channels, stride, kernel",
+        [
+            (1, 6, (1, 2), 3),
+            (3, 6, (1, 2), 3),
+            (1, 9, 1, 3),
+            (1, 3, 2, 7),
+            (16, 16, 1, 3),
+            (6, 6, (2, 1), 3),
+            (6, 6, 1, 9),
+        ],
+        ids=["gemm", "groups", "stride1", "stem", "dw", "dw-stride2", "dw-81-taps"],
     )
-    def test_conv2d(self, dtype, fmt, activation, groups, channels, stride):
-        """Stride 1 runs backward-input as a forward convolution, the stem on the rows path."""
-        kernel = 7 if channels == 3 else 3
+    def test_conv2d(self, dtype, fmt, activation, groups, channels, stride, kernel):
+        """Stride 1 runs backward-input as a forward convolution, the stem on the rows path,
+        depthwise on its vector kernels, or on its loops (NHWC with fewer channels than a
+        vector, more than 64 taps)."""
+        filters = max(6, groups)
         x = _with_specials((2, channels, 9, 8), dtype, fmt, count=3)
         w = _with_specials(
-            (6, channels // groups, kernel, kernel), dtype, torch.contiguous_format, count=3
+            (filters, channels // groups, kernel, kernel), dtype, torch.contiguous_format, count=3
         )
         b = torch.tensor([0.5, math.nan, math.inf, -math.inf, 0.0, -1.0], dtype=dtype)
+        b = b.repeat(math.ceil(filters / len(b)))[:filters]
         geometry = {"stride": stride, "padding": 1, "groups": groups}
 
         def fast(x, w, b):

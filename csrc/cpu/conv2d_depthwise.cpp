@@ -23,6 +23,15 @@ Span valid_columns(int64_t offset, int64_t stride, int64_t size, int64_t out_siz
   return {lo, std::max(lo, hi)};
 }
 
+// Padding is explicit zeros, as on the vector paths: a tap over it adds w * 0 (and, to the
+// weight gradient, dy * 0), which is NaN when that factor is Inf or NaN. f(i) runs for the
+// outputs [0, n) outside `inside`.
+template <typename F>
+void for_each_padded(Span inside, int64_t n, const F& f) {
+  for (int64_t i = 0; i < inside.lo; ++i) f(i);
+  for (int64_t i = inside.hi; i < n; ++i) f(i);
+}
+
 // y[i * incy] += a * x[i * incx]; the unit-stride case is the one that vectorizes.
 template <typename T>
 void axpy(int64_t n, T a, const T* x, int64_t incx, T* y, int64_t incy) {
@@ -138,14 +147,15 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
           for (int64_t ow = 0; ow < g.Wo; ++ow) o[ow * g.ys[3]] = bias ? bias[k] : T(0);
           for (int64_t r = 0; r < g.R; ++r) {
             const int64_t ih = oh * g.sh - g.ph + r * g.dh;
-            if (!in_range(ih, g.H)) continue;
-            const T* row = in + ih * g.xs[2];
+            const bool row_in = in_range(ih, g.H);
             for (int64_t s = 0; s < g.S; ++s) {
               const T wv = tap(g, w, k, r, s);
               const int64_t off = s * g.dw - g.pw;
-              const Span span = valid_columns(off, g.sw, g.W, g.Wo);
-              axpy(span.hi - span.lo, wv, row + (span.lo * g.sw + off) * g.xs[3], g.sw * g.xs[3],
-                   o + span.lo * g.ys[3], g.ys[3]);
+              const Span span = row_in ? valid_columns(off, g.sw, g.W, g.Wo) : Span{0, 0};
+              if (row_in)
+                axpy(span.hi - span.lo, wv, in + ih * g.xs[2] + (span.lo * g.sw + off) * g.xs[3],
+                     g.sw * g.xs[3], o + span.lo * g.ys[3], g.ys[3]);
+              for_each_padded(span, g.Wo, [&](int64_t ow) { o[ow * g.ys[3]] += wv * T(0); });
             }
           }
           epilogue(o, g.Wo, g.ys[3]);
@@ -174,7 +184,10 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
         for (int64_t rs = 0; rs < g.RS(); ++rs) {
           const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
           const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
-          if (!in_range(ih, g.H) || !in_range(iw, g.W)) continue;
+          if (!in_range(ih, g.H) || !in_range(iw, g.W)) {
+            for (int64_t k = 0; k < g.K; ++k) o[k * g.ys[1]] += ws[rs * g.K + k] * T(0);
+            continue;
+          }
           const T* xi = x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3];
           channel_fma(g, ws + rs * g.K, xi, o, 0, g.K);
         }
@@ -286,11 +299,14 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
               const T* in = x + n * g.xs[0] + k / g.Kg * g.xs[1];
               for (int64_t oh = 0; oh < g.Ho; ++oh) {
                 const int64_t ih = oh * g.sh - g.ph + r * g.dh;
-                if (!in_range(ih, g.H)) continue;
                 const T* d = dy + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2];
-                const T* row = in + ih * g.xs[2];
-                acc += dot(span.hi - span.lo, d + span.lo * g.ys[3], g.ys[3],
-                           row + (span.lo * g.sw + off) * g.xs[3], g.sw * g.xs[3]);
+                const bool row_in = in_range(ih, g.H);
+                const Span inside = row_in ? span : Span{0, 0};
+                if (row_in)
+                  acc +=
+                      dot(inside.hi - inside.lo, d + inside.lo * g.ys[3], g.ys[3],
+                          in + ih * g.xs[2] + (inside.lo * g.sw + off) * g.xs[3], g.sw * g.xs[3]);
+                for_each_padded(inside, g.Wo, [&](int64_t ow) { acc += d[ow * g.ys[3]] * T(0); });
               }
             }
             store(k, r * g.S + s, acc);
@@ -313,9 +329,12 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
             for (int64_t rs = 0; rs < g.RS(); ++rs) {
               const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
               const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
-              if (!in_range(ih, g.H) || !in_range(iw, g.W)) continue;
-              const T* xi = x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3];
               T* acc = ws + rs * g.K;
+              if (!in_range(ih, g.H) || !in_range(iw, g.W)) {
+                for (int64_t k = k0; k < k1; ++k) acc[k] += d[k * g.ys[1]] * T(0);
+                continue;
+              }
+              const T* xi = x + n * g.xs[0] + ih * g.xs[2] + iw * g.xs[3];
               if (g.Kg == 1 && g.xs[1] == 1 && g.ys[1] == 1) {
                 for (int64_t k = k0; k < k1; ++k) acc[k] += d[k] * xi[k];
               } else {
