@@ -104,9 +104,11 @@ void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow,
 // Outputs computed per pass over the input rows: their running maxima stay in L1.
 constexpr int64_t kRowChunk = 256;
 
-// NCHW, outputs [ow0, ow1) with ow1 - ow0 in [width, kRowChunk]. The input rows of the
-// windows are read one after the other, each from left to right, so the plane streams through
-// in order (interleaving the rows of a window defeats the hardware prefetchers).
+// NCHW, outputs [ow0, ow1) with ow1 - ow0 in [1, kRowChunk]. The input rows of the windows
+// are read one after the other, each from left to right, so the plane streams through in
+// order (interleaving the rows of a window defeats the hardware prefetchers). A row narrower
+// than a vector (pooling 16x16 planes and smaller) takes one vector of border loads, its
+// lanes past the row's end discarded.
 template <typename T, Step kStep, bool kIndex>
 void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y, int64_t* idx) {
   using P = PoolVec<T>;
@@ -120,7 +122,7 @@ void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T
   const int64_t n = ow1 - ow0;
   // Vectors start every width outputs; the last one ends at ow1, overlapping its neighbour
   // if need be (folding a row in twice changes nothing).
-  auto start_of = [&](int64_t v) { return std::min(v * width, n - width); };
+  auto start_of = [&](int64_t v) { return std::max<int64_t>(0, std::min(v * width, n - width)); };
   const int64_t vectors = (n + width - 1) / width;
   auto interior = [&](int64_t v) {
     const int64_t ow = ow0 + start_of(v);
@@ -128,6 +130,7 @@ void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T
   };
   T best[kRowChunk];
   Index index[kIndex ? kRowChunk : 1];
+  int64_t narrow_index[kIndex ? width : 1];  // a narrow row's indices, before the n kept
   const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
   for (int64_t v = 0; v < vectors; ++v) {
     const int64_t j = start_of(v);
@@ -148,14 +151,19 @@ void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T
     }
   for (int64_t j = 0; j < n; ++j) y[j] = best[j];
   if constexpr (kIndex) {
-    for (int64_t v = 0; v < vectors; ++v)
-      P::store_index(idx + start_of(v), P::iload(index + start_of(v)));
+    if (n < width) {
+      P::store_index(narrow_index, P::iload(index));
+      std::copy(narrow_index, narrow_index + n, idx);
+    } else {
+      for (int64_t v = 0; v < vectors; ++v)
+        P::store_index(idx + start_of(v), P::iload(index + start_of(v)));
+    }
     for (int64_t v = 0; v < vectors; ++v) {
       const int64_t j = start_of(v);
       if (interior(v)) continue;
       // A lane left at -inf never took a value: its index is the window's first tap inside
       // the input (or -1 for none), as the scalar rule gives.
-      for (int64_t l = j; l < j + width; ++l)
+      for (int64_t l = j; l < std::min(j + width, n); ++l)
         if (best[l] == kLowest) idx[l] = window_scalar(plane, 1, g, ow0 + l).index;
     }
   }
@@ -164,8 +172,7 @@ void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T
 template <typename T, Step kStep, bool kIndex>
 void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
                    int64_t* idx) {
-  constexpr int64_t width = PoolVec<T>::width;
-  const bool vectors = g.rows > 0 && ow1 - ow0 >= width && fits_index_lanes<T>(g);
+  const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
   if (!vectors) {
     for (int64_t ow = ow0; ow < ow1; ++ow) {
       const Best<T> m = window_scalar(plane, 1, g, ow);
@@ -174,7 +181,7 @@ void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1
     }
     return;
   }
-  // Chunks of at least one vector each.
+  // Chunks of at most kRowChunk outputs.
   const int64_t chunks = (ow1 - ow0 + kRowChunk - 1) / kRowChunk;
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t from = ow0 + (ow1 - ow0) * c / chunks, to = ow0 + (ow1 - ow0) * (c + 1) / chunks;
