@@ -205,7 +205,8 @@ def conv2d(
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    c, k, kernel = input.shape[1], weight.shape[0], tuple(weight.shape[2:])
+    c, (k, c_group, r, s) = input.shape[1], weight.shape
+    kernel = (r, s)
     if c % groups or k % groups:
         raise ValueError(
             f"{op}: input channels ({c}) and filters ({k}) must be divisible by groups ({groups})"
@@ -214,7 +215,7 @@ def conv2d(
         raise ValueError(
             f"{op}: weight must have at least one filter, got shape {tuple(weight.shape)}"
         )
-    if weight.shape[1] * groups != c or weight.shape[1] == 0 or min(kernel) < 1:
+    if c_group * groups != c or c_group == 0 or r < 1 or s < 1:
         raise ValueError(
             f"{op}: weight must be [K, C/groups, R, S] = [{k}, {c // groups}, R>=1, S>=1] for an "
             f"input with {c} channels and groups={groups}, got shape {tuple(weight.shape)}"
