@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "bindings_args.h"
 #include "fastcnn/error.h"
@@ -32,15 +33,21 @@ namespace {
 struct Workspace {
   void* data;
   size_t bytes;
+  py::object owner;  // the capsule a provider returned: alive until the kernel is done
 };
 
-Workspace workspace(const py::handle& obj, const char* op) {
-  const TensorView v = view(obj, op, "workspace");
+// `obj` is a capsule, or a provider: a function from a byte count to a capsule of at least that
+// many bytes. With a provider one call sizes the workspace (by conv2d_workspace_bytes, as a
+// query would) and runs, which spares the ops a second crossing and lets them reuse a buffer.
+template <class Bytes>
+Workspace workspace(const py::object& obj, const char* op, Bytes needed) {
+  py::object capsule = PyCallable_Check(obj.ptr()) ? obj(needed()) : obj;
+  const TensorView v = view(capsule, op, "workspace");
   FASTCNN_CHECK(
       v.dtype == fastcnn::DType::UInt8 && v.ndim == 1 && (v.sizes[0] <= 1 || v.strides[0] == 1), op,
       ": workspace must be a contiguous 1-D uint8 tensor");
   FASTCNN_CHECK(v.device == fastcnn::Device::CPU, op, ": workspace must be on the CPU");
-  return {v.data, static_cast<size_t>(v.sizes[0])};
+  return {v.data, static_cast<size_t>(v.sizes[0]), std::move(capsule)};
 }
 
 fastcnn::cpu::ConvAlgorithm conv_algorithm_named(const std::string& name) {
@@ -158,8 +165,11 @@ PYBIND11_MODULE(_C, m) {
         const TensorView x = view(input, op, "input"), w = view(weight, op, "weight"),
                          y = view(output, op, "output");
         const auto b = optional_view(bias, op, "bias");
-        const Workspace s = workspace(ws, op);
         const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, relu);
+        const Workspace s = workspace(ws, op, [&] {
+          return fastcnn::cpu::conv2d_workspace_bytes(fastcnn::cpu::ConvPass::Forward, x, w, y, p,
+                                                      threads);
+        });
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_forward(x, w, ptr(b), y, p, s.data, s.bytes, threads);
       },
@@ -174,8 +184,11 @@ PYBIND11_MODULE(_C, m) {
         const char* op = "conv2d_backward_input";
         const TensorView dy = view(grad_output, op, "grad_output"), w = view(weight, op, "weight"),
                          dx = view(grad_input, op, "grad_input");
-        const Workspace s = workspace(ws, op);
         const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, false);
+        const Workspace s = workspace(ws, op, [&] {
+          return fastcnn::cpu::conv2d_workspace_bytes(fastcnn::cpu::ConvPass::BackwardInput, dx, w,
+                                                      dy, p, threads);
+        });
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_backward_input(dy, w, dx, p, s.data, s.bytes, threads);
       },
@@ -190,8 +203,11 @@ PYBIND11_MODULE(_C, m) {
         const char* op = "conv2d_backward_weight";
         const TensorView dy = view(grad_output, op, "grad_output"), x = view(input, op, "input"),
                          dw = view(grad_weight, op, "grad_weight");
-        const Workspace s = workspace(ws, op);
         const Conv2dParams p = conv_params(op, stride, pad_begin, pad_end, dilation, groups, false);
+        const Workspace s = workspace(ws, op, [&] {
+          return fastcnn::cpu::conv2d_workspace_bytes(fastcnn::cpu::ConvPass::BackwardWeight, x, dw,
+                                                      dy, p, threads);
+        });
         py::gil_scoped_release nogil;
         fastcnn::cpu::conv2d_backward_weight(dy, x, dw, p, s.data, s.bytes, threads);
       },

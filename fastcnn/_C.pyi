@@ -1,11 +1,13 @@
 """Type stubs of fastcnn's compiled module. Tensors are passed as DLPack capsules
 (``torch.utils.dlpack.to_dlpack``); outputs and workspace are allocated by the caller."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Capsule = Any
 Pair = Sequence[int]
+# A CPU conv workspace: a capsule, or a provider called with the bytes the pass needs.
+Workspace = Capsule | Callable[[int], Capsule]
 
 __version__: str
 cuda_compiled: bool
@@ -45,7 +47,7 @@ def conv2d_forward(
     dilation: Pair,
     groups: int,
     relu: bool,
-    workspace: Capsule,
+    workspace: Workspace,
     threads: int,
 ) -> None: ...
 def conv2d_backward_input(
@@ -57,7 +59,7 @@ def conv2d_backward_input(
     pad_end: Pair,
     dilation: Pair,
     groups: int,
-    workspace: Capsule,
+    workspace: Workspace,
     threads: int,
 ) -> None: ...
 def conv2d_backward_weight(
@@ -69,7 +71,7 @@ def conv2d_backward_weight(
     pad_end: Pair,
     dilation: Pair,
     groups: int,
-    workspace: Capsule,
+    workspace: Workspace,
     threads: int,
 ) -> None: ...
 def conv2d_backward_bias(grad_output: Capsule, grad_bias: Capsule, threads: int) -> None: ...

@@ -16,7 +16,7 @@ _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, torch.SymInt)
+    return type(v) is int or (isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool))
 
 
 def pair(op: str, name: str, value) -> tuple[int, int]:
@@ -29,7 +29,7 @@ def pair(op: str, name: str, value) -> tuple[int, int]:
 
 
 def at_least(op: str, name: str, value: tuple, low: int) -> tuple:
-    if any(v < low for v in value):
+    if value[0] < low or value[1] < low:
         raise ValueError(
             f"{op}: {name} must be >= {low}, got {value if value[0] != value[1] else value[0]}"
         )
@@ -41,6 +41,15 @@ def tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None, layout: st
     (any number when None)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    if not (t.is_cpu and t.dtype in _CPU_DTYPES):  # else the common case: nothing to refuse
+        _dtype_and_device(op, name, t)
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if ndims is not None and t.dim() not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims) + (f" {layout}" if layout else "")
+        raise ValueError(f"{op}: {name} must be {want}, got shape {tuple(t.shape)}")
+
+
+def _dtype_and_device(op: str, name: str, t: torch.Tensor) -> None:
     if not t.is_floating_point():
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
     if t.is_cuda and _cuda.enabled():
@@ -52,10 +61,6 @@ def tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None, layout: st
         raise unsupported_device(op, name, t.device)
     elif t.dtype not in _CPU_DTYPES:
         raise TypeError(f"{op}: {name} must be float32 or float64 on the CPU, got {t.dtype}")
-    ndims = (ndim,) if isinstance(ndim, int) else ndim
-    if ndims is not None and t.dim() not in ndims:
-        want = " or ".join(f"{d}-D" for d in ndims) + (f" {layout}" if layout else "")
-        raise ValueError(f"{op}: {name} must be {want}, got shape {tuple(t.shape)}")
 
 
 def same_kind(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:

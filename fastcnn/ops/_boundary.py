@@ -7,6 +7,8 @@ caching allocator and memory formats are respected.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch.utils.dlpack import to_dlpack
 
@@ -89,5 +91,24 @@ def dense(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def workspace(nbytes: int) -> torch.Tensor:
-    return torch.empty(nbytes, dtype=torch.uint8)
+class _Workspace(threading.local):
+    """The CPU workspace provider the conv bindings call with the byte count they need: each
+    thread keeps one buffer of up to ``_KEEP`` bytes and its capsule, so a small call neither
+    allocates nor makes a capsule (a kernel releases the GIL, so threads cannot share one).
+    Larger workspaces are allocated per call: their kernels take far longer than that."""
+
+    _KEEP = 1 << 20
+
+    def __init__(self):
+        self.bytes, self.capsule = -1, None
+
+    def __call__(self, nbytes: int):
+        if nbytes <= self.bytes:
+            return self.capsule
+        fresh = capsule(torch.empty(nbytes, dtype=torch.uint8))
+        if nbytes <= self._KEEP:
+            self.bytes, self.capsule = nbytes, fresh
+        return fresh
+
+
+workspace = _Workspace()

@@ -17,26 +17,19 @@ _GEOMETRY = "int[2] stride, int[2] pad_begin, int[2] pad_end, int[2] dilation, i
 _BACKWARD = "(Tensor grad_output, Tensor {other}, SymInt[4] {size}, bool channels_last, {geometry})"
 
 
-def _prepare(pass_: str, image: Tensor, weight: Tensor, output: Tensor, geometry):
-    """Capsules of the three tensors, a workspace sized for this pass, and the thread count."""
-    ci, cw, co = capsule(image), capsule(weight), capsule(output)
-    nt = threads()
-    ws = workspace(_C.conv2d_workspace(pass_, ci, cw, co, *geometry, nt))
-    return ci, cw, co, capsule(ws), nt
-
-
 def _forward_output(input: Tensor, weight: Tensor, stride, pad_begin, pad_end, dilation) -> Tensor:
     shape = conv2d_output_shape(input.shape, weight.shape, stride, pad_begin, pad_end, dilation)
     return empty(shape, input, conv2d_output_format(input, weight))
 
 
 def _conv2d(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
-    geometry = (stride, pad_begin, pad_end, dilation, groups)
-    x, w = dense(input), dense(weight)
     out = _forward_output(input, weight, stride, pad_begin, pad_end, dilation)
-    cx, cw, cy, ws, nt = _prepare("forward", x, w, out, geometry)
-    b = None if bias is None else bias.contiguous()
-    _C.conv2d_forward(cx, cw, capsule(b), cy, *geometry, relu, ws, nt)
+    cb = None if bias is None else capsule(bias.contiguous())
+    x, w, y = capsule(dense(input)), capsule(dense(weight)), capsule(out)
+    # `workspace` is a provider: the binding sizes the workspace and runs in one call.
+    _C.conv2d_forward(
+        x, w, cb, y, stride, pad_begin, pad_end, dilation, groups, relu, workspace, threads()
+    )
     return out
 
 
@@ -49,10 +42,8 @@ def _conv2d_backward_input(
 ):
     geometry = (stride, pad_begin, pad_end, dilation, groups)
     grad_input = empty(input_size, grad_output, memory_format(channels_last))
-    ci, cw, co, ws, nt = _prepare(
-        "backward_input", grad_input, dense(weight), dense(grad_output), geometry
-    )
-    _C.conv2d_backward_input(co, cw, ci, *geometry, ws, nt)
+    dy, w, dx = capsule(dense(grad_output)), capsule(dense(weight)), capsule(grad_input)
+    _C.conv2d_backward_input(dy, w, dx, *geometry, workspace, threads())
     return grad_input
 
 
@@ -67,10 +58,8 @@ def _conv2d_backward_weight(
 ):
     geometry = (stride, pad_begin, pad_end, dilation, groups)
     grad_weight = empty(weight_size, grad_output, memory_format(channels_last))
-    ci, cw, co, ws, nt = _prepare(
-        "backward_weight", dense(input), grad_weight, dense(grad_output), geometry
-    )
-    _C.conv2d_backward_weight(co, ci, cw, *geometry, ws, nt)
+    dy, x, dw = capsule(dense(grad_output)), capsule(dense(input)), capsule(grad_weight)
+    _C.conv2d_backward_weight(dy, x, dw, *geometry, workspace, threads())
     return grad_weight
 
 
@@ -216,7 +205,8 @@ def conv2d(
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    c, k, kernel = input.shape[1], weight.shape[0], tuple(weight.shape[2:])
+    c, (k, c_group, r, s) = input.shape[1], weight.shape
+    kernel = (r, s)
     if c % groups or k % groups:
         raise ValueError(
             f"{op}: input channels ({c}) and filters ({k}) must be divisible by groups ({groups})"
@@ -225,7 +215,7 @@ def conv2d(
         raise ValueError(
             f"{op}: weight must have at least one filter, got shape {tuple(weight.shape)}"
         )
-    if weight.shape[1] * groups != c or weight.shape[1] == 0 or min(kernel) < 1:
+    if c_group * groups != c or c_group == 0 or r < 1 or s < 1:
         raise ValueError(
             f"{op}: weight must be [K, C/groups, R, S] = [{k}, {c // groups}, R>=1, S>=1] for an "
             f"input with {c} channels and groups={groups}, got shape {tuple(weight.shape)}"
@@ -233,14 +223,6 @@ def conv2d(
     if bias is not None and bias.shape[0] != k:
         raise ValueError(f"{op}: bias must have shape ({k},), got {tuple(bias.shape)}")
     pad_begin, pad_end = _padding(op, padding, kernel, stride, dilation)
-    out_shape = conv2d_output_shape(input.shape, weight.shape, stride, pad_begin, pad_end, dilation)
-    if out_shape[2] < 1 or out_shape[3] < 1:
-        padded = tuple(input.shape[2 + i] + pad_begin[i] + pad_end[i] for i in range(2))
-        span = tuple(dilation[i] * (kernel[i] - 1) + 1 for i in range(2))
-        raise ValueError(
-            f"{op}: the kernel ({span[0]}x{span[1]} with dilation) is larger than the padded "
-            f"input ({padded[0]}x{padded[1]})"
-        )
     out = conv2d_op(
         input, weight, bias, stride, pad_begin, pad_end, dilation, groups, activation == "relu"
     )

@@ -13,7 +13,7 @@ from torch import Tensor
 from . import _args, _cuda
 from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
 from ._op import Op
-from ._shapes import max_pool2d_outputs, pool2d_output_shape
+from ._shapes import max_pool2d_outputs
 
 __all__ = ["max_pool2d"]
 
@@ -142,20 +142,13 @@ def max_pool2d(
     stride = _args.at_least(op, "stride", _args.pair(op, "stride", stride), 1)
     padding = _args.at_least(op, "padding", _args.pair(op, "padding", padding), 0)
     dilation = _args.at_least(op, "dilation", _args.pair(op, "dilation", dilation), 1)
-    if any(p > k // 2 for p, k in zip(padding, kernel)):
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(
             f"{op}: padding must be at most half the kernel size {kernel}, got {padding}"
         )
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    shape = pool2d_output_shape(input.shape, kernel, stride, padding, dilation, bool(ceil_mode))
-    if shape[2] < 1 or shape[3] < 1:
-        raise ValueError(
-            f"{op}: the output would be empty ({shape[2]}x{shape[3]}) for input "
-            f"{input.shape[2]}x{input.shape[3]} with kernel_size {kernel}, stride {stride}, "
-            f"padding {padding}, dilation {dilation}"
-        )
     out, indices = max_pool2d_op(
         input, kernel, stride, padding, dilation, bool(ceil_mode), bool(return_indices)
     )
