@@ -401,7 +401,7 @@ def test_occlusion_only_recomputes_what_windows_reach():
     clean = occlusion_module._clean_pass(graph, ops, model, x)
     starts = torch.arange(0, 81, 8)
     windows = occlusion_module._Reach(starts, starts + 16, starts, starts + 16)
-    plan = occlusion_module._plan(graph, ops, clean, windows)
+    plan = occlusion_module._plan(graph, ops, clean, windows, occlusion_module._Memory())
     stem = next(n for n in graph.nodes if n.name.startswith("stem_0"))
     assert (plan.boxes[stem].h, plan.boxes[stem].w) == (11, 11)  # of 48 x 48
     assert "bn" not in " ".join(n.name for n in graph.nodes)  # folded into the convolutions

@@ -24,6 +24,12 @@ def _forward_output(input: Tensor, weight: Tensor, stride, pad_begin, pad_end, d
 
 def _conv2d(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
     out = _forward_output(input, weight, stride, pad_begin, pad_end, dilation)
+    return conv2d_into(out, input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu)
+
+
+def conv2d_into(out, input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
+    """The forward convolution written into ``out`` (CPU, no autograd), for callers that
+    reuse memory across calls (occlusion); the kernel checks every shape and stride."""
     cb = None if bias is None else capsule(bias.contiguous())
     x, w, y = capsule(dense(input)), capsule(dense(weight)), capsule(out)
     # `workspace` is a provider: the binding sizes the workspace and runs in one call.

@@ -38,6 +38,8 @@ from torch import Tensor, fx
 from .. import nn as fnn
 from .. import ops
 from ..data.normalize import Normalize
+from ..ops._shapes import conv2d_output_shape
+from ..ops.conv2d import _padding, conv2d_into
 from ._attribution import check_inputs, check_model, check_target, class_scores
 from ._layers import evaluating
 
@@ -233,6 +235,7 @@ class _ConvParams:
     dilation: tuple[int, int]
     groups: int
     relu: bool = False
+    memory: _Memory | None = None  # where fastcnn's kernel writes its output (default: new)
 
     def __call__(self, x: Tensor, padding) -> Tensor:
         return _CONV_BACKENDS[_conv_backend(self, x, padding)](self, x, padding)
@@ -254,8 +257,15 @@ def _channels_last(p: _ConvParams, x: Tensor) -> tuple[Tensor, Tensor]:
 
 def _fastcnn_conv(p: _ConvParams, x: Tensor, padding) -> Tensor:
     x, weight = _channels_last(p, x)
-    act = "relu" if p.relu else None
-    return ops.conv2d(x, weight, p.bias, p.stride, padding, p.dilation, p.groups, activation=act)
+    if p.memory is None:
+        act = "relu" if p.relu else None
+        return ops.conv2d(
+            x, weight, p.bias, p.stride, padding, p.dilation, p.groups, activation=act
+        )
+    begin, end = _padding("occlusion", padding, tuple(weight.shape[2:]), p.stride, p.dilation)
+    n, k, h, w = conv2d_output_shape(x.shape, weight.shape, p.stride, begin, end, p.dilation)
+    out = p.memory.empty(n * k * h * w, x).view(n, h, w, k).permute(0, 3, 1, 2)
+    return conv2d_into(out, x, weight, p.bias, p.stride, begin, end, p.dilation, p.groups, p.relu)
 
 
 def _torch_conv(p: _ConvParams, x: Tensor, padding) -> Tensor:
@@ -568,8 +578,8 @@ class _Plan:
     boxes: dict[fx.Node, _Box]
     last_use: dict[fx.Node, int]
     order: dict[fx.Node, int]
+    memory: _Memory  # for the boxes batches cut and the outputs of fastcnn's convolutions
     sources: dict[tuple, _Source] = field(default_factory=dict)  # filled as batches need them
-    memory: _Memory = field(default_factory=_Memory)  # for the boxes batches cut
 
 
 def _box_constant_ok(value, varying: bool, size: tuple[int, int]) -> bool:
@@ -601,7 +611,9 @@ def _local_reach(node: fx.Node, op: _Op, clean: dict, varying: set, reach: dict)
     return result
 
 
-def _plan(graph: fx.Graph, ops_: dict[fx.Node, _Op], clean: dict, windows: _Reach) -> _Plan:
+def _plan(
+    graph: fx.Graph, ops_: dict[fx.Node, _Op], clean: dict, windows: _Reach, memory: _Memory
+) -> _Plan:
     """Which nodes depend on the image, and the box each box-evaluable one computes."""
     varying: set[fx.Node] = set()
     reach: dict[fx.Node, _Reach] = {}
@@ -627,7 +639,7 @@ def _plan(graph: fx.Graph, ops_: dict[fx.Node, _Op], clean: dict, windows: _Reac
             boxes[node] = box
     order = {node: i for i, node in enumerate(graph.nodes)}
     last_use = {node: max((order[u] for u in node.users), default=-1) for node in graph.nodes}
-    return _Plan(graph, ops_, clean, varying, boxes, last_use, order)
+    return _Plan(graph, ops_, clean, varying, boxes, last_use, order, memory)
 
 
 def _row_bytes(plan: _Plan) -> int:
@@ -990,6 +1002,10 @@ def _incremental_drops(
 ) -> Tensor:
     """Score drops with each layer evaluated only where windows change it."""
     graph, ops_ = traced
+    memory = _Memory()
+    for op in ops_.values():
+        if op.params is not None:
+            op.params.memory = memory
     inputs = setup.inputs
     n, total = inputs.shape[0], len(setup.wy) * len(setup.wx)
     clean = _clean_pass(graph, ops_, model, inputs)
@@ -1001,7 +1017,7 @@ def _incremental_drops(
         setup.wx,
         (setup.wx + setup.window[1]).clamp(max=size[1]),
     )
-    plan = _plan(graph, ops_, clean, windows)
+    plan = _plan(graph, ops_, clean, windows, memory)
     log.debug("occlusion boxes: %s", {k.name: (b.h, b.w, b.size) for k, b in plan.boxes.items()})
 
     def evaluate(ks: Tensor, ls: Tensor):
