@@ -103,7 +103,8 @@ def test_special_values_where_torch_has_them(name, dtype, channels_last):
 
 
 # --------------------------------------------------------------------------------------------
-# Channels-innermost operands with >= 8 channels per group: outer products read in place
+# Channels-innermost operands with >= 8 channels per group and output rows >= 12 wide (every
+# shape here): outer products read in place
 # (conv2d_backward_weight_nhwc.h). Vectors run along filters or channels, whichever wastes fewer
 # lanes; the other axis is broadcast in tiles (14 with AVX-512, 6 otherwise).
 # --------------------------------------------------------------------------------------------
@@ -113,14 +114,14 @@ OUTER_SHAPES = {
     # filters: 2 vectors + 5 one at a time; channels: 14 + 5 broadcast
     "tails": (3, 19, 37, 11, 13, 3, 3, 1, (1, 1), (1, 1), 1, 1),
     # vectors along the 40 channels (2 vectors + 8 single lanes), 9 filters broadcast
-    "vector_channels": (2, 40, 9, 9, 10, 3, 3, 1, (1, 1), (1, 1), 1, 1),
-    "wide": (2, 33, 70, 8, 9, 3, 3, 1, (0, 1), (2, 0), 1, 1),
-    "1x1": (5, 24, 40, 7, 9, 1, 1, 1, (0, 0), (0, 0), 1, 1),  # rows merge across images
-    "1x1_strided": (3, 16, 20, 9, 8, 1, 1, 2, (0, 0), (0, 0), 1, 1),
-    "strided_dilated_groups": (4, 24, 18, 17, 15, 3, 2, 2, (2, 0), (1, 2), 2, 2),
-    "asymmetric_padding": (2, 8, 16, 12, 11, 5, 3, 1, (3, 0), (0, 2), 1, 1),
-    "many_blocks": (9, 8, 8, 10, 6, 3, 3, 1, (1, 1), (1, 1), 1, 1),  # 90 output rows > 64
-    "padding_only_tap": (2, 8, 8, 9, 3, 3, 3, 1, (1, 4), (1, 4), 4, 1),  # a tap reads only padding
+    "vector_channels": (2, 40, 9, 9, 14, 3, 3, 1, (1, 1), (1, 1), 1, 1),
+    "wide": (2, 33, 70, 8, 14, 3, 3, 1, (0, 1), (2, 0), 1, 1),
+    "1x1": (5, 24, 40, 7, 13, 1, 1, 1, (0, 0), (0, 0), 1, 1),  # rows merge across images
+    "1x1_strided": (3, 16, 20, 9, 25, 1, 1, 2, (0, 0), (0, 0), 1, 1),
+    "strided_dilated_groups": (4, 24, 18, 17, 27, 3, 2, 2, (2, 0), (1, 2), 2, 2),
+    "asymmetric_padding": (2, 8, 16, 12, 13, 5, 3, 1, (3, 0), (0, 2), 1, 1),
+    "many_blocks": (9, 8, 8, 10, 12, 3, 3, 1, (1, 1), (1, 1), 1, 1),  # 90 rows, 43 a block
+    "padding_only_tap": (2, 8, 8, 9, 3, 3, 3, 1, (1, 5), (1, 12), 4, 1),  # tap s=2: all padding
 }
 
 
@@ -130,6 +131,7 @@ def _outer_case(name, dtype, specials=False):
     x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)
     Ho = (H + pb[0] + pe[0] - dil * (R - 1) - 1) // stride + 1
     Wo = (W + pb[1] + pe[1] - dil * (S - 1) - 1) // stride + 1
+    assert Wo >= 12 and C // groups >= 8  # the outer-product path
     dy = torch.randn(N, K, Ho, Wo, generator=gen, dtype=dtype)
     if specials:  # a corner and an interior position of dY, a pixel of x
         dy[0, 1, 0, 0], dy[-1, -1, Ho // 2, Wo // 2] = math.inf, math.nan

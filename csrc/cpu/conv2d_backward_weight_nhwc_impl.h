@@ -14,8 +14,8 @@
 namespace fastcnn::cpu {
 namespace {
 
-// c[(j0 + j) * ldc + i0 + i] += sum over positions of a[i0 + i] * b[j0 + j], for i < MV * lanes and
-// j < NB, the positions given by `runs`.
+// c[j * ldc + i] += sum over positions of a[i0 + i] * b[j0 + j], for i < MV * lanes and j < NB,
+// the positions given by `runs`.
 template <typename T, int Bytes, int MV, int NB>
 void outer_tile(const OuterRun<T>* __restrict runs, int64_t nruns, int64_t a_step, int64_t b_step,
                 int64_t i0, int64_t j0, T* __restrict c, int64_t ldc) {
@@ -45,7 +45,7 @@ void outer_tile(const OuterRun<T>* __restrict runs, int64_t nruns, int64_t a_ste
   for (int j = 0; j < NB; ++j)
 #pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) {
-      T* dst = c + (j0 + j) * ldc + i0 + v * lanes;
+      T* dst = c + j * ldc + v * lanes;
       V sum;
       std::memcpy(&sum, dst, Bytes);
       sum += acc[v][j];
@@ -65,8 +65,8 @@ constexpr std::array<OuterTile<T>, MV * NB> outer_tiles(std::index_sequence<I...
 
 template <typename T, int Bytes, int MV, int NB>
 void outer_gemm(int64_t m, int64_t n, const OuterRun<T>* runs, int64_t nruns, int64_t a_step,
-                int64_t b_step, T* c, int64_t ldc) {
-  constexpr int lanes = Bytes / sizeof(T);
+                int64_t b_step, T* c) {
+  constexpr int lanes = Bytes / sizeof(T), width = MV * lanes;
   static constexpr std::array<OuterTile<T>, MV * NB> tiles =
       outer_tiles<T, Bytes, MV, NB>(std::make_index_sequence<MV * NB>{});
   // Elements past the last whole vector go one at a time, as 1-lane vectors.
@@ -76,10 +76,11 @@ void outer_gemm(int64_t m, int64_t n, const OuterRun<T>* runs, int64_t nruns, in
     const int64_t mv = std::min<int64_t>(MV, (m - i) / lanes);
     for (int64_t j = 0; j < n; j += NB) {
       const int64_t nb = std::min<int64_t>(NB, n - j);
+      T* tile = c + outer_at(i, j, n, width);
       if (mv > 0)
-        tiles[(mv - 1) * NB + nb - 1](runs, nruns, a_step, b_step, i, j, c, ldc);
+        tiles[(mv - 1) * NB + nb - 1](runs, nruns, a_step, b_step, i, j, tile, width);
       else
-        singles[nb - 1](runs, nruns, a_step, b_step, i, j, c, ldc);
+        singles[nb - 1](runs, nruns, a_step, b_step, i, j, tile, width);
     }
     i += mv > 0 ? mv * lanes : 1;
   }
@@ -89,7 +90,8 @@ void outer_gemm(int64_t m, int64_t n, const OuterRun<T>* runs, int64_t nruns, in
 // AVX-512, 16 otherwise).
 template <int Bytes, int MV, int NB>
 OuterKernels make_outer_kernels() {
-  return {&outer_gemm<float, Bytes, MV, NB>, &outer_gemm<double, Bytes, MV, NB>};
+  return {&outer_gemm<float, Bytes, MV, NB>, &outer_gemm<double, Bytes, MV, NB>, MV * Bytes / 4,
+          MV * Bytes / 8};
 }
 
 }  // namespace
