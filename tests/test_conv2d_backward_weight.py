@@ -1,5 +1,5 @@
-"""Backward-weight through the dot-product path (NCHW, or channels_last with fewer than 8
-channels per group; positions per thread >= 1536): block edges (positions not a multiple of
+"""Backward-weight through the dot-product path (NCHW, or channels_last that the outer-product
+path leaves; positions per thread >= 1536): block edges (positions not a multiple of
 the vector width, blocks crossing images, several blocks per slice), tails in filters and
 columns, strides, dilation, asymmetric padding, groups, NaN/Inf, 1 and 2 threads, against
 torch in float64. Channels_last with more channels runs the outer-product path, tested from
@@ -103,8 +103,9 @@ def test_special_values_where_torch_has_them(name, dtype, channels_last):
 
 
 # --------------------------------------------------------------------------------------------
-# Channels-innermost operands with >= 8 channels per group and output rows >= 12 wide (every
-# shape here): outer products read in place
+# Channels-innermost operands with >= 8 channels per group, or a stem whose filter row of
+# (tap, channel) pairs is >= 8 long, and output rows >= 12 wide (every shape here): outer
+# products read in place
 # (conv2d_backward_weight_nhwc.h). Vectors run along filters or channels, whichever wastes fewer
 # lanes; the other axis is broadcast in tiles (14 with AVX-512, 6 otherwise).
 # --------------------------------------------------------------------------------------------
@@ -121,6 +122,9 @@ OUTER_SHAPES = {
     "strided_dilated_groups": (4, 24, 18, 17, 27, 3, 2, 2, (2, 0), (1, 2), 2, 2),
     "asymmetric_padding": (2, 8, 16, 12, 13, 5, 3, 1, (3, 0), (0, 2), 1, 1),
     "many_blocks": (9, 8, 8, 10, 12, 3, 3, 1, (1, 1), (1, 1), 1, 1),  # 90 rows, 43 a block
+    # fewer than 8 channels: a filter row's taps merged into one broadcast run (21, 10)
+    "stem": (2, 3, 20, 30, 31, 7, 7, 2, (3, 3), (3, 3), 1, 1),
+    "stem_asymmetric": (3, 2, 9, 17, 19, 5, 5, 1, (0, 4), (3, 1), 1, 1),
     "padding_only_tap": (2, 8, 8, 9, 3, 3, 3, 1, (1, 5), (1, 12), 4, 1),  # tap s=2: all padding
 }
 
@@ -131,7 +135,8 @@ def _outer_case(name, dtype, specials=False):
     x = torch.randn(N, C, H, W, generator=gen, dtype=dtype)
     Ho = (H + pb[0] + pe[0] - dil * (R - 1) - 1) // stride + 1
     Wo = (W + pb[1] + pe[1] - dil * (S - 1) - 1) // stride + 1
-    assert Wo >= 12 and C // groups >= 8  # the outer-product path
+    merged = groups == 1 and dil == 1 and C * S >= 8
+    assert Wo >= 12 and (C // groups >= 8 or merged)  # the outer-product path
     dy = torch.randn(N, K, Ho, Wo, generator=gen, dtype=dtype)
     if specials:  # a corner and an interior position of dY, a pixel of x
         dy[0, 1, 0, 0], dy[-1, -1, Ho // 2, Wo // 2] = math.inf, math.nan
@@ -156,7 +161,7 @@ def test_channels_last_outer_against_torch(name, dtype, threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("name", ["tails", "vector_channels", "asymmetric_padding"])
+@pytest.mark.parametrize("name", ["tails", "vector_channels", "asymmetric_padding", "stem"])
 def test_channels_last_outer_special_values(name, dtype):
     """Inf or NaN in dY where a tap reads padding gives NaN there (Inf * 0), as the padded
     product does; the kernel skips those products and sets them apart."""
@@ -195,5 +200,5 @@ print(fastcnn.info()["isa"])
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_channels_last_outer_every_isa(isa):
-    names = ["tails", "vector_channels", "wide", "1x1", "strided_dilated_groups"]
+    names = ["tails", "vector_channels", "wide", "1x1", "strided_dilated_groups", "stem"]
     run_under_isa(isa, _OUTER_ISA_SCRIPT, [OUTER_SHAPES[n] for n in names])

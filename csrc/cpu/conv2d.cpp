@@ -158,18 +158,19 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
     pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
     return pl;
   }
-  // Backward-weight over NCHW rows: dot products along positions (conv2d_backward_weight.h).
-  if (pass == ConvPass::BackwardWeight && dot_backward_weight_applies(g, threads)) {
-    pl.dot = dot_plan(g, elem, threads);
-    pl.a_elems = aligned(pl.dot->total_elems(), elem);
+  // Backward-weight over channels-innermost rows: outer products read in place
+  // (conv2d_backward_weight_nhwc.h).
+  if (pass == ConvPass::BackwardWeight && outer_backward_weight_applies(g, elem)) {
+    pl.outer = outer_plan(g, elem, threads);
+    pl.a_elems = aligned(pl.outer->total_elems(), elem);
     pl.threads = threads;
     return pl;
   }
-  // Backward-weight over channels-innermost rows: outer products read in place
-  // (conv2d_backward_weight_nhwc.h).
-  if (pass == ConvPass::BackwardWeight && outer_backward_weight_applies(g)) {
-    pl.outer = outer_plan(g, elem, threads);
-    pl.a_elems = aligned(pl.outer->total_elems(), elem);
+  // Backward-weight over NCHW rows, or channels-innermost ones the above leaves: dot products
+  // along positions (conv2d_backward_weight.h).
+  if (pass == ConvPass::BackwardWeight && dot_backward_weight_applies(g, threads)) {
+    pl.dot = dot_plan(g, elem, threads);
+    pl.a_elems = aligned(pl.dot->total_elems(), elem);
     pl.threads = threads;
     return pl;
   }

@@ -34,10 +34,11 @@ inline int64_t outer_at(int64_t i, int64_t j, int64_t n, int64_t width) {
   return i / width * width * n + j * width + i % width;
 }
 
-// c[outer_at(i, j, n, width)] += sum over the runs' positions of a[i] * b[j], for i < m, j < n.
+// c[outer_at(i, j, ldn, width)] += sum over the runs' positions of a[i] * b[j], for i < m,
+// j < n (<= ldn).
 template <typename T>
 using OuterGemm = void (*)(int64_t m, int64_t n, const OuterRun<T>* runs, int64_t nruns,
-                           int64_t a_step, int64_t b_step, T* c);
+                           int64_t a_step, int64_t b_step, T* c, int64_t ldn);
 
 struct OuterKernels {
   OuterGemm<float> f32;
@@ -66,14 +67,34 @@ inline OuterGemm<double> outer_gemm_for<double>() {
   return outer_kernels().f64;
 }
 
-// Output rows shorter than this leave runs too short between the restarts at the padding (C9,
-// 7 wide: 0.8x of the blocked GEMM's speed, measured at 1 thread); they stay on the GEMM.
+// Output rows shorter than this leave runs too short between the restarts at the padding; they
+// stay on the blocked GEMM (C9, 7 wide: 22.5 ms here against its 18 ms, one thread).
 constexpr int64_t kOuterMinRow = 12;
 
-// Filters and channels innermost in dY and X, channel runs long enough to fill a tile (the
-// 3-channel stem stays on the dot-product path), and rows long enough.
-inline bool outer_backward_weight_applies(const ConvGeom& g) {
-  return g.xs[1] == 1 && g.ys[1] == 1 && g.Cg >= 8 && g.Wo >= kOuterMinRow;
+// Fewest elements in the kernel's broadcast run (channels, or (tap, channel) pairs when merged).
+constexpr int64_t kOuterMinRun = 8;
+
+// A tap row's broadcast operand as one run, for fewer channels than that (the stem): with
+// vectors along filters, unit dilation along w and whole pixels of this group's channels,
+// X[ih, iw + s, c] over (s, c) is one contiguous run of S * Cg elements, so the kernel broadcasts
+// all of a filter row's taps at once (21 instead of 3 per vector load). With more channels,
+// merging measured 1-3% slower (C4..D2).
+inline bool outer_merges_taps(const ConvGeom& g, bool vec_filters) {
+  return vec_filters && g.Cg < kOuterMinRun && g.dw == 1 && g.xs[3] == g.Cg && g.S > 1;
+}
+
+// The vector axis: the one whose vectors waste fewer lanes, the longer one on a tie.
+inline bool outer_vec_filters(const ConvGeom& g, int64_t elem) {
+  const int64_t lanes = 64 / elem;
+  auto waste = [&](int64_t n) { return round_up(n, lanes) * 1024 / n; };
+  return waste(g.Kg) != waste(g.Cg) ? waste(g.Kg) < waste(g.Cg) : g.Kg >= g.Cg;
+}
+
+// Filters and channels innermost in dY and X, rows long enough, and a broadcast run long enough
+// to fill a tile.
+inline bool outer_backward_weight_applies(const ConvGeom& g, int64_t elem) {
+  const int64_t run = outer_merges_taps(g, outer_vec_filters(g, elem)) ? g.S * g.Cg : g.Cg;
+  return g.xs[1] == 1 && g.ys[1] == 1 && run >= kOuterMinRun && g.Wo >= kOuterMinRow;
 }
 
 // Output rows per block: the block's dY rows and the input rows under them fit this much of L2.
@@ -87,42 +108,48 @@ constexpr int64_t kOuterMaxRows = 64;
 // Blocking and workspace of one call, computed identically for sizing and running.
 struct OuterPlan {
   bool vec_filters = true;  // vectors along filters, channels broadcast (else the reverse)
+  int64_t taps = 1;         // taps (r, s) per tile: S when a filter row's taps merge, else 1
   int64_t rows = 1;         // output rows (n, oh) per block
   int64_t splits = 1;       // slices of the output rows, one partial sum each
   int threads = 1;
-  int64_t m = 0, n = 0;       // vector and broadcast extents: filters and channels or reverse
+  int64_t m = 0, n = 0;       // tile extents: vectors along m, n broadcast (taps * Cg or Kg)
   int64_t width = 0;          // the kernel's panel width
-  int64_t tile = 0;           // elements per tap's tile
-  int64_t partial_elems = 0;  // per slice: G * R * S tiles
+  int64_t tile = 0;           // elements per tile
+  int64_t partial_elems = 0;  // per slice: G * R * S / taps tiles
   int64_t total_elems() const { return splits * partial_elems; }
+  // Where dW[k, c, rs] of a group lies in its partial sums.
+  int64_t at(const ConvGeom& g, int64_t k, int64_t c, int64_t rs) const {
+    const int64_t j = vec_filters ? rs % taps * g.Cg + c : k;
+    return rs / taps * tile + outer_at(vec_filters ? k : c, j, n, width);
+  }
 };
 
 inline OuterPlan outer_plan(const ConvGeom& g, int64_t elem, int threads) {
   OuterPlan pl;
-  // The vector axis: the one whose vectors waste fewer lanes, the longer one on a tie.
   const int64_t lanes = 64 / elem;
-  auto waste = [&](int64_t n) { return round_up(n, lanes) * 1024 / n; };
-  pl.vec_filters = waste(g.Kg) != waste(g.Cg) ? waste(g.Kg) < waste(g.Cg) : g.Kg >= g.Cg;
+  pl.vec_filters = outer_vec_filters(g, elem);
+  pl.taps = outer_merges_taps(g, pl.vec_filters) ? g.S : 1;
   const int64_t row_bytes = (g.Wo * g.Kg + g.sh * g.W * g.Cg) * elem;
   pl.rows =
       std::max(kOuterL2Bytes / std::max<int64_t>(row_bytes, 1), ceil_div(kOuterMinPositions, g.Wo));
   pl.rows = std::clamp<int64_t>(pl.rows, 1, kOuterMaxRows);
   pl.splits = std::max<int64_t>(1, std::min<int64_t>(threads, g.N * g.Ho));
   pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.splits * g.G));
-  pl.m = pl.vec_filters ? g.Kg : g.Cg, pl.n = pl.vec_filters ? g.Cg : g.Kg;
+  pl.m = pl.vec_filters ? g.Kg : g.Cg, pl.n = pl.vec_filters ? pl.taps * g.Cg : g.Kg;
   pl.width = elem == 8 ? outer_kernels().width_f64 : outer_kernels().width_f32;
   pl.tile = round_up(pl.m, pl.width) * pl.n;
-  pl.partial_elems = round_up(g.G * g.RS() * pl.tile, lanes);
+  pl.partial_elems = round_up(g.G * g.RS() / pl.taps * pl.tile, lanes);
   return pl;
 }
 
 // The convolution multiplies dY by the zero padding too: a filter whose dY is Inf or NaN at a
 // position where tap (r, s) reads padding gets NaN there for every channel (Inf * 0), as a
 // product over the padded input gives. The kernel skips those products, so they are set here
-// from the block's positions that read padding under the tap, in the tap's tile c.
+// from the block's positions that read padding under the tap, in the group's partial sums c.
 template <typename T>
 void poison_padding(const ConvGeom& g, const OuterPlan& pl, const T* dyg, int64_t v0, int64_t v1,
-                    int64_t dh_tap, ValidColumns cols, T* c) {
+                    int64_t rs, ValidColumns cols, T* c) {
+  const int64_t dh_tap = rs / g.S * g.dh;
   constexpr int64_t kChunk = 256;  // filters checked at a time
   for (int64_t k0 = 0; k0 < g.Kg; k0 += kChunk) {
     const int64_t kn = std::min(kChunk, g.Kg - k0);
@@ -145,9 +172,7 @@ void poison_padding(const ConvGeom& g, const OuterPlan& pl, const T* dyg, int64_
     for (int64_t kk = 0; kk < kn; ++kk) {
       if (bad[kk] == T(0)) continue;
       const int64_t k = k0 + kk;
-      for (int64_t ch = 0; ch < g.Cg; ++ch)
-        c[pl.vec_filters ? outer_at(k, ch, pl.n, pl.width) : outer_at(ch, k, pl.n, pl.width)] =
-            bad[kk] - bad[kk];
+      for (int64_t ch = 0; ch < g.Cg; ++ch) c[pl.at(g, k, ch, rs)] = bad[kk] - bad[kk];
     }
   }
 }
@@ -156,43 +181,64 @@ template <typename T>
 void outer_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const OuterPlan& pl,
                            T* ws) {
   const OuterGemm<T> gemm = outer_gemm_for<T>();
-  const int64_t tile = pl.tile;
   const int64_t a_step = pl.vec_filters ? g.ys[3] : g.sw * g.xs[3];
   const int64_t b_step = pl.vec_filters ? g.sw * g.xs[3] : g.ys[3];
-  const int64_t out_rows = g.N * g.Ho;
+  const int64_t out_rows = g.N * g.Ho, group_elems = g.RS() / pl.taps * pl.tile;
   // Tasks (split, group): a thread's tasks are whole slices.
   parallel_for(pl.splits * g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
     OuterRun<T> runs[kOuterMaxRows];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t split = t / g.G, grp = t % g.G;
-      T* c = ws + split * pl.partial_elems + grp * g.RS() * tile;
-      std::fill(c, c + g.RS() * tile, T(0));
+      T* c = ws + split * pl.partial_elems + grp * group_elems;
+      std::fill(c, c + group_elems, T(0));
       const T* dyg = dy + grp * g.Kg;
       const T* xg = x + grp * g.Cg;
       const int64_t v_end = (split + 1) * out_rows / pl.splits;
       for (int64_t v0 = split * out_rows / pl.splits; v0 < v_end; v0 += pl.rows) {
         const int64_t v1 = std::min(v_end, v0 + pl.rows);
-        for (int64_t rs = 0; rs < g.RS(); ++rs) {
-          const int64_t dh_tap = rs / g.S * g.dh, dw_tap = rs % g.S * g.dw;
-          const ValidColumns cols = valid_columns(g, dw_tap, g.Wo);
-          poison_padding(g, pl, dyg, v0, v1, dh_tap, cols, c + rs * tile);
-          if (cols.lo >= cols.hi) continue;
+        // Output columns [ow0, ow1) of the block's rows under tap (r, s), into tile columns
+        // [j0, j0 + nb) of the tile of tap r * S + s.
+        auto pass = [&](int64_t r, int64_t s, int64_t ow0, int64_t ow1, int64_t j0, int64_t nb) {
+          if (ow0 >= ow1) return;
           int64_t nruns = 0;
           for (int64_t v = v0; v < v1; ++v) {
-            const int64_t nn = v / g.Ho, oh = v % g.Ho, ih = oh * g.sh - g.ph + dh_tap;
+            const int64_t nn = v / g.Ho, oh = v % g.Ho, ih = oh * g.sh - g.ph + r * g.dh;
             if (!in_range(ih, g.H)) continue;
-            const int64_t iw = cols.lo * g.sw - g.pw + dw_tap;
-            const T* d = dyg + nn * g.ys[0] + oh * g.ys[2] + cols.lo * g.ys[3];
+            const int64_t iw = ow0 * g.sw - g.pw + s * g.dw;
+            const T* d = dyg + nn * g.ys[0] + oh * g.ys[2] + ow0 * g.ys[3];
             const T* xp = xg + nn * g.xs[0] + ih * g.xs[2] + iw * g.xs[3];
-            OuterRun<T> r{pl.vec_filters ? d : xp, pl.vec_filters ? xp : d, cols.hi - cols.lo};
+            OuterRun<T> run{pl.vec_filters ? d : xp, pl.vec_filters ? xp : d, ow1 - ow0};
             OuterRun<T>* last = nruns > 0 ? &runs[nruns - 1] : nullptr;
             // Rows that continue each other in memory (1x1, unpadded) form one run.
-            if (last && last->a + last->len * a_step == r.a && last->b + last->len * b_step == r.b)
-              last->len += r.len;
+            if (last && last->a + last->len * a_step == run.a &&
+                last->b + last->len * b_step == run.b)
+              last->len += run.len;
             else
-              runs[nruns++] = r;
+              runs[nruns++] = run;
           }
-          if (nruns > 0) gemm(pl.m, pl.n, runs, nruns, a_step, b_step, c + rs * tile);
+          T* tile = c + (r * g.S + s) / pl.taps * pl.tile + outer_at(0, j0, pl.n, pl.width);
+          if (nruns > 0) gemm(pl.m, nb, runs, nruns, a_step, b_step, tile, pl.n);
+        };
+        for (int64_t rs = 0; rs < g.RS(); ++rs)
+          poison_padding(g, pl, dyg, v0, v1, rs, valid_columns(g, rs % g.S * g.dw, g.Wo), c);
+        for (int64_t r = 0; r < g.R; ++r) {
+          if (pl.taps == 1) {
+            for (int64_t s = 0; s < g.S; ++s) {
+              const ValidColumns cols = valid_columns(g, s * g.dw, g.Wo);
+              pass(r, s, cols.lo, cols.hi, 0, pl.n);
+            }
+            continue;
+          }
+          // Merged: the columns where every tap of the row reads the image in one pass, the
+          // rest tap by tap.
+          const int64_t lo = valid_columns(g, 0, g.Wo).lo;
+          const int64_t hi = std::max(lo, valid_columns(g, (g.S - 1) * g.dw, g.Wo).hi);
+          pass(r, 0, lo, hi, 0, pl.n);
+          for (int64_t s = 0; s < g.S; ++s) {
+            const ValidColumns cols = valid_columns(g, s * g.dw, g.Wo);
+            pass(r, s, cols.lo, std::min(cols.hi, lo), s * g.Cg, g.Cg);
+            pass(r, s, std::max(cols.lo, hi), cols.hi, s * g.Cg, g.Cg);
+          }
         }
       }
     }
@@ -203,9 +249,7 @@ void outer_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, co
       const int64_t grp = k / g.Kg, kk = k % g.Kg;
       for (int64_t rs = 0; rs < g.RS(); ++rs)
         for (int64_t ch = 0; ch < g.Cg; ++ch) {
-          const int64_t at =
-              (grp * g.RS() + rs) * tile + (pl.vec_filters ? outer_at(kk, ch, pl.n, pl.width)
-                                                           : outer_at(ch, kk, pl.n, pl.width));
+          const int64_t at = grp * group_elems + pl.at(g, kk, ch, rs);
           T sum = ws[at];
           for (int64_t s = 1; s < pl.splits; ++s) sum += ws[s * pl.partial_elems + at];
           dw[k * g.ws[0] + filter_tap(g, ch, rs)] = sum;

@@ -35,7 +35,7 @@ void outer_tile(const OuterRun<T>* __restrict runs, int64_t nruns, int64_t a_ste
       for (int v = 0; v < MV; ++v) std::memcpy(&av[v], a + v * lanes, Bytes);
 #pragma GCC unroll 16
       for (int j = 0; j < NB; ++j) {
-        const V bj = V{} + b[j];
+        const V bj = b[j] - V{};  // a splat: x - 0 is x exactly, where 0 + x is not (-0)
 #pragma GCC unroll 16
         for (int v = 0; v < MV; ++v) acc[v][j] += av[v] * bj;
       }
@@ -65,7 +65,7 @@ constexpr std::array<OuterTile<T>, MV * NB> outer_tiles(std::index_sequence<I...
 
 template <typename T, int Bytes, int MV, int NB>
 void outer_gemm(int64_t m, int64_t n, const OuterRun<T>* runs, int64_t nruns, int64_t a_step,
-                int64_t b_step, T* c) {
+                int64_t b_step, T* c, int64_t ldn) {
   constexpr int lanes = Bytes / sizeof(T), width = MV * lanes;
   static constexpr std::array<OuterTile<T>, MV * NB> tiles =
       outer_tiles<T, Bytes, MV, NB>(std::make_index_sequence<MV * NB>{});
@@ -76,7 +76,7 @@ void outer_gemm(int64_t m, int64_t n, const OuterRun<T>* runs, int64_t nruns, in
     const int64_t mv = std::min<int64_t>(MV, (m - i) / lanes);
     for (int64_t j = 0; j < n; j += NB) {
       const int64_t nb = std::min<int64_t>(NB, n - j);
-      T* tile = c + outer_at(i, j, n, width);
+      T* tile = c + outer_at(i, j, ldn, width);
       if (mv > 0)
         tiles[(mv - 1) * NB + nb - 1](runs, nruns, a_step, b_step, i, j, tile, width);
       else
