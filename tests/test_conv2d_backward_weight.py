@@ -122,6 +122,10 @@ OUTER_SHAPES = {
     "strided_dilated_groups": (4, 24, 18, 17, 27, 3, 2, 2, (2, 0), (1, 2), 2, 2),
     "asymmetric_padding": (2, 8, 16, 12, 13, 5, 3, 1, (3, 0), (0, 2), 1, 1),
     "many_blocks": (9, 8, 8, 10, 12, 3, 3, 1, (1, 1), (1, 1), 1, 1),  # 90 rows, 43 a block
+    # 4 panels of 32 floats (AVX-512), tiles >= 1 MB: two threads take 2 panels each, no
+    # partial sums; a tail panel
+    "parts_filters": (2, 40, 100, 9, 14, 9, 9, 1, (4, 4), (4, 4), 1, 1),
+    "parts_channels": (2, 100, 40, 8, 13, 9, 9, 1, (4, 3), (3, 4), 1, 1),
     # fewer than 8 channels: a filter row's taps merged into one broadcast run (21, 10)
     "stem": (2, 3, 20, 30, 31, 7, 7, 2, (3, 3), (3, 3), 1, 1),
     "stem_asymmetric": (3, 2, 9, 17, 19, 5, 5, 1, (0, 4), (3, 1), 1, 1),
@@ -161,7 +165,10 @@ def test_channels_last_outer_against_torch(name, dtype, threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("name", ["tails", "vector_channels", "asymmetric_padding", "stem"])
+@pytest.mark.parametrize(
+    "name",
+    ["tails", "vector_channels", "asymmetric_padding", "stem", "parts_filters", "parts_channels"],
+)
 def test_channels_last_outer_special_values(name, dtype):
     """Inf or NaN in dY where a tap reads padding gives NaN there (Inf * 0), as the padded
     product does; the kernel skips those products and sets them apart."""
@@ -201,4 +208,5 @@ print(fastcnn.info()["isa"])
 @pytest.mark.parametrize("isa", ISAS)
 def test_channels_last_outer_every_isa(isa):
     names = ["tails", "vector_channels", "wide", "1x1", "strided_dilated_groups", "stem"]
+    names += ["parts_filters", "parts_channels"]
     run_under_isa(isa, _OUTER_ISA_SCRIPT, [OUTER_SHAPES[n] for n in names])

@@ -102,6 +102,8 @@ constexpr int64_t kOuterL2Bytes = 512 << 10;
 // Fewest positions per block, though the block may then outgrow L2: each block passes once over
 // all taps' tiles in the workspace (C7's are 2.4 MB, C12's 1 MB).
 constexpr int64_t kOuterMinPositions = 512;
+// Tiles of at least this many bytes are split among the threads by panels (see outer_plan).
+constexpr int64_t kOuterPartsBytes = 1 << 20;
 // Most output rows per block: a block's runs per tap sit in an array on the stack.
 constexpr int64_t kOuterMaxRows = 64;
 
@@ -111,6 +113,7 @@ struct OuterPlan {
   int64_t taps = 1;         // taps (r, s) per tile: S when a filter row's taps merge, else 1
   int64_t rows = 1;         // output rows (n, oh) per block
   int64_t splits = 1;       // slices of the output rows, one partial sum each
+  int64_t parts = 1;        // or slices of the vector axis, whole panels, written apart
   int threads = 1;
   int64_t m = 0, n = 0;       // tile extents: vectors along m, n broadcast (taps * Cg or Kg)
   int64_t width = 0;          // the kernel's panel width
@@ -133,10 +136,19 @@ inline OuterPlan outer_plan(const ConvGeom& g, int64_t elem, int threads) {
   pl.rows =
       std::max(kOuterL2Bytes / std::max<int64_t>(row_bytes, 1), ceil_div(kOuterMinPositions, g.Wo));
   pl.rows = std::clamp<int64_t>(pl.rows, 1, kOuterMaxRows);
-  pl.splits = std::max<int64_t>(1, std::min<int64_t>(threads, g.N * g.Ho));
-  pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.splits * g.G));
   pl.m = pl.vec_filters ? g.Kg : g.Cg, pl.n = pl.vec_filters ? pl.taps * g.Cg : g.Kg;
   pl.width = elem == 8 ? outer_kernels().width_f64 : outer_kernels().width_f32;
+  // Threads take equal shares of the panels when there are enough and the tiles are large, which
+  // needs no partial sums (C7: 2 x 2.4 MB zeroed, written and added otherwise; 5 % of its CPU
+  // time at two threads); else slices of the output rows (with small tiles, C11's 64 KB, each
+  // thread would read all of the broadcast operand for nothing: 3 % more CPU time).
+  const int64_t panels = ceil_div(pl.m, pl.width);
+  const int64_t tiles_bytes = g.G * g.RS() / pl.taps * round_up(pl.m, pl.width) * pl.n * elem;
+  if (panels % threads == 0 && panels >= 2 * threads && tiles_bytes >= kOuterPartsBytes)
+    pl.parts = threads;
+  else
+    pl.splits = std::max<int64_t>(1, std::min<int64_t>(threads, g.N * g.Ho));
+  pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.splits * pl.parts * g.G));
   pl.tile = round_up(pl.m, pl.width) * pl.n;
   pl.partial_elems = round_up(g.G * g.RS() / pl.taps * pl.tile, lanes);
   return pl;
@@ -145,14 +157,17 @@ inline OuterPlan outer_plan(const ConvGeom& g, int64_t elem, int threads) {
 // The convolution multiplies dY by the zero padding too: a filter whose dY is Inf or NaN at a
 // position where tap (r, s) reads padding gets NaN there for every channel (Inf * 0), as a
 // product over the padded input gives. The kernel skips those products, so they are set here
-// from the block's positions that read padding under the tap, in the group's partial sums c.
+// from the block's positions that read padding under the tap, in the group's partial sums c,
+// for vector-axis elements [i0, i1) (filters or channels).
 template <typename T>
 void poison_padding(const ConvGeom& g, const OuterPlan& pl, const T* dyg, int64_t v0, int64_t v1,
-                    int64_t rs, ValidColumns cols, T* c) {
+                    int64_t rs, ValidColumns cols, int64_t i0, int64_t i1, T* c) {
   const int64_t dh_tap = rs / g.S * g.dh;
+  const int64_t k_begin = pl.vec_filters ? i0 : 0, k_end = pl.vec_filters ? i1 : g.Kg;
+  const int64_t c_begin = pl.vec_filters ? 0 : i0, c_end = pl.vec_filters ? g.Cg : i1;
   constexpr int64_t kChunk = 256;  // filters checked at a time
-  for (int64_t k0 = 0; k0 < g.Kg; k0 += kChunk) {
-    const int64_t kn = std::min(kChunk, g.Kg - k0);
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kChunk) {
+    const int64_t kn = std::min(kChunk, k_end - k0);
     T bad[kChunk] = {};  // sums of dy - dy: NaN where any is Inf or NaN
     auto scan = [&](int64_t nn, int64_t oh, int64_t ow0, int64_t ow1) {
       for (int64_t ow = ow0; ow < ow1; ++ow) {
@@ -172,7 +187,7 @@ void poison_padding(const ConvGeom& g, const OuterPlan& pl, const T* dyg, int64_
     for (int64_t kk = 0; kk < kn; ++kk) {
       if (bad[kk] == T(0)) continue;
       const int64_t k = k0 + kk;
-      for (int64_t ch = 0; ch < g.Cg; ++ch) c[pl.at(g, k, ch, rs)] = bad[kk] - bad[kk];
+      for (int64_t ch = c_begin; ch < c_end; ++ch) c[pl.at(g, k, ch, rs)] = bad[kk] - bad[kk];
     }
   }
 }
@@ -184,13 +199,19 @@ void outer_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, co
   const int64_t a_step = pl.vec_filters ? g.ys[3] : g.sw * g.xs[3];
   const int64_t b_step = pl.vec_filters ? g.sw * g.xs[3] : g.ys[3];
   const int64_t out_rows = g.N * g.Ho, group_elems = g.RS() / pl.taps * pl.tile;
-  // Tasks (split, group): a thread's tasks are whole slices.
-  parallel_for(pl.splits * g.G, pl.threads, [&](int, int64_t begin, int64_t end) {
+  const int64_t panels = ceil_div(pl.m, pl.width);
+  // Tasks (split, group, part): a thread's tasks are whole slices.
+  parallel_for(pl.splits * g.G * pl.parts, pl.threads, [&](int, int64_t begin, int64_t end) {
     OuterRun<T> runs[kOuterMaxRows];
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t split = t / g.G, grp = t % g.G;
+      const int64_t part = t % pl.parts, grp = t / pl.parts % g.G, split = t / pl.parts / g.G;
+      // Vector-axis elements [i0, i1): the part's panels.
+      const int64_t i0 = part * panels / pl.parts * pl.width,
+                    i1 = std::min(pl.m, (part + 1) * panels / pl.parts * pl.width);
       T* c = ws + split * pl.partial_elems + grp * group_elems;
-      std::fill(c, c + group_elems, T(0));
+      for (int64_t q = 0; q < g.RS() / pl.taps; ++q)
+        std::fill(c + q * pl.tile + i0 * pl.n, c + q * pl.tile + round_up(i1, pl.width) * pl.n,
+                  T(0));
       const T* dyg = dy + grp * g.Kg;
       const T* xg = x + grp * g.Cg;
       const int64_t v_end = (split + 1) * out_rows / pl.splits;
@@ -207,7 +228,7 @@ void outer_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, co
             const int64_t iw = ow0 * g.sw - g.pw + s * g.dw;
             const T* d = dyg + nn * g.ys[0] + oh * g.ys[2] + ow0 * g.ys[3];
             const T* xp = xg + nn * g.xs[0] + ih * g.xs[2] + iw * g.xs[3];
-            OuterRun<T> run{pl.vec_filters ? d : xp, pl.vec_filters ? xp : d, ow1 - ow0};
+            OuterRun<T> run{(pl.vec_filters ? d : xp) + i0, pl.vec_filters ? xp : d, ow1 - ow0};
             OuterRun<T>* last = nruns > 0 ? &runs[nruns - 1] : nullptr;
             // Rows that continue each other in memory (1x1, unpadded) form one run.
             if (last && last->a + last->len * a_step == run.a &&
@@ -216,11 +237,12 @@ void outer_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, co
             else
               runs[nruns++] = run;
           }
-          T* tile = c + (r * g.S + s) / pl.taps * pl.tile + outer_at(0, j0, pl.n, pl.width);
-          if (nruns > 0) gemm(pl.m, nb, runs, nruns, a_step, b_step, tile, pl.n);
+          T* tile = c + (r * g.S + s) / pl.taps * pl.tile + outer_at(i0, j0, pl.n, pl.width);
+          if (nruns > 0) gemm(i1 - i0, nb, runs, nruns, a_step, b_step, tile, pl.n);
         };
         for (int64_t rs = 0; rs < g.RS(); ++rs)
-          poison_padding(g, pl, dyg, v0, v1, rs, valid_columns(g, rs % g.S * g.dw, g.Wo), c);
+          poison_padding(g, pl, dyg, v0, v1, rs, valid_columns(g, rs % g.S * g.dw, g.Wo), i0, i1,
+                         c);
         for (int64_t r = 0; r < g.R; ++r) {
           if (pl.taps == 1) {
             for (int64_t s = 0; s < g.S; ++s) {
