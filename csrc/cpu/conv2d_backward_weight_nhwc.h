@@ -5,8 +5,8 @@
 // (vectors along one axis, the other broadcast), so neither operand is packed; a tap's padding
 // is skipped by restricting each output row to the columns whose pixel lies inside the image.
 // Blocks of output rows stay in L2 while every tap and tile passes over them. Threads take
-// slices of the output rows and write partial sums to the workspace, added in a fixed order:
-// results depend only on the thread count.
+// shares of the tiles' panels, or slices of the output rows whose partial sums in the workspace
+// are added in a fixed order: results depend only on the thread count.
 #pragma once
 
 #include <algorithm>
