@@ -12,6 +12,7 @@
 
 #include "cpu/checks.h"
 #include "cpu/conv2d_backward_weight.h"
+#include "cpu/conv2d_backward_weight_nhwc.h"
 #include "cpu/conv2d_checks.h"
 #include "cpu/conv2d_depthwise.h"
 #include "cpu/conv2d_packing.h"
@@ -106,6 +107,7 @@ struct Plan {
   bool depthwise = false;      // one input channel and few filters per group: direct convolution
   bool pixel_rows = false;     // NHWC: GEMM rows are positions, columns filters or (r, s, c)
   std::optional<DotPlan> dot;  // backward-weight as dot products along positions
+  std::optional<OuterPlan> outer;  // backward-weight as outer products over NHWC rows
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
@@ -156,7 +158,16 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
     pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
     return pl;
   }
-  // Backward-weight over NCHW rows: dot products along positions (conv2d_backward_weight.h).
+  // Backward-weight over channels-innermost rows: outer products read in place
+  // (conv2d_backward_weight_nhwc.h).
+  if (pass == ConvPass::BackwardWeight && outer_backward_weight_applies(g, elem)) {
+    pl.outer = outer_plan(g, elem, threads);
+    pl.a_elems = aligned(pl.outer->total_elems(), elem);
+    pl.threads = threads;
+    return pl;
+  }
+  // Backward-weight over NCHW rows, or channels-innermost ones the above leaves: dot products
+  // along positions (conv2d_backward_weight.h).
   if (pass == ConvPass::BackwardWeight && dot_backward_weight_applies(g, threads)) {
     pl.dot = dot_plan(g, elem, threads);
     pl.a_elems = aligned(pl.dot->total_elems(), elem);
@@ -402,6 +413,7 @@ template <typename T>
 void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_weight(g, dy, x, dw, ws, pl.threads);
   if (pl.dot) return dot_backward_weight(g, dy, x, dw, *pl.dot, ws);
+  if (pl.outer) return outer_backward_weight(g, dy, x, dw, *pl.outer, ws);
   const MicroKernel<T>& mk = microkernel<T>();
   T* partial = ws + pl.threads * pl.thread_elems;
   const int64_t group_elems = g.Kg * pl.cols;

@@ -1,0 +1,98 @@
+// The channels-innermost backward-weight kernel, written once and compiled per ISA: outer
+// products of one position's run of filters (or channels) as vectors of `Bytes` bytes with
+// its run of channels (or filters) broadcast one at a time, accumulated over the positions in
+// MV x NB vector registers, read in place with no packing.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "cpu/conv2d_backward_weight_nhwc.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+// c[j * ldc + i] += sum over positions of a[i0 + i] * b[j0 + j], for i < MV * lanes and j < NB,
+// the positions given by `runs`.
+template <typename T, int Bytes, int MV, int NB>
+void outer_tile(const OuterRun<T>* __restrict runs, int64_t nruns, int64_t a_step, int64_t b_step,
+                int64_t i0, int64_t j0, T* __restrict c, int64_t ldc) {
+  typedef T V __attribute__((vector_size(Bytes)));
+  constexpr int lanes = Bytes / sizeof(T);
+  V acc[MV][NB];
+#pragma GCC unroll 16
+  for (int v = 0; v < MV; ++v)
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) acc[v][j] = V{};
+  for (int64_t t = 0; t < nruns; ++t) {
+    const T* a = runs[t].a + i0;
+    const T* b = runs[t].b + j0;
+    for (int64_t p = 0; p < runs[t].len; ++p, a += a_step, b += b_step) {
+      V av[MV];
+#pragma GCC unroll 16
+      for (int v = 0; v < MV; ++v) std::memcpy(&av[v], a + v * lanes, Bytes);
+#pragma GCC unroll 16
+      for (int j = 0; j < NB; ++j) {
+        const V bj = b[j] - V{};  // a splat: x - 0 is x exactly, where 0 + x is not (-0)
+#pragma GCC unroll 16
+        for (int v = 0; v < MV; ++v) acc[v][j] += av[v] * bj;
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 16
+    for (int v = 0; v < MV; ++v) {
+      T* dst = c + j * ldc + v * lanes;
+      V sum;
+      std::memcpy(&sum, dst, Bytes);
+      sum += acc[v][j];
+      std::memcpy(dst, &sum, Bytes);
+    }
+}
+
+template <typename T>
+using OuterTile = void (*)(const OuterRun<T>*, int64_t, int64_t, int64_t, int64_t, int64_t, T*,
+                           int64_t);
+
+// Every tile shape up to MV x NB, so that tails cost only what they hold.
+template <typename T, int Bytes, int MV, int NB, size_t... I>
+constexpr std::array<OuterTile<T>, MV * NB> outer_tiles(std::index_sequence<I...>) {
+  return {&outer_tile<T, Bytes, static_cast<int>(I / NB) + 1, static_cast<int>(I % NB) + 1>...};
+}
+
+template <typename T, int Bytes, int MV, int NB>
+void outer_gemm(int64_t m, int64_t n, const OuterRun<T>* runs, int64_t nruns, int64_t a_step,
+                int64_t b_step, T* c, int64_t ldn) {
+  constexpr int lanes = Bytes / sizeof(T), width = MV * lanes;
+  static constexpr std::array<OuterTile<T>, MV * NB> tiles =
+      outer_tiles<T, Bytes, MV, NB>(std::make_index_sequence<MV * NB>{});
+  // Elements past the last whole vector go one at a time, as 1-lane vectors.
+  static constexpr std::array<OuterTile<T>, NB> singles =
+      outer_tiles<T, sizeof(T), 1, NB>(std::make_index_sequence<NB>{});
+  for (int64_t i = 0; i < m;) {
+    const int64_t mv = std::min<int64_t>(MV, (m - i) / lanes);
+    for (int64_t j = 0; j < n; j += NB) {
+      const int64_t nb = std::min<int64_t>(NB, n - j);
+      T* tile = c + outer_at(i, j, ldn, width);
+      if (mv > 0)
+        tiles[(mv - 1) * NB + nb - 1](runs, nruns, a_step, b_step, i, j, tile, width);
+      else
+        singles[nb - 1](runs, nruns, a_step, b_step, i, j, tile, width);
+    }
+    i += mv > 0 ? mv * lanes : 1;
+  }
+}
+
+// MV * NB accumulators plus MV + 1 operands fit the register file (32 vector registers with
+// AVX-512, 16 otherwise).
+template <int Bytes, int MV, int NB>
+OuterKernels make_outer_kernels() {
+  return {&outer_gemm<float, Bytes, MV, NB>, &outer_gemm<double, Bytes, MV, NB>, MV * Bytes / 4,
+          MV * Bytes / 8};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
