@@ -225,6 +225,38 @@ def _conv_padding(m: torch.nn.Conv2d) -> tuple[tuple[int, int], object]:
     return tuple(m.padding), tuple(m.padding)
 
 
+# How many tensors share a storage (inductor's own liveness check); the count includes the
+# temporary storage object that asking makes.
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+class _Memory:
+    """Memory for the boxes that batches cut and for fastcnn's convolution outputs, handed out
+    again once no tensor refers to it. A batch's activations run to tens of MB each, which the
+    C allocator maps afresh on every allocation (and unmaps on release), so new memory costs a
+    page fault per 4 KB: a tenth of the run on ResNet-18. Without torch's use count every
+    request gets new memory."""
+
+    def __init__(self) -> None:
+        self.blocks: list[Tensor] = []
+
+    def empty(self, numel: int, like: Tensor) -> Tensor:
+        """A Tensor[numel] of ``like``'s dtype and device, contents undefined."""
+        if _storage_use_count is None:
+            return like.new_empty(numel)
+        free = [
+            b
+            for b in self.blocks
+            if b.numel() >= numel
+            and (b.dtype, b.device) == (like.dtype, like.device)
+            and _storage_use_count(b.untyped_storage()._cdata) <= 2
+        ]
+        if free:
+            return min(free, key=Tensor.numel)[:numel]
+        self.blocks.append(like.new_empty(numel))
+        return self.blocks[-1][:numel]  # a view: the block stays the pool's only reference
+
+
 @dataclass
 class _ConvParams:
     """A convolution (optionally with its ReLU fused), runnable on either backend."""
@@ -236,7 +268,7 @@ class _ConvParams:
     dilation: tuple[int, int]
     groups: int
     relu: bool = False
-    memory: _Memory | None = None  # where fastcnn's kernel writes its output (default: new)
+    memory: _Memory = field(default_factory=_Memory)  # where fastcnn's kernel writes its output
 
     def __call__(self, x: Tensor, padding) -> Tensor:
         return _CONV_BACKENDS[_conv_backend(self, x, padding)](self, x, padding)
@@ -258,11 +290,6 @@ def _channels_last(p: _ConvParams, x: Tensor) -> tuple[Tensor, Tensor]:
 
 def _fastcnn_conv(p: _ConvParams, x: Tensor, padding) -> Tensor:
     x, weight = _channels_last(p, x)
-    if p.memory is None:
-        act = "relu" if p.relu else None
-        return ops.conv2d(
-            x, weight, p.bias, p.stride, padding, p.dilation, p.groups, activation=act
-        )
     begin, end = _padding("occlusion", padding, tuple(weight.shape[2:]), p.stride, p.dilation)
     n, k, h, w = conv2d_output_shape(x.shape, weight.shape, p.stride, begin, end, p.dilation)
     out = p.memory.empty(n * k * h * w, x).view(n, h, w, k).permute(0, 3, 1, 2)
@@ -533,38 +560,6 @@ def _window_reach(r: _Reach, win: _Window, size: tuple[int, int]) -> _Reach:
 
 def _spatial(value) -> tuple[int, int] | None:
     return tuple(value.shape[2:]) if isinstance(value, Tensor) and value.dim() == 4 else None
-
-
-# How many tensors share a storage (inductor's own liveness check); the count includes the
-# temporary storage object that asking makes.
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
-
-
-class _Memory:
-    """Memory for the boxes that batches cut, handed out again once no tensor refers to it.
-    A batch's boxes run to tens of MB each, which the C allocator maps afresh on every
-    allocation (and unmaps on release), so new memory costs a page fault per 4 KB: a tenth
-    of the run on ResNet-18. Without torch's use count every request gets new memory."""
-
-    def __init__(self) -> None:
-        self.blocks: list[Tensor] = []
-
-    def empty(self, numel: int, like: Tensor) -> Tensor:
-        """A Tensor[numel] of ``like``'s dtype and device, contents undefined."""
-        if _storage_use_count is not None:
-            free = [
-                b
-                for b in self.blocks
-                if b.numel() >= numel
-                and (b.dtype, b.device) == (like.dtype, like.device)
-                and _storage_use_count(b.untyped_storage()._cdata) <= 2
-            ]
-            if free:
-                return min(free, key=Tensor.numel)[:numel]
-        block = like.new_empty(numel)
-        if _storage_use_count is not None:
-            self.blocks.append(block)
-        return block[:numel]  # a view: the block itself stays the pool's only reference
 
 
 @dataclass
@@ -1003,7 +998,7 @@ def _incremental_drops(
 ) -> Tensor:
     """Score drops with each layer evaluated only where windows change it."""
     graph, ops_ = traced
-    memory = _Memory()
+    memory = _Memory()  # one pool for every convolution's outputs and every cut box
     for op in ops_.values():
         if op.params is not None:
             op.params.memory = memory
