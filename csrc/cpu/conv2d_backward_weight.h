@@ -47,14 +47,8 @@ inline const DotKernels& dot_kernels() {
   return chosen;
 }
 template <typename T>
-DotGemm<T> dot_gemm_for();
-template <>
-inline DotGemm<float> dot_gemm_for<float>() {
-  return dot_kernels().f32;
-}
-template <>
-inline DotGemm<double> dot_gemm_for<double>() {
-  return dot_kernels().f64;
+DotGemm<T> dot_gemm_for() {
+  return for_dtype<T>(dot_kernels());
 }
 
 // NCHW (positions contiguous along rows of the image and of dY), or channels-innermost with

@@ -57,14 +57,8 @@ inline const OuterKernels& outer_kernels() {
   return chosen;
 }
 template <typename T>
-OuterGemm<T> outer_gemm_for();
-template <>
-inline OuterGemm<float> outer_gemm_for<float>() {
-  return outer_kernels().f32;
-}
-template <>
-inline OuterGemm<double> outer_gemm_for<double>() {
-  return outer_kernels().f64;
+OuterGemm<T> outer_gemm_for() {
+  return for_dtype<T>(outer_kernels());
 }
 
 // Output rows shorter than this leave runs too short between the restarts at the padding; they

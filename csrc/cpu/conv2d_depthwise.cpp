@@ -89,11 +89,7 @@ const DepthwiseKernelSet& kernel_set() {
 
 template <typename T>
 const DepthwiseKernels<T>& kernels() {
-  if constexpr (sizeof(T) == 4) {
-    return kernel_set().f32;
-  } else {
-    return kernel_set().f64;
-  }
+  return for_dtype<T>(kernel_set());
 }
 
 template <typename T>

@@ -2,7 +2,6 @@
 // sums run in the per-ISA kernels (cpu/global_avg_pool2d_kernels.h); the backward's
 // broadcast is a plain store loop.
 #include <algorithm>
-#include <type_traits>
 
 #include "cpu/checks.h"
 #include "cpu/global_avg_pool2d_kernels.h"
@@ -61,10 +60,7 @@ void for_each_block(const GapGeom& g, int threads, const F& f) {
 
 template <typename T>
 const GapKernels<T>& kernels() {
-  if constexpr (std::is_same_v<T, float>)
-    return global_avg_pool2d_kernels().f32;
-  else
-    return global_avg_pool2d_kernels().f64;
+  return for_dtype<T>(global_avg_pool2d_kernels());
 }
 
 // NCHW sums runs of whole planes; NHWC sums blocks of channels over an image's pixels.

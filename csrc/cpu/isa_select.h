@@ -3,10 +3,21 @@
 #pragma once
 
 #include <string_view>
+#include <type_traits>
 
 #include "fastcnn/ops.h"
 
 namespace fastcnn::cpu {
+
+// The member of a kernel set for element type T: .f32 for float, .f64 for double.
+template <typename T, typename Set>
+const auto& for_dtype(const Set& set) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  if constexpr (std::is_same_v<T, float>)
+    return set.f32;
+  else
+    return set.f64;
+}
 
 template <typename T>
 T for_chosen_isa(T (*generic)(), T (*avx2)(), T (*avx512)()) {

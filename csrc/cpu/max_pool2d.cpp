@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <type_traits>
 
 #include "cpu/checks.h"
 #include "cpu/isa_select.h"
@@ -95,10 +94,7 @@ RowWindows row_windows(const PoolGeom& g, const Pool2dParams& p, int64_t oh) {
 
 template <typename T>
 const MaxPoolKernels<T>& kernels() {
-  if constexpr (std::is_same_v<T, float>)
-    return max_pool2d_kernels().f32;
-  else
-    return max_pool2d_kernels().f64;
+  return for_dtype<T>(max_pool2d_kernels());
 }
 
 // NHWC work splits over images and, when there are fewer images than threads, channel

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "cpu/isa_select.h"
+
 namespace fastcnn::cpu {
 
 // What run_store does with a finished tile before it lands in memory.
@@ -45,14 +47,8 @@ MicroKernels microkernels_avx512();
 const MicroKernels& microkernels();
 
 template <typename T>
-const MicroKernel<T>& microkernel();
-template <>
-inline const MicroKernel<float>& microkernel<float>() {
-  return microkernels().f32;
-}
-template <>
-inline const MicroKernel<double>& microkernel<double>() {
-  return microkernels().f64;
+const MicroKernel<T>& microkernel() {
+  return for_dtype<T>(microkernels());
 }
 
 }  // namespace fastcnn::cpu
