@@ -103,6 +103,8 @@ PYBIND11_MODULE(_C, m) {
   });
 
   m.def("isa", &fastcnn::cpu::isa, "The CPU micro-kernel ISA chosen at load.");
+  m.def("advise_huge_pages", &fastcnn::cpu::advise_huge_pages, py::arg("address"),
+        py::arg("nbytes"), "Back the block's whole 2 MiB pages with transparent huge pages.");
   m.def(
       "set_conv_algorithm",
       [](const std::string& name) { fastcnn::cpu::set_conv_algorithm(conv_algorithm_named(name)); },

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from . import _args, _cuda
-from ._boundary import _C, capsule, dense, flat, threads
+from ._boundary import _C, capsule, dense, flat, fresh_output, threads
 from ._op import Op
 
 __all__ = ["relu", "guided_relu"]
@@ -19,7 +19,7 @@ def _like(t: Tensor, ref: Tensor) -> Tensor:
 
 def _forward(input: Tensor) -> Tensor:
     x = dense(input)
-    out = torch.empty_like(x)
+    out = fresh_output(torch.empty_like(x))
     _C.relu_forward(capsule(flat(x)), capsule(flat(out)), threads())
     return out
 
@@ -27,7 +27,7 @@ def _forward(input: Tensor) -> Tensor:
 def _backward(grad_output: Tensor, output: Tensor, guided: bool) -> Tensor:
     y = dense(output)
     dy = _like(grad_output, y)
-    dx = torch.empty_like(y)
+    dx = fresh_output(torch.empty_like(y))
     _C.relu_backward(capsule(flat(dy)), capsule(flat(y)), capsule(flat(dx)), guided, threads())
     return dx
 

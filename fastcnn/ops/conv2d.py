@@ -6,7 +6,16 @@ from __future__ import annotations
 from torch import Tensor
 
 from . import _args, _cuda
-from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads, workspace
+from ._boundary import (
+    _C,
+    capsule,
+    dense,
+    fresh_output,
+    is_channels_last,
+    memory_format,
+    threads,
+    workspace,
+)
 from ._op import Op
 from ._shapes import conv2d_output_format, conv2d_output_shape, empty
 from .activation import relu_backward_op
@@ -23,7 +32,7 @@ def _forward_output(input: Tensor, weight: Tensor, stride, pad_begin, pad_end, d
 
 
 def _conv2d(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
-    out = _forward_output(input, weight, stride, pad_begin, pad_end, dilation)
+    out = fresh_output(_forward_output(input, weight, stride, pad_begin, pad_end, dilation))
     return conv2d_into(out, input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu)
 
 
@@ -47,7 +56,7 @@ def _conv2d_backward_input(
     grad_output, weight, input_size, channels_last, stride, pad_begin, pad_end, dilation, groups
 ):
     geometry = (stride, pad_begin, pad_end, dilation, groups)
-    grad_input = empty(input_size, grad_output, memory_format(channels_last))
+    grad_input = fresh_output(empty(input_size, grad_output, memory_format(channels_last)))
     dy, w, dx = capsule(dense(grad_output)), capsule(dense(weight)), capsule(grad_input)
     _C.conv2d_backward_input(dy, w, dx, *geometry, workspace, threads())
     return grad_input

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from . import _args, _cuda
-from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
+from ._boundary import _C, capsule, dense, fresh_output, is_channels_last, memory_format, threads
 from ._op import Op
 from ._shapes import empty
 
@@ -24,7 +24,7 @@ def _forward_fake(input: Tensor) -> Tensor:
 
 
 def _global_avg_pool2d_backward(grad_output, input_size, channels_last):
-    grad_input = empty(input_size, grad_output, memory_format(channels_last))
+    grad_input = fresh_output(empty(input_size, grad_output, memory_format(channels_last)))
     _C.global_avg_pool2d_backward(capsule(grad_output.contiguous()), capsule(grad_input), threads())
     return grad_input
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _args, _cuda
-from ._boundary import _C, capsule, dense, is_channels_last, memory_format, threads
+from ._boundary import _C, capsule, dense, fresh_output, is_channels_last, memory_format, threads
 from ._op import Op
 from ._shapes import max_pool2d_outputs
 
@@ -27,7 +27,7 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     )
     _C.max_pool2d_forward(
         capsule(x),
-        capsule(out),
+        capsule(fresh_output(out)),
         capsule(indices) if return_indices else None,
         kernel_size,
         stride,
@@ -50,7 +50,7 @@ def _max_pool2d_backward(
 ):
     x = dense(input)
     fmt = memory_format(is_channels_last(x))
-    grad_input = torch.empty_like(x, memory_format=fmt)
+    grad_input = fresh_output(torch.empty_like(x, memory_format=fmt))
     # The kernel walks grad_output and indices in the layout of the forward's output.
     dy = grad_output.contiguous(memory_format=fmt)
     idx = None if indices is None else indices.contiguous(memory_format=fmt)
