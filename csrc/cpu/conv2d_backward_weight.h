@@ -94,7 +94,14 @@ inline DotPlan dot_plan(const ConvGeom& g, int64_t elem, int threads) {
   const int64_t lanes = kDotAlign / elem, positions = g.N * g.P();
   pl.cols = g.Cg * g.RS();
   pl.col_block = std::min<int64_t>(pl.cols, kDotColumns);
-  pl.Hp = g.Ho + (g.R - 1) * g.dh, pl.Wp = g.Wo + (g.S - 1) * g.dw;
+  // A padded row ends in its end padding and the next begins with its begin padding, both
+  // zero: a tap reading past a row's end wraps into the next row's leading zeros, so the two
+  // share their zeros and a row takes W plus the larger padding (likewise an image's rows).
+  // 8x8 images padded by 1: 9 x 9 instead of 10 x 10 grid positions per 64 outputs.
+  const int64_t pad_h_end = g.Ho + (g.R - 1) * g.dh - g.H - g.ph;
+  const int64_t pad_w_end = g.Wo + (g.S - 1) * g.dw - g.W - g.pw;
+  pl.Hp = std::max(g.H + std::max(g.ph, pad_h_end), g.Ho);
+  pl.Wp = std::max(g.W + std::max(g.pw, pad_w_end), g.Wo);
   // The padded grid costs its extra positions in every dot product: not worth it past 1.5x.
   pl.shifted = g.sh == 1 && g.sw == 1 && 2 * pl.Hp * pl.Wp <= 3 * g.P();
   // A 1x1, stride-1, unpadded convolution over NCHW rows: col is the image itself and the
