@@ -14,6 +14,7 @@ import torch
 from _isa import ISAS, run_under_isa  # tests/_isa.py (pytest puts tests/ on sys.path)
 
 import fastcnn  # noqa: F401  (registers torch.ops.fastcnn)
+from fastcnn.ops.conv2d import _weight_gradient_via_channels_last
 
 DTYPES = [torch.float32, torch.float64]
 CL = torch.channels_last
@@ -106,6 +107,18 @@ def test_special_values_where_torch_has_them(name, dtype, channels_last):
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(got.isinf() & (got > 0), want.isinf() & (want > 0))
     assert torch.equal(got.isinf() & (got < 0), want.isinf() & (want < 0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nchw_through_channels_last_copies(threads):
+    """NCHW layers whose weight gradient runs on channels_last copies of dY and X (14 wide,
+    32 channels and more) give the reference's gradient too."""
+    gen = torch.Generator().manual_seed(3)
+    x, dy = torch.randn(3, 40, 14, 15, generator=gen), torch.randn(3, 36, 14, 15, generator=gen)
+    w_shape, ref_args = (36, 40, 3, 3), (1, (1, 1), (1, 1), 1, 1)
+    assert _weight_gradient_via_channels_last(dy, x, w_shape, 1)
+    geometry = (False, [1, 1], [1, 1], [1, 1], [1, 1], 1)
+    _check_against_reference(dy, x, w_shape, geometry, ref_args, threads)
 
 
 # --------------------------------------------------------------------------------------------
