@@ -110,12 +110,19 @@ def test_special_values_where_torch_has_them(name, dtype, channels_last):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_nchw_through_channels_last_copies(threads):
-    """NCHW layers whose weight gradient runs on channels_last copies of dY and X (14 wide,
-    32 channels and more) give the reference's gradient too."""
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 40, 36, 14, 15), (16, 32, 33, 8, 8), (70, 32, 32, 4, 4)],
+    ids=["14_wide", "8x8", "4x4"],
+)
+def test_nchw_through_channels_last_copies(shape, threads):
+    """NCHW layers whose weight gradient runs on channels_last copies of dY and X (rows 12 to
+    31 wide, or shorter rows with >= 1024 positions; >= 32 channels and filters) give the
+    reference's gradient too."""
+    n, c, k, h, w = shape
     gen = torch.Generator().manual_seed(3)
-    x, dy = torch.randn(3, 40, 14, 15, generator=gen), torch.randn(3, 36, 14, 15, generator=gen)
-    w_shape, ref_args = (36, 40, 3, 3), (1, (1, 1), (1, 1), 1, 1)
+    x, dy = torch.randn(n, c, h, w, generator=gen), torch.randn(n, k, h, w, generator=gen)
+    w_shape, ref_args = (k, c, 3, 3), (1, (1, 1), (1, 1), 1, 1)
     assert _weight_gradient_via_channels_last(dy, x, w_shape, 1)
     geometry = (False, [1, 1], [1, 1], [1, 1], [1, 1], 1)
     _check_against_reference(dy, x, w_shape, geometry, ref_args, threads)
@@ -149,6 +156,9 @@ OUTER_SHAPES = {
     "stem": (2, 3, 20, 30, 31, 7, 7, 2, (3, 3), (3, 3), 1, 1),
     "stem_asymmetric": (3, 2, 9, 17, 19, 5, 5, 1, (0, 4), (3, 1), 1, 1),
     "padding_only_tap": (2, 8, 8, 9, 3, 3, 3, 1, (1, 5), (1, 12), 4, 1),  # tap s=2: all padding
+    # rows under 12 wide, with >= 1024 positions: runs restart at the padding every few taps
+    "short_rows": (64, 16, 24, 8, 8, 3, 3, 1, (1, 1), (1, 1), 1, 1),
+    "shortest_rows": (70, 9, 20, 4, 5, 3, 3, 1, (1, 1), (1, 1), 1, 1),
 }
 
 
@@ -159,7 +169,8 @@ def _outer_case(name, dtype, specials=False):
     Ho = (H + pb[0] + pe[0] - dil * (R - 1) - 1) // stride + 1
     Wo = (W + pb[1] + pe[1] - dil * (S - 1) - 1) // stride + 1
     merged = groups == 1 and dil == 1 and C * S >= 8
-    assert Wo >= 12 and (C // groups >= 8 or merged)  # the outer-product path
+    rows = Wo >= 12 or (Wo >= 4 and N * Ho * Wo >= 1024)
+    assert rows and (C // groups >= 8 or merged)  # the outer-product path
     dy = torch.randn(N, K, Ho, Wo, generator=gen, dtype=dtype)
     if specials:  # a corner and an interior position of dY, a pixel of x
         dy[0, 1, 0, 0], dy[-1, -1, Ho // 2, Wo // 2] = math.inf, math.nan
@@ -181,7 +192,15 @@ def test_channels_last_outer_against_torch(name, dtype, threads):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
     "name",
-    ["tails", "vector_channels", "asymmetric_padding", "stem", "parts_filters", "parts_channels"],
+    [
+        "tails",
+        "vector_channels",
+        "asymmetric_padding",
+        "stem",
+        "parts_filters",
+        "parts_channels",
+        "shortest_rows",
+    ],
 )
 def test_channels_last_outer_special_values(name, dtype):
     """Inf or NaN in dY where a tap reads padding gives NaN there (Inf * 0), as the padded

@@ -72,13 +72,15 @@ def _backward_input_fake(
 def _weight_gradient_via_channels_last(grad_output: Tensor, input: Tensor, weight_size, groups):
     """Whether an NCHW weight gradient runs faster on channels_last copies of dY and X, through
     the outer-product kernel, than in place through the dot-product kernel. Measured for
-    float32 3x3 layers, the copies included: 1.06-1.16x on layers 14 to 28 outputs wide with
-    32 to 256 channels (bench/NOTES.md, "Fifth session"); rows 32 and more wide, 1x1 filters
-    and rows under 12 (which the outer-product kernel does not take) measured the same or
-    slower."""
+    float32 3x3 layers with 32 to 512 channels, the copies included: 1.06-1.16x on layers 14
+    to 28 outputs wide, 1.4-2.0x on batches of 8x8 and 4x4 (bench/NOTES.md, "Fifth session").
+    Rows 32 and more wide and 1x1 filters measured the same or slower; so did rows under 12
+    with fewer than 1024 output positions, which the outer-product kernel leaves to the GEMM
+    (conv2d_backward_weight_nhwc.h)."""
+    n, _, ho, wo = grad_output.shape
     return (
         input.dtype == torch.float32
-        and 12 <= grad_output.shape[3] < 32
+        and (12 <= wo < 32 or (4 <= wo < 12 and n * ho * wo >= 1024))
         and weight_size[2] * weight_size[3] > 1
         and weight_size[1] >= 32
         and weight_size[0] // groups >= 32
