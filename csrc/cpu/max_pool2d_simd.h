@@ -59,6 +59,13 @@ bool fits_index_lanes(const RowWindows& g) {
 
 enum class Step { One, Two, Any };
 
+// The stride of kStep, known at compile time for One and Two: the per-row arithmetic divides by
+// it, and a division by a variable costs more than the rest of a narrow row's setup.
+template <Step kStep>
+int64_t stride_of(const RowWindows& g) {
+  return kStep == Step::One ? 1 : kStep == Step::Two ? 2 : g.stride;
+}
+
 // Input columns a vector of outputs reads in one row: its taps, and for stride 2 the element
 // after the last one (the de-interleaving load reads pairs).
 template <typename T, Step kStep>
@@ -115,10 +122,11 @@ void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T
   using Index = typename P::Index;
   constexpr int64_t width = P::width;
   constexpr T kLowest = -std::numeric_limits<T>::infinity();
+  const int64_t stride = stride_of<kStep>(g);
   // Outputs [a, b) read only inside the row.
-  const int64_t a = (g.pad + g.stride - 1) / g.stride;
-  const int64_t last = g.W - vector_span<T, kStep>(g) + g.pad + (width - 1) * g.stride;
-  const int64_t b = last >= 0 ? last / g.stride + 1 : 0;
+  const int64_t a = (g.pad + stride - 1) / stride;
+  const int64_t last = g.W - vector_span<T, kStep>(g) + g.pad + (width - 1) * stride;
+  const int64_t b = last >= 0 ? last / stride + 1 : 0;
   const int64_t n = ow1 - ow0;
   // Vectors start every width outputs; the last one ends at ow1, overlapping its neighbour
   // if need be (folding a row in twice changes nothing).
@@ -181,6 +189,7 @@ void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1
     }
     return;
   }
+  if (ow1 - ow0 <= kRowChunk) return nchw_chunk<T, kStep, kIndex>(plane, g, ow0, ow1, y, idx);
   // Chunks of at most kRowChunk outputs.
   const int64_t chunks = (ow1 - ow0 + kRowChunk - 1) / kRowChunk;
   for (int64_t c = 0; c < chunks; ++c) {
