@@ -15,6 +15,8 @@ autograd on both sides; global average pooling G3 forward and backward (against
 ``nn.AdaptiveAvgPool2d(1)``, which torch computes as a mean, and that mean's backward);
 R1: ReLU forward, ReLU backward, and guided-ReLU backward (against ReLU's backward followed
 by ``clamp(min=0)``). GPU-only rows and end-to-end models are not part of this script.
+After the rows, each convolution's fused ReLU is timed against fastcnn's own conv + bias,
+in alternating back-to-back rounds ("fused ReLU cost": how much longer the fused call takes).
 
 Protocol (BENCH.md): ``torch.set_num_threads(2)``; ``torch.utils.benchmark.Timer`` with
 ``num_threads=2``; ``blocked_autorange``; medians. Each case first checks fastcnn's result
@@ -42,6 +44,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -581,6 +584,54 @@ def all_cases(formats: Iterable[str]) -> Iterator[Case]:
 
 
 # --------------------------------------------------------------------------------------------
+# The fused ReLU's cost: fastcnn's conv + bias + ReLU against its own conv + bias
+
+# Rounds per shape: the two timings of a round are taken back to back, in turn first and
+# second, so a slow spell of the VM or the order moves both alike; the cost is the ratio of
+# the two medians over the rounds.
+RELU_COST_ROUNDS = 6
+
+
+@dataclass
+class ReluCost:
+    id: str
+    format: str
+    plain_ms: float
+    fused_ms: float
+    others_cores: float
+
+    @property
+    def cost(self) -> float:
+        """How much longer the fused call takes, as a fraction (0.03: 3 % longer)."""
+        return self.fused_ms / self.plain_ms - 1.0
+
+
+def relu_cost(s: ConvShape, fmt: str, min_run_time: float, quiet: QuietPolicy) -> ReluCost:
+    plain, fused = (_build_forward(s, fmt, relu)[0] for relu in (False, True))
+
+    def rounds() -> tuple[float, float]:
+        times: dict[Fn, list[float]] = {plain: [], fused: []}
+        for i in range(RELU_COST_ROUNDS):
+            for fn in (plain, fused) if i % 2 == 0 else (fused, plain):
+                times[fn].append(time_ms(fn, min_run_time))
+        return statistics.median(times[plain]), statistics.median(times[fused])
+
+    (plain_ms, fused_ms), others, _ = quiet.measure(rounds)
+    return ReluCost(s.id, fmt, plain_ms, fused_ms, others)
+
+
+def relu_cost_lines(costs: list[ReluCost]) -> list[str]:
+    lines = [
+        f"# fused ReLU cost {c.id:<4} {c.format:<13} {c.plain_ms:8.3f} -> {c.fused_ms:8.3f} ms "
+        f"{100 * c.cost:+6.1f} %  others {c.others_cores:.2f}"
+        for c in costs
+    ]
+    within = sum(c.cost <= 0.03 for c in costs)
+    lines.append(f"# fused ReLU within 3 % of the plain conv: {within} of {len(costs)}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
 # Reporting
 
 COLUMNS = (
@@ -766,6 +817,14 @@ def main(argv: list[str] | None = None) -> int:
     busy = sum(contended(r.others_cores) for r in rows)
     print(f"# {len(rows)} cases, {len(failed)} FAILED, {busy} timed on a busy machine")
     print("\n".join(geomean_lines(rows)))
+    costs = [
+        relu_cost(s, fmt, min_run_time / 2, quiet)
+        for fmt in formats
+        for s in CONV_SHAPES
+        if only is None or s.id in only
+    ]
+    if costs:
+        print("\n".join(relu_cost_lines(costs)), flush=True)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown_table(rows))
@@ -777,7 +836,12 @@ def main(argv: list[str] | None = None) -> int:
             "contended_cores": CONTENDED,
             "argv": sys.argv,
         }
-        report = {"machine": info, "protocol": protocol, "ceilings": ceilings.as_dict()}
+        report = {
+            "machine": info,
+            "protocol": protocol,
+            "ceilings": ceilings.as_dict(),
+            "fused_relu_cost": [{**asdict(c), "cost": c.cost} for c in costs],
+        }
         write_json(args.json, report, rows)
     return 1 if failed else 0
 
