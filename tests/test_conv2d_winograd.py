@@ -48,8 +48,13 @@ def make(n, c, k, h, w, fmt, scale_x=1.0, bias=True):
 
 # (N, C, K, H, W, padding): tile edges (H, W not multiples of 4, outputs smaller than a tile),
 # channel counts that are not multiples of the 16-lane blocks or of the micro-kernel's
-# columns, several tile blocks, a single block with split filter chunks, padding 0, 1, 2.
+# columns, several tile blocks, a single block with split filter chunks, padding 0, 1, 2;
+# NCHW planes of 4 KB and 16 KB, which run from copies with planes further apart (input and
+# output, input only, and for the input gradient output only).
 SHAPES = [
+    (2, 16, 24, 32, 32, 1),
+    (2, 12, 10, 32, 32, 0),
+    (1, 8, 9, 64, 64, 2),
     (2, 16, 16, 9, 11, 1),
     (1, 8, 8, 4, 4, 1),
     (3, 17, 33, 5, 6, 1),
