@@ -25,9 +25,10 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     out, indices = max_pool2d_outputs(
         x, kernel_size, stride, padding, dilation, ceil_mode, return_indices
     )
+    fresh_output(out)
     _C.max_pool2d_forward(
         capsule(x),
-        capsule(fresh_output(out)),
+        capsule(out),
         capsule(indices) if return_indices else None,
         kernel_size,
         stride,
