@@ -104,6 +104,17 @@ class TestAccuracy:
             worst = max(worst, relative_error(y, conv64(x, wt, b, 1)))
         assert worst < BOUND
 
+    def test_non_finite_inputs_stay_non_finite(self):
+        """A NaN or an infinity reaches every output whose window holds it, as in direct
+        summation (it may spread to the rest of its 4x4 tile as NaN)."""
+        x, wt, b = make(2, 16, 16, 16, 16, torch.contiguous_format)
+        x[0, 3, 9, 7] = float("nan")
+        x[1, 0, 4, 12] = float("inf")
+        y = fastcnn.ops.conv2d(x, wt, b, padding=1)
+        ref = F.conv2d(x, wt, b, padding=1)
+        assert (~torch.isfinite(y))[~torch.isfinite(ref)].all()
+        assert torch.isfinite(y[0, :, :4]).all()  # tiles whose windows miss it stay finite
+
     def test_matches_direct(self):
         x, wt, b = make(2, 32, 48, 15, 10, torch.channels_last)
         y = fastcnn.ops.conv2d(x, wt, b, padding=1, activation="relu")

@@ -17,6 +17,7 @@
 #include "cpu/conv2d_depthwise.h"
 #include "cpu/conv2d_packing.h"
 #include "cpu/conv2d_rows.h"
+#include "cpu/conv2d_stem_winograd.h"
 #include "cpu/conv2d_winograd.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
@@ -474,7 +475,7 @@ void zero(const TensorView& t) {
 // The forward kernels over geometry g: Winograd where it applies, the rows path for stems,
 // else the GEMM or depthwise plan. Chosen once per call, the same for sizing and running.
 struct ForwardRoute {
-  enum Kind { kWinograd, kRows, kPlan } kind = kPlan;
+  enum Kind { kWinograd, kStem, kRows, kPlan } kind = kPlan;
   WinogradPlan winograd;
   Plan plan;
   size_t bytes = 0;  // workspace
@@ -487,6 +488,9 @@ ForwardRoute forward_route(const ConvGeom& g, DType dtype, int threads) {
     r.kind = ForwardRoute::kWinograd;
     r.winograd = winograd_plan(g, threads);
     r.bytes = r.winograd.total_elems() * sizeof(float);
+  } else if (stem_winograd_applies(g, f32)) {
+    r.kind = ForwardRoute::kStem;
+    r.bytes = stem_winograd_workspace_elems(g, threads) * sizeof(float);
   } else if (rows_applies(g, f32)) {
     r.kind = ForwardRoute::kRows;
     r.bytes = rows_workspace_elems(g, threads) * sizeof(float);
@@ -507,6 +511,10 @@ void run_forward(const char* op, const ConvGeom& g, DType dtype, const void* x, 
     return winograd_forward(r.winograd, static_cast<const float*>(x), static_cast<const float*>(w),
                             static_cast<const float*>(bias), static_cast<float*>(y), relu,
                             static_cast<float*>(workspace));
+  if (r.kind == ForwardRoute::kStem)
+    return stem_winograd_forward(g, static_cast<const float*>(x), static_cast<const float*>(w),
+                                 static_cast<const float*>(bias), static_cast<float*>(y), relu,
+                                 static_cast<float*>(workspace), threads);
   if (r.kind == ForwardRoute::kRows)
     return rows_forward(g, static_cast<const float*>(x), static_cast<const float*>(w),
                         static_cast<const float*>(bias), static_cast<float*>(y), relu,

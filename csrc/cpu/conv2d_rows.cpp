@@ -11,12 +11,13 @@
 #include "cpu/parallel.h"
 
 namespace fastcnn::cpu {
-namespace {
 
 const RowsKernel& rows_kernel() {
   static const RowsKernel chosen = FASTCNN_FOR_CHOSEN_ISA(rows_kernel);
   return chosen;
 }
+
+namespace {
 
 // How the input is cut into segments, and the buffer sizes; computed the same for sizing
 // and running.

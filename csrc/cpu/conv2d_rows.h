@@ -40,6 +40,8 @@ RowsKernel rows_kernel_generic();
 RowsKernel rows_kernel_avx2();
 RowsKernel rows_kernel_avx512();
 #endif
+// The tile built for the same ISA as the micro-kernel in use.
+const RowsKernel& rows_kernel();
 
 // True when this forward convolution takes the rows path: float32, one group, no dilation,
 // at most 4 input channels, a window of at least 64 taps (R x S x C) and at most

@@ -27,7 +27,9 @@ __attribute__((always_inline)) inline void store(const Vec16 (&acc)[kRowsMR][2],
   if (st.filter_stride == 1 && st.cols == kRowsNR) {
     const Vec16 zero = {};
     const Vec16 b0 = st.bias ? load16(st.bias) : zero, b1 = st.bias ? load16(st.bias + 16) : zero;
-    for (int i = 0; i < st.rows; ++i) {
+#pragma GCC unroll 8
+    for (int i = 0; i < kRowsMR; ++i) {  // a fixed count, so acc stays in registers
+      if (i == st.rows) break;
       Vec16 v[2] = {acc[i][0] + b0, acc[i][1] + b1};
       if (st.relu)  // v < 0 is false for NaN: NaN stays NaN, as torch.relu
         for (Vec16& h : v) h = h < zero ? zero : h;
@@ -36,7 +38,9 @@ __attribute__((always_inline)) inline void store(const Vec16 (&acc)[kRowsMR][2],
     return;
   }
   alignas(64) float out[kRowsMR][kRowsNR];
-  std::memcpy(out, acc, sizeof out);
+#pragma GCC unroll 8
+  for (int i = 0; i < kRowsMR; ++i)
+    for (int h = 0; h < 2; ++h) std::memcpy(out[i] + 16 * h, &acc[i][h], sizeof(Vec16));
   for (int j = 0; j < st.cols; ++j)
     for (int i = 0; i < st.rows; ++i) {
       float v = out[i][j] + (st.bias ? st.bias[j] : 0.f);

@@ -10,11 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include "cpu/conv2d_winograd.h"
+#include "cpu/transpose_8x8.h"
 
 namespace fastcnn::cpu {
 namespace {
@@ -98,31 +95,6 @@ inline TileAt tile_at(const WinogradPlan& pl, int64_t tile) {
   return {tile / per_image, rem / pl.tiles_w * 4, rem % pl.tiles_w * 4};
 }
 
-// src: 8 rows of 8 floats (row stride src_stride) -> dst: its transpose (row stride 8).
-inline void transpose_8x8(const float* src, int64_t src_stride, float* dst) {
-#if defined(__AVX2__)
-  __m256 r[8], t[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    _mm256_storeu_ps(dst + i * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
-  }
-#else
-  for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < 8; ++j) dst[j * 8 + i] = src[i * src_stride + j];
-#endif
-}
-
 // One panel of transformed input, V[xi][c][mr] (xi stride xi_stride), from mr tiles starting
 // at tile0. Each tile's transform is vectorized over channels into a staging buffer; the
 // buffer is then transposed into the micro-kernel's [c][mr] order.
@@ -163,7 +135,7 @@ void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
       float* dst = v + xi * xi_stride + c0 * mr;
       if (mr == 8 && nl == kLanes) {
         for (int l0 = 0; l0 < kLanes; l0 += 8)
-          transpose_8x8(staged[xi][0] + l0, kLanes, dst + l0 * 8);
+          transpose_8x8(staged[xi][0] + l0, kLanes, dst + l0 * 8, 8);
         continue;
       }
       for (int l = 0; l < nl; ++l)

@@ -1,17 +1,22 @@
-"""Which forward algorithm fastcnn's CPU convolution uses for 3x3, stride-1 float32 layers.
+"""Which forward algorithm fastcnn's CPU convolution uses for float32 layers where Winograd
+applies: 3x3 stride-1 layers and stride-2 stems.
 
-``"auto"`` (the default) runs Winograd F(4x4, 3x3) on the shapes where it measured faster
-than direct convolution (groups 1, dilation 1, at least 8 input and 8 output channels);
-``"direct"`` always runs direct convolution (implicit GEMM), the path every other shape
-takes. The choice is process-wide, like ``torch.backends`` flags; it is read from the
-environment variable ``FASTCNN_CONV_ALGO`` once, when fastcnn is imported. The input
-gradient of a stride-1 convolution runs as a forward convolution (of the output gradient,
-with flipped filters), so the choice applies to it too; the weight gradient is always direct.
+``"auto"`` (the default) runs Winograd where it measured faster than direct convolution:
+F(4x4, 3x3) on 3x3 stride-1 layers (groups 1, dilation 1, at least 8 input and 8 output
+channels) and a 1-D F(5, 4) along the output rows of stride-2 stems (at most 4 input
+channels, 5 to 8 kernel columns, at least 64 taps per window); ``"direct"`` always runs
+direct convolution, the path every other shape takes. The choice is process-wide, like
+``torch.backends`` flags; it is read from the environment variable ``FASTCNN_CONV_ALGO`` once,
+when fastcnn is imported. The input gradient of a stride-1 convolution runs as a forward
+convolution (of the output gradient, with flipped filters), so the choice applies to it too;
+the weight gradient is always direct.
 
 Accuracy of ``"auto"``: Winograd rounds differently from direct summation. Against a float64
 convolution of the same float32 inputs, ``max |y - y64| / max |y64|`` over one output
-tensor stays below 1e-4 (measured 1e-6 to 2e-5 on random inputs and post-ReLU activations);
-choose ``"direct"`` where that is not close enough.
+tensor stays below 1e-4 for F(4x4, 3x3) (measured 1e-6 to 2e-5 on random inputs and
+post-ReLU activations) and below 1e-5 for the stems (measured 1e-6 to 2e-6); an infinity in
+the input may come out as NaN and turn the rest of its tile NaN. Choose ``"direct"`` where
+that is not close enough.
 """
 
 from __future__ import annotations

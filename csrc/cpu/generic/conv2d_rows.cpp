@@ -1,7 +1,10 @@
-#include "cpu/conv2d_rows_impl.h"
+#include "cpu/conv2d_stem_winograd_impl.h"
 
 namespace fastcnn::cpu {
 RowsKernel rows_kernel_generic() {
   return make_rows_kernel();
+}
+StemTransforms stem_transforms_generic() {
+  return make_stem_transforms();
 }
 }  // namespace fastcnn::cpu

@@ -45,8 +45,9 @@ bool advise_huge_pages(std::uintptr_t address, size_t nbytes);
 
 enum class ConvPass { Forward, BackwardInput, BackwardWeight };
 
-// Forward algorithm for float32 3x3 stride-1 convolutions: Auto takes Winograd F(4x4, 3x3)
-// where it measured faster, Direct always takes the direct (implicit GEMM) path. Process-wide.
+// Forward algorithm for float32 convolutions: Auto takes Winograd where it measured faster
+// (F(4x4, 3x3) for 3x3 stride-1 layers, F(5, 4) along the rows of stride-2 stems), Direct
+// always takes the direct path. Process-wide.
 enum class ConvAlgorithm { Auto, Direct };
 void set_conv_algorithm(ConvAlgorithm algorithm);
 ConvAlgorithm conv_algorithm();
