@@ -49,8 +49,9 @@ def make(n, c, k, h, w, fmt, scale_x=1.0, bias=True):
 # (N, C, K, H, W, padding): tile edges (H, W not multiples of 4, outputs smaller than a tile),
 # channel counts that are not multiples of the 16-lane blocks or of the micro-kernel's
 # columns, several tile blocks, a single block with split filter chunks, padding 0, 1, 2;
-# NCHW planes of 4 KB and 16 KB, which run from copies with planes further apart (input and
-# output, input only, and for the input gradient output only).
+# NCHW planes of 4 KB and 16 KB (a pixel's channels in one L1 set). NCHW rows are staged as
+# channels_last a run of tiles at a time: rows that are not whole 8-column transposes, and
+# runs that end at a tile row (or an image) inside a panel of tiles.
 SHAPES = [
     (2, 16, 24, 32, 32, 1),
     (2, 12, 10, 32, 32, 0),
@@ -110,10 +111,12 @@ class TestAccuracy:
         x, wt, b = make(2, 16, 16, 16, 16, torch.contiguous_format)
         x[0, 3, 9, 7] = float("nan")
         x[1, 0, 4, 12] = float("inf")
-        y = fastcnn.ops.conv2d(x, wt, b, padding=1)
-        ref = F.conv2d(x, wt, b, padding=1)
-        assert (~torch.isfinite(y))[~torch.isfinite(ref)].all()
-        assert torch.isfinite(y[0, :, :4]).all()  # tiles whose windows miss it stay finite
+        for act in (None, "relu"):  # the fused ReLU keeps NaN, as torch.relu
+            y = fastcnn.ops.conv2d(x, wt, b, padding=1, activation=act)
+            ref = F.conv2d(x, wt, b, padding=1)
+            ref = ref.relu() if act else ref
+            assert (~torch.isfinite(y))[~torch.isfinite(ref)].all()
+            assert torch.isfinite(y[0, :, :4]).all()  # tiles whose windows miss it stay finite
 
     def test_matches_direct(self):
         x, wt, b = make(2, 32, 48, 15, 10, torch.channels_last)

@@ -33,34 +33,6 @@ constexpr int64_t kMinTilesStreamingU = 32;
 constexpr int64_t kOwnFiltersAboveBytes = 4 * kL2Bytes;
 constexpr int64_t kOneBlockMaxBytes = 8 * kL2Bytes;
 
-// NCHW planes a multiple of this many bytes apart put a pixel's 16 channels, which the
-// transforms load (input) and store (output) together, in one L1 set of 8 ways:
-// 64x32x32x32 took 7.8 ms against 4.5 ms for 31x31 planes (channels_last: 3.3 and 3.3).
-constexpr int64_t kAliasBytes = 4096;
-// Floats of such copies per call, input first: larger workspaces pass glibc's 32 MiB mmap
-// threshold and are mapped afresh on every call, whose page faults cost more than the aliasing
-// (64x64x32x32 with both copies: 24.0 ms against 18.6 ms without).
-constexpr int64_t kCopyBudget = (24 << 20) / 4;
-
-// The plane stride (floats) of a copy of dense NCHW planes of h x w whose stride aliases, with
-// strides s; 0 when they do not alias. The copy's planes lie one cache line further apart.
-int64_t unaliased_plane(const std::array<int64_t, 4>& s, int64_t h, int64_t w) {
-  const bool dense_planes = s[3] == 1 && s[2] == w && s[1] >= h * w;
-  if (!dense_planes || s[1] * 4 % kAliasBytes != 0) return 0;
-  return round_up(h * w, 16) + 16;
-}
-
-// Planes [0, n * c) from src (strides s) to dst (strides d), h x w each, over threads.
-void copy_planes(const float* src, const std::array<int64_t, 4>& s, float* dst,
-                 const std::array<int64_t, 4>& d, int64_t n, int64_t c, int64_t hw, int threads) {
-  parallel_for(n * c, threads, [&](int, int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t i = t / c, j = t % c;
-      std::copy_n(src + i * s[0] + j * s[1], hw, dst + i * d[0] + j * d[1]);
-    }
-  });
-}
-
 }  // namespace
 
 void set_conv_algorithm(ConvAlgorithm algorithm) {
@@ -108,17 +80,6 @@ WinogradPlan winograd_plan(const ConvGeom& g, int threads) {
   pl.m_stride = round_up(pl.mr * pl.nr, 16) + 16;
   pl.m_elems = 36 * (pl.shared_u ? 1 : pl.panels) * pl.m_stride;
   pl.wt_elems = round_up(9 * g.C * pl.nr, 16);
-  pl.x_strides = g.xs, pl.y_strides = g.ys;
-  if (const int64_t plane = unaliased_plane(g.xs, g.H, g.W);
-      plane && g.N * g.C * plane <= kCopyBudget) {
-    pl.g.xs = {g.C * plane, plane, g.W, 1};
-    pl.x_copy_elems = g.N * g.C * plane;
-  }
-  if (const int64_t plane = unaliased_plane(g.ys, g.Ho, g.Wo);
-      plane && pl.x_copy_elems + g.N * g.K * plane <= kCopyBudget) {
-    pl.g.ys = {g.K * plane, plane, g.Wo, 1};
-    pl.y_copy_elems = g.N * g.K * plane;
-  }
   return pl;
 }
 
@@ -159,15 +120,9 @@ void multiply_own(const WinogradPlan& pl, const float* v, const float* wt, float
 }  // namespace
 
 void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, const float* bias,
-                      float* y_out, bool relu, float* workspace) {
+                      float* y, bool relu, float* workspace) {
   const WinogradTransforms& tf = transforms();
   const ConvGeom& g = pl.g;
-  float* const x_copy = workspace + pl.copies_offset();
-  float* const y = pl.y_copy_elems ? x_copy + pl.x_copy_elems : y_out;
-  if (pl.x_copy_elems) {
-    copy_planes(x, pl.x_strides, x_copy, g.xs, g.N, g.C, g.H * g.W, pl.threads);
-    x = x_copy;
-  }
   const int64_t chunk_elems = pl.g.C * pl.nr;  // one chunk's filters at one xi
   float* const shared = workspace;
   const int64_t shared_stride = pl.kchunks * chunk_elems;
@@ -210,7 +165,6 @@ void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, co
       }
     }
   });
-  if (pl.y_copy_elems) copy_planes(y, g.ys, y_out, pl.y_strides, g.N, g.K, g.Ho * g.Wo, pl.threads);
 }
 
 }  // namespace fastcnn::cpu

@@ -10,7 +10,6 @@
 // passes over it; the output transform adds the bias, applies the ReLU and stores.
 #pragma once
 
-#include <array>
 #include <cstdint>
 
 #include "cpu/conv2d_geom.h"
@@ -36,14 +35,8 @@ struct WinogradPlan {
   bool shared_u = true;
   int64_t m_stride = 0;  // mr * nr padded, so the 36 products of a tile map to distinct L1 sets
   int64_t u_elems = 0, v_elems = 0, m_elems = 0, wt_elems = 0;  // 16-float multiples
-  // NCHW images (or outputs) whose planes lie a multiple of 4 KB apart run from a copy whose
-  // planes lie one cache line further apart, in the workspace: g's strides are the copy's,
-  // x_strides (y_strides) the caller's. 0 elements: no copy.
-  std::array<int64_t, 4> x_strides{}, y_strides{};
-  int64_t x_copy_elems = 0, y_copy_elems = 0;
   int64_t thread_elems() const { return v_elems + m_elems + wt_elems + (shared_u ? 0 : u_elems); }
-  int64_t copies_offset() const { return (shared_u ? u_elems : 0) + threads * thread_elems(); }
-  int64_t total_elems() const { return copies_offset() + x_copy_elems + y_copy_elems; }
+  int64_t total_elems() const { return (shared_u ? u_elems : 0) + threads * thread_elems(); }
 };
 
 // The transforms, written once (conv2d_winograd_impl.h) and compiled per ISA.

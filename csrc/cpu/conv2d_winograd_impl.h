@@ -95,37 +95,88 @@ inline TileAt tile_at(const WinogradPlan& pl, int64_t tile) {
   return {tile / per_image, rem / pl.tiles_w * 4, rem % pl.tiles_w * 4};
 }
 
+// Input columns one run of tiles of a tile row reads (4 per tile and 2 more), rounded up to
+// whole 8x8 transposes.
+constexpr int kStageCols = 4 * kWinogradMaxPanelRows + 8;
+typedef float StagedRows[6][kStageCols][kLanes];
+
+// NCHW rows of a run of `len` tiles of one tile row (image n, first tile's top-left output
+// pixel (y, x0)) as channels_last: stage[i][col][lane] = x[n, c0 + lane, y - ph + i,
+// x0 - pw + col], zero outside the image and from lane nl on. Whole 8x8 blocks move by
+// transposes: a pixel's channels lie a plane apart, so loading them one by one cost a load
+// per float and put 16 planes' lines in one L1 set when planes lie 4 KB apart.
+void stage_nchw_rows(const ConvGeom& g, const float* x, int64_t n, int64_t y, int64_t x0, int len,
+                     int64_t c0, int nl, StagedRows& stage) {
+  const int cols = 4 * len + 2;
+  for (int i = 0; i < 6; ++i) {
+    const int64_t ih = y - g.ph + i;
+    if (!in_range(ih, g.H)) {
+      std::memset(stage[i], 0, cols * sizeof stage[i][0]);
+      continue;
+    }
+    const float* row = x + n * g.xs[0] + c0 * g.xs[1] + ih * g.xs[2];
+    for (int col0 = 0; col0 < cols; col0 += 8) {
+      const int64_t iw0 = x0 - g.pw + col0;
+      if (nl == kLanes && iw0 >= 0 && iw0 + 8 <= g.W) {
+        for (int h = 0; h < kLanes; h += 8)
+          transpose_8x8(row + h * g.xs[1] + iw0, g.xs[1], &stage[i][col0][h], kLanes);
+        continue;
+      }
+      for (int col = col0; col < std::min(col0 + 8, cols); ++col) {
+        const int64_t iw = iw0 + col - col0;
+        for (int l = 0; l < kLanes; ++l)
+          stage[i][col][l] = l < nl && in_range(iw, g.W) ? row[l * g.xs[1] + iw] : 0.f;
+      }
+    }
+  }
+}
+
 // One panel of transformed input, V[xi][c][mr] (xi stride xi_stride), from mr tiles starting
 // at tile0. Each tile's transform is vectorized over channels into a staging buffer; the
 // buffer is then transposed into the micro-kernel's [c][mr] order.
-// kUnit: channels are contiguous (channels_last), so full lane vectors load directly.
+// kUnit: channels are contiguous (channels_last), so full lane vectors load directly; NCHW
+// rows with unit-stride pixels are first staged as channels_last, a run of tiles at a time.
 template <bool kUnit>
 void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v,
                  int64_t xi_stride) {
   const ConvGeom& g = pl.g;
   const int mr = pl.mr;
+  const bool staging = !kUnit && g.xs[3] == 1;
   alignas(64) float staged[36][kWinogradMaxPanelRows][kLanes];
+  alignas(64) StagedRows rows;
   Vec d[6][6], r[6][6];
   for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
     const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
+    int run0 = 0, run_end = 0;  // the staged run of tiles [run0, run_end)
     for (int tm = 0; tm < mr; ++tm) {
       if (tile0 + tm >= pl.tiles) {
         for (int xi = 0; xi < 36; ++xi) store(staged[xi][tm], Vec{});
         continue;
       }
       const TileAt at = tile_at(pl, tile0 + tm);
-      const float* xn = x + at.n * g.xs[0] + c0 * g.xs[1];
-      for (int i = 0; i < 6; ++i) {
-        const int64_t yy = at.y - g.ph + i;
-        for (int j = 0; j < 6; ++j) {
-          const int64_t xx = at.x - g.pw + j;
-          const float* p = xn + yy * g.xs[2] + xx * g.xs[3];
-          if (!in_range(yy, g.H) || !in_range(xx, g.W))
-            d[i][j] = Vec{};
-          else if (kUnit && nl == kLanes)
-            d[i][j] = load(p);
-          else
-            d[i][j] = load_lanes(p, g.xs[1], nl);
+      if (staging) {
+        if (tm == run_end) {  // the run goes on to the end of the panel or of the tile row
+          run0 = tm;
+          run_end = static_cast<int>(
+              std::min<int64_t>({mr, pl.tiles - tile0, tm + pl.tiles_w - at.x / 4}));
+          stage_nchw_rows(g, x, at.n, at.y, at.x, run_end - run0, c0, nl, rows);
+        }
+        for (int i = 0; i < 6; ++i)
+          for (int j = 0; j < 6; ++j) d[i][j] = load(rows[i][4 * (tm - run0) + j]);
+      } else {
+        const float* xn = x + at.n * g.xs[0] + c0 * g.xs[1];
+        for (int i = 0; i < 6; ++i) {
+          const int64_t yy = at.y - g.ph + i;
+          for (int j = 0; j < 6; ++j) {
+            const int64_t xx = at.x - g.pw + j;
+            const float* p = xn + yy * g.xs[2] + xx * g.xs[3];
+            if (!in_range(yy, g.H) || !in_range(xx, g.W))
+              d[i][j] = Vec{};
+            else if (kUnit && nl == kLanes)
+              d[i][j] = load(p);
+            else
+              d[i][j] = load_lanes(p, g.xs[1], nl);
+          }
         }
       }
       transform_2d<6, 6, input_1d>(d, r);
@@ -151,42 +202,77 @@ void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
     input_panel<kUnit>(pl, x, tile0 + p * pl.mr, v + p * panel_elems, xi_stride);
 }
 
-// kUnit: filters are contiguous in the output (channels_last).
+// Outputs of a run of `len` tiles of one tile row (image n, first tile's top-left output pixel
+// (y0, x0)), staged as out[i][col][lane] for filters [k0, k0 + nl), into NCHW rows: whole 8x8
+// blocks by transposes, as the input is staged.
+void store_nchw_rows(const ConvGeom& g, const float (&out)[4][kStageCols][kLanes], int64_t n,
+                     int64_t y0, int64_t x0, int len, int64_t k0, int nl, float* y) {
+  const int rows = static_cast<int>(std::min<int64_t>(4, g.Ho - y0));
+  const int cols = static_cast<int>(std::min<int64_t>(4 * len, g.Wo - x0));
+  for (int i = 0; i < rows; ++i) {
+    float* row = y + n * g.ys[0] + k0 * g.ys[1] + (y0 + i) * g.ys[2] + x0;
+    for (int col0 = 0; col0 < cols; col0 += 8) {
+      if (nl == kLanes && col0 + 8 <= cols) {
+        for (int h = 0; h < kLanes; h += 8)
+          transpose_8x8(&out[i][col0][h], kLanes, row + h * g.ys[1] + col0, g.ys[1]);
+        continue;
+      }
+      for (int col = col0; col < std::min(col0 + 8, cols); ++col)
+        for (int l = 0; l < nl; ++l) row[l * g.ys[1] + col] = out[i][col][l];
+    }
+  }
+}
+
+// kUnit: filters are contiguous in the output (channels_last). NCHW outputs with unit-stride
+// pixels are staged a run of tiles at a time and stored by transposes.
 template <bool kUnit>
 void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int64_t tile0,
                   int64_t kchunk, const float* bias, bool relu, float* y) {
   const ConvGeom& g = pl.g;
   const int64_t nr = pl.nr;
+  const bool staging = !kUnit && g.ys[3] == 1;
+  alignas(64) float staged[4][kStageCols][kLanes];
   Vec mm[6][6], o[4][4];
   const int64_t tiles = std::min<int64_t>(pl.mr, pl.tiles - tile0);
-  for (int64_t b = 0; b < tiles; ++b) {
-    const TileAt at = tile_at(pl, tile0 + b);
-    const int oh = static_cast<int>(std::min<int64_t>(4, g.Ho - at.y));
-    const int ow = static_cast<int>(std::min<int64_t>(4, g.Wo - at.x));
+  for (int64_t b0 = 0, b1 = 0; b0 < tiles; b0 = b1) {
+    const TileAt at0 = tile_at(pl, tile0 + b0);
+    b1 = staging ? std::min(tiles, b0 + pl.tiles_w - at0.x / 4) : b0 + 1;
     for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
       const int64_t k0 = kchunk * nr + j0;
       const int nl = static_cast<int>(std::min<int64_t>({kLanes, nr - j0, g.K - k0}));
       if (nl <= 0) break;
-      const float* src = m + b * nr + j0;  // + xi * xi_stride
-      for (int xi = 0; xi < 36; ++xi)
-        mm[xi / 6][xi % 6] =
-            nl == kLanes ? load(src + xi * xi_stride) : load_lanes(src + xi * xi_stride, 1, nl);
-      transform_2d<6, 4, output_1d>(mm, o);
       const Vec bl = bias == nullptr ? Vec{}
                      : nl == kLanes  ? load(bias + k0)
                                      : load_lanes(bias + k0, 1, nl);
-      float* yt = y + at.n * g.ys[0] + k0 * g.ys[1] + at.y * g.ys[2] + at.x * g.ys[3];
-      for (int i = 0; i < oh; ++i) {
-        for (int j = 0; j < ow; ++j) {
-          Vec out = o[i][j] + bl;
-          if (relu) out = out > 0.f ? out : Vec{};
-          float* p = yt + i * g.ys[2] + j * g.ys[3];
-          if (kUnit && nl == kLanes)
-            store(p, out);
-          else
-            store_lanes(p, g.ys[1], nl, out);
+      for (int64_t b = b0; b < b1; ++b) {
+        const float* src = m + b * nr + j0;  // + xi * xi_stride
+        for (int xi = 0; xi < 36; ++xi)
+          mm[xi / 6][xi % 6] =
+              nl == kLanes ? load(src + xi * xi_stride) : load_lanes(src + xi * xi_stride, 1, nl);
+        transform_2d<6, 4, output_1d>(mm, o);
+        const int col = static_cast<int>(4 * (b - b0));
+        const TileAt at = tile_at(pl, tile0 + b);
+        const int oh = static_cast<int>(std::min<int64_t>(4, g.Ho - at.y));
+        const int ow = static_cast<int>(std::min<int64_t>(4, g.Wo - at.x));
+        float* yt = y + at.n * g.ys[0] + k0 * g.ys[1] + at.y * g.ys[2] + at.x * g.ys[3];
+        for (int i = 0; i < 4; ++i) {
+          for (int j = 0; j < 4; ++j) {
+            Vec out = o[i][j] + bl;
+            if (relu) out = out < 0.f ? Vec{} : out;  // NaN stays NaN, as torch.relu
+            if (staging) {
+              store(staged[i][col + j], out);
+            } else if (i < oh && j < ow) {
+              float* p = yt + i * g.ys[2] + j * g.ys[3];
+              if (kUnit && nl == kLanes)
+                store(p, out);
+              else
+                store_lanes(p, g.ys[1], nl, out);
+            }
+          }
         }
       }
+      if (staging)
+        store_nchw_rows(g, staged, at0.n, at0.y, at0.x, static_cast<int>(b1 - b0), k0, nl, y);
     }
   }
 }
