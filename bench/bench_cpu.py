@@ -19,7 +19,9 @@ After the rows, each convolution's fused ReLU is timed against fastcnn's own con
 in alternating back-to-back rounds ("fused ReLU cost": how much longer the fused call takes).
 
 Protocol (BENCH.md): ``torch.set_num_threads(2)``; ``torch.utils.benchmark.Timer`` with
-``num_threads=2``; ``blocked_autorange``; medians. Each case first checks fastcnn's result
+``num_threads=2``; ``blocked_autorange``; medians; glibc's malloc thresholds pinned
+(steady_malloc.py: no page faults from blocks under 32 MiB on either side; ``--default-malloc``
+keeps glibc's dynamic ones). Each case first checks fastcnn's result
 against torch's with ``torch.testing.assert_close`` and reports no speed for a wrong (or
 raising) kernel: the row is marked FAILED, the run goes on, and the exit status is 1.
 The CPU time other processes take while a row is timed is measured from /proc/stat
@@ -55,6 +57,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+import steady_malloc
 import torch
 import torch.nn.functional as F
 from torch.utils.benchmark import Timer
@@ -761,6 +764,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "this many times, after waiting for a quiet second (default: 3; 0 with --quick)",
     )
     p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's dynamic mmap threshold (default: pinned, see steady_malloc.py)",
+    )
+    p.add_argument(
         "--wait-budget",
         type=float,
         default=900.0,
@@ -796,6 +804,7 @@ def write_json(path: str, report: dict[str, Any], rows: list[Row]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    malloc = steady_malloc.pin(args.default_malloc)
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     min_run_time = 0.1 if args.quick else 0.5
@@ -808,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     ceilings = measure_ceilings(min_run_time, quiet)
     print_preamble(info, ceilings)
+    print(f"# malloc: {malloc}")
     rows = []
     for case in all_cases(formats):
         if only is None or case.id in only:
@@ -835,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
             "min_run_time_s": min_run_time,
             "retries": retries,
             "contended_cores": CONTENDED,
+            "malloc": malloc,
             "argv": sys.argv,
         }
         report = {

@@ -21,7 +21,8 @@ public op on a 1x2x4x4 input (conv with a 2x2x3x3 weight), without and with auto
 
 Protocol: ``torch.set_num_threads(2)``; ``torch.utils.benchmark.Timer(num_threads=2)``,
 ``blocked_autorange(min_run_time=...)``, medians; torch and fastcnn timed alternately, twice
-each, the faster median of each kept (the machine is shared: load averages are printed).
+each, the faster median of each kept (the machine is shared: load averages are printed);
+glibc's malloc thresholds pinned (steady_malloc.py; ``--default-malloc`` keeps glibc's own).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import os
 from dataclasses import asdict, dataclass
 from functools import partial
 
+import steady_malloc
 import torch
 import torch.nn.functional as F
 from bench_viz import torch_twin
@@ -172,7 +174,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits and VGG only, shorter runs")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's dynamic mmap threshold (default: pinned, see steady_malloc.py)",
+    )
     args = parser.parse_args()
+    malloc = steady_malloc.pin(args.default_malloc)
     torch.set_num_threads(THREADS)
     min_run_time = 0.3 if args.quick else 1.0
     load_start = os.getloadavg()
@@ -194,7 +202,11 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"load_average": [load_start, load_end], "rows": [asdict(r) for r in rows]},
+                {
+                    "load_average": [load_start, load_end],
+                    "malloc": malloc,
+                    "rows": [asdict(r) for r in rows],
+                },
                 f,
                 indent=2,
             )

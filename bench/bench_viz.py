@@ -21,7 +21,8 @@ of 8 images (ResNet: 2) against Captum's ``Saliency`` and ``GuidedBackprop`` wit
 Every comparison first checks that both sides give the same map (``assert_close``).
 Models are randomly initialized (seeded) and in eval mode: timings do not depend on the
 weights. ``torch.set_num_threads(2)``; times are medians of interleaved repetitions (the
-machine is shared: the load average at start and end is printed with the table).
+machine is shared: the load average at start and end is printed with the table); glibc's
+malloc thresholds pinned (steady_malloc.py; ``--default-malloc`` keeps glibc's own).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import steady_malloc
 import torch
 from torch.utils.benchmark import Timer
 
@@ -216,9 +218,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="timed repetitions (default 3)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's dynamic mmap threshold (default: pinned, see steady_malloc.py)",
+    )
+    parser.add_argument(
         "--models", default="digits,vgg,resnet18", help="comma-separated subset to run"
     )
     args = parser.parse_args()
+    malloc = steady_malloc.pin(args.default_malloc)
     repeat = args.repeat or (1 if args.quick else 3)
     budget = 1.0 if args.quick else 4.0  # seconds of Captum samples per occlusion row
     torch.set_num_threads(THREADS)
@@ -251,7 +259,11 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"load_average": [load_start, load_end], "rows": [asdict(r) for r in rows]},
+                {
+                    "load_average": [load_start, load_end],
+                    "malloc": malloc,
+                    "rows": [asdict(r) for r in rows],
+                },
                 f,
                 indent=2,
             )
