@@ -173,3 +173,50 @@ def test_kernels_release_the_gil(num_threads):
     # in the middle of its run.
     middle = [t for t in ticks if start + 0.01 < t < end - 0.01]
     assert len(middle) > 100, f"the main thread ran {len(middle)} times during the kernel"
+
+
+# One layer per forward route (Winograd, the stem's Winograd, the rows path, the GEMM), as
+# (x shape, w shape, stride, padding), every pass run through its binding.
+_ROUTES = {
+    "winograd": ((2, 16, 12, 12), (16, 16, 3, 3), 1, 1),
+    "stem": ((1, 3, 30, 30), (16, 3, 7, 7), 2, 3),
+    "rows": ((1, 3, 30, 30), (16, 3, 7, 7), 1, 3),
+    "gemm": ((2, 5, 9, 9), (6, 5, 3, 3), 1, 1),
+}
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+@pytest.mark.parametrize("route", _ROUTES)
+def test_more_threads_than_work(route, fmt):
+    """A thread count far above the work (2**31 - 1, the largest the bindings take) gives the
+    same results as 2 threads, and no larger a workspace: each kernel uses at most one thread
+    per task (the sanitizer build checks its arithmetic too)."""
+    xs, ws_, stride, pad = _ROUTES[route]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(xs, generator=gen).contiguous(memory_format=fmt)
+    w = torch.randn(ws_, generator=gen).contiguous(memory_format=fmt)
+    geometry = ((stride, stride), (pad, pad), (pad, pad), (1, 1), 1)
+    dy = torch.randn(torch.nn.functional.conv2d(x, w, None, stride, pad).shape, generator=gen)
+    dy = dy.contiguous(memory_format=fmt)
+
+    def run(threads):
+        sizes = []
+
+        def provide(n):
+            sizes.append(n)
+            return capsule(torch.empty(n, dtype=torch.uint8))
+
+        y, dx, dw = torch.empty_like(dy), torch.empty_like(x), torch.empty_like(w)
+        c = capsule
+        _C.conv2d_forward(c(x), c(w), None, c(y), *geometry, False, provide, threads)
+        _C.conv2d_backward_input(c(dy), c(w), c(dx), *geometry, provide, threads)
+        _C.conv2d_backward_weight(c(dy), c(x), c(dw), *geometry, provide, threads)
+        return (y, dx, dw), sizes
+
+    few, few_sizes = run(2)
+    many, many_sizes = run(2**31 - 1)
+    # The weight gradient splits its reduction over the threads, so it rounds differently.
+    for a, b in zip(few, many):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # Above 2 threads a kernel may keep more buffers, but only as many as it has tasks.
+    assert max(many_sizes) <= 64 * max(few_sizes), (few_sizes, many_sizes)

@@ -187,7 +187,7 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
   // (C5's weight gradient has 576 columns: 512 + 64 would leave one thread 8x the work).
   const int64_t outer = pass == ConvPass::Forward ? g.N * g.G : g.G;
   int64_t nchunks = ceil_div(pl.cols, kBlockN);
-  if (pass != ConvPass::BackwardInput && outer * nchunks < 8 * threads)
+  if (pass != ConvPass::BackwardInput && outer * nchunks < 8 * int64_t{threads})
     nchunks = std::min(round_up(nchunks, threads / std::gcd<int64_t>(outer, threads)),
                        std::max<int64_t>(1, ceil_div(pl.cols, nr)));
   pl.col_chunk = round_up(ceil_div(pl.cols, nchunks), nr);

@@ -140,7 +140,7 @@ inline OuterPlan outer_plan(const ConvGeom& g, int64_t elem, int threads) {
   // thread would read all of the broadcast operand for nothing: 3 % more CPU time).
   const int64_t panels = ceil_div(pl.m, pl.width);
   const int64_t tiles_bytes = g.G * g.RS() / pl.taps * round_up(pl.m, pl.width) * pl.n * elem;
-  if (panels % threads == 0 && panels >= 2 * threads && tiles_bytes >= kOuterPartsBytes)
+  if (panels % threads == 0 && panels >= 2 * int64_t{threads} && tiles_bytes >= kOuterPartsBytes)
     pl.parts = threads;
   else
     pl.splits = std::max<int64_t>(1, std::min<int64_t>(threads, g.N * g.Ho));

@@ -85,6 +85,11 @@ void fill_row(const ConvGeom& g, const RowsLayout& l, const float* x, int64_t n,
   }
 }
 
+// Threads the tasks (image, output row) can keep busy: each takes a buffer of the workspace.
+int rows_threads(const ConvGeom& g, int threads) {
+  return static_cast<int>(std::clamp<int64_t>(g.N * g.Ho, 1, std::max(threads, 1)));
+}
+
 }  // namespace
 
 bool rows_applies(const ConvGeom& g, bool float32) {
@@ -94,7 +99,7 @@ bool rows_applies(const ConvGeom& g, bool float32) {
 
 int64_t rows_workspace_elems(const ConvGeom& g, int threads) {
   const RowsLayout l = rows_layout(g);
-  return l.w_elems + std::max(1, threads) * l.buf_elems;
+  return l.w_elems + rows_threads(g, threads) * l.buf_elems;
 }
 
 void rows_forward(const ConvGeom& g, const float* x, const float* w, const float* bias, float* y,
@@ -104,7 +109,7 @@ void rows_forward(const ConvGeom& g, const float* x, const float* w, const float
   float* const wp = ws;
   pack_filters(g, l, w, wp);
   const int64_t panel_elems = l.segs * l.len * kRowsNR;
-  parallel_for(g.N * g.Ho, threads, [&](int tid, int64_t begin, int64_t end) {
+  parallel_for(g.N * g.Ho, rows_threads(g, threads), [&](int tid, int64_t begin, int64_t end) {
     float* const buf = ws + l.w_elems + tid * l.buf_elems;
     const float* rows[kRowsMaxSegments];
     for (int64_t task = begin; task < end; ++task) {

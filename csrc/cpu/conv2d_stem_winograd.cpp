@@ -31,6 +31,7 @@ struct StemLayout {
   int64_t pad_floats;                 // one zero-padded input row, as far as the last tile reads
   int64_t panels;                     // filter panels of kRowsNR
   int64_t bands, band_rows, in_rows;  // per image; output rows per band; input rows it reads
+  int threads;                        // at most one per task
   int64_t u_elems, bias_elems, shared_elems, thread_elems;
 };
 
@@ -48,6 +49,7 @@ StemLayout stem_layout(const ConvGeom& g, int threads) {
   l.band_rows = ceil_div(g.Ho, bands);
   l.bands = ceil_div(g.Ho, l.band_rows);
   l.in_rows = (l.band_rows - 1) * g.sh + g.R;
+  l.threads = static_cast<int>(std::clamp<int64_t>(g.N * l.bands, 1, std::max(threads, 1)));
   l.u_elems = l.panels * kStemPoints * l.segs * 2 * kRowsNR;
   l.bias_elems = l.panels * kRowsNR;
   l.shared_elems = l.u_elems + l.bias_elems + l.row_floats;
@@ -109,7 +111,7 @@ bool stem_winograd_applies(const ConvGeom& g, bool float32) {
 
 int64_t stem_winograd_workspace_elems(const ConvGeom& g, int threads) {
   const StemLayout l = stem_layout(g, threads);
-  return l.shared_elems + std::max(1, threads) * l.thread_elems;
+  return l.shared_elems + l.threads * l.thread_elems;
 }
 
 void stem_winograd_forward(const ConvGeom& g, const float* x, const float* w, const float* bias,
@@ -120,12 +122,12 @@ void stem_winograd_forward(const ConvGeom& g, const float* x, const float* w, co
   float* const u = ws;
   float* const bias_pad = u + l.u_elems;
   float* const zero_row = bias_pad + l.bias_elems;
-  transform_filters(g, l, w, u, threads);
+  transform_filters(g, l, w, u, l.threads);
   std::fill_n(bias_pad, l.bias_elems, 0.f);
   if (bias) std::copy_n(bias, g.K, bias_pad);
   std::fill_n(zero_row, l.row_floats, 0.f);
   const int64_t tiles = l.groups * kRowsMR, chunk_elems = l.segs * 2 * kRowsNR;
-  parallel_for(g.N * l.bands, threads, [&](int tid, int64_t begin, int64_t end) {
+  parallel_for(g.N * l.bands, l.threads, [&](int tid, int64_t begin, int64_t end) {
     float* const v = ws + l.shared_elems + tid * l.thread_elems;
     float* const xpad = v + g.C * l.in_rows * l.row_floats;
     float* const m = xpad + g.C * l.pad_floats;
