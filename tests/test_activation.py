@@ -88,6 +88,33 @@ class TestActivation:
 
     @pytest.mark.parametrize("op", OPS)
     @pytest.mark.parametrize("dtype", DTYPES)
+    def test_streamed_outputs(self, op, dtype):
+        """Operands of 64 MiB and more in all are written with non-temporal stores: large
+        tensors with special values, views starting off a 16-byte boundary (a scalar head
+        before the vectors) and lengths that leave a scalar tail, exactly as torch."""
+        specials = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0, 1.0, -1.0], dtype=dtype)
+        n = (72 << 20) // (2 * dtype.itemsize) + 3  # forward: input + output over 64 MiB
+        base = torch.randn(n + 1, dtype=dtype)
+        base[torch.randint(0, n + 1, (1000,))] = specials[torch.randint(0, 7, (1000,))]
+        x = base[1:]  # 4 or 8 bytes past the allocation's alignment
+        grad = torch.randn(n, dtype=dtype)
+        grad[torch.randint(0, n, (1000,))] = specials[torch.randint(0, 7, (1000,))]
+        out = _fastcnn(op)(x)
+        torch.testing.assert_close(out, torch.relu(x), rtol=0, atol=0, equal_nan=True)
+        xl = _leaf(x)
+        _fastcnn(op)(xl).backward(grad)
+        expected = _torch_grad(x, grad, op)
+        torch.testing.assert_close(xl.grad, expected, rtol=0, atol=0, equal_nan=True)
+        # The ops allocate aligned outputs; through the bindings an output may start anywhere.
+        y, dx = torch.empty(n + 1, dtype=dtype)[1:], torch.empty(n + 1, dtype=dtype)[1:]
+        _C.relu_forward(to_dlpack(x), to_dlpack(y), 2)
+        torch.testing.assert_close(y, torch.relu(x), rtol=0, atol=0, equal_nan=True)
+        relu_x = torch.relu(x)
+        _C.relu_backward(to_dlpack(grad), to_dlpack(relu_x), to_dlpack(dx), op == "guided_relu", 2)
+        torch.testing.assert_close(dx, expected, rtol=0, atol=0, equal_nan=True)
+
+    @pytest.mark.parametrize("op", OPS)
+    @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
     def test_special_values(self, op, dtype, layout):
         """NaN and +-inf in the input and in the gradient: exactly as torch.relu."""
