@@ -87,7 +87,7 @@ void fill_row(const ConvGeom& g, const RowsLayout& l, const float* x, int64_t n,
 
 // Threads the tasks (image, output row) can keep busy: each takes a buffer of the workspace.
 int rows_threads(const ConvGeom& g, int threads) {
-  return static_cast<int>(std::clamp<int64_t>(g.N * g.Ho, 1, std::max(threads, 1)));
+  return threads_for(g.N * g.Ho, 1, threads);
 }
 
 }  // namespace

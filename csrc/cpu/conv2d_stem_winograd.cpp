@@ -49,7 +49,7 @@ StemLayout stem_layout(const ConvGeom& g, int threads) {
   l.band_rows = ceil_div(g.Ho, bands);
   l.bands = ceil_div(g.Ho, l.band_rows);
   l.in_rows = (l.band_rows - 1) * g.sh + g.R;
-  l.threads = static_cast<int>(std::clamp<int64_t>(g.N * l.bands, 1, std::max(threads, 1)));
+  l.threads = threads_for(g.N * l.bands, 1, threads);
   l.u_elems = l.panels * kStemPoints * l.segs * 2 * kRowsNR;
   l.bias_elems = l.panels * kRowsNR;
   l.shared_elems = l.u_elems + l.bias_elems + l.row_floats;

@@ -76,22 +76,9 @@ void stem_output(const float* m, const StemStore& store) {
       }
     }
   }
-  if (adjacent) return;
-  // 8x8 blocks straight into rows of positions; blocks past the edges through a copy.
-  for (int p0 = 0; p0 < st.positions; p0 += 8)
-    for (int j0 = 0; j0 < st.cols; j0 += 8) {
-      float* dst = st.y + j0 * st.filter_stride + p0 * st.position_stride;
-      const int np = std::min(8, st.positions - p0), nj = std::min(8, st.cols - j0);
-      if (st.position_stride == 1 && np == 8 && nj == 8) {
-        transpose_8x8(staged[p0] + j0, kRowsNR, dst, st.filter_stride);
-        continue;
-      }
-      alignas(32) float block[8][8];
-      transpose_8x8(staged[p0] + j0, kRowsNR, block[0], 8);
-      for (int j = 0; j < nj; ++j)
-        for (int p = 0; p < np; ++p)
-          dst[j * st.filter_stride + p * st.position_stride] = block[j][p];
-    }
+  if (!adjacent)
+    transpose_into(staged[0], kRowsNR, st.positions, st.cols, st.y, st.filter_stride,
+                   st.position_stride);
 }
 
 StemTransforms make_stem_transforms() {

@@ -95,6 +95,12 @@ inline TileAt tile_at(const WinogradPlan& pl, int64_t tile) {
   return {tile / per_image, rem / pl.tiles_w * 4, rem % pl.tiles_w * 4};
 }
 
+// The end of the run of tiles from panel index t (tile position at) that lie in one tile row,
+// within the panel's first `count` tiles: runs are staged together.
+inline int64_t run_end(const WinogradPlan& pl, int64_t t, int64_t count, const TileAt& at) {
+  return std::min(count, t + pl.tiles_w - at.x / 4);
+}
+
 // Input columns one run of tiles of a tile row reads (4 per tile and 2 more), rounded up to
 // whole 8x8 transposes.
 constexpr int kStageCols = 4 * kWinogradMaxPanelRows + 8;
@@ -147,7 +153,7 @@ void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
   Vec d[6][6], r[6][6];
   for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
     const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
-    int run0 = 0, run_end = 0;  // the staged run of tiles [run0, run_end)
+    int run0 = 0, run1 = 0;  // the staged run of tiles [run0, run1)
     for (int tm = 0; tm < mr; ++tm) {
       if (tile0 + tm >= pl.tiles) {
         for (int xi = 0; xi < 36; ++xi) store(staged[xi][tm], Vec{});
@@ -155,11 +161,10 @@ void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
       }
       const TileAt at = tile_at(pl, tile0 + tm);
       if (staging) {
-        if (tm == run_end) {  // the run goes on to the end of the panel or of the tile row
+        if (tm == run1) {  // the run goes on to the end of the panel or of the tile row
           run0 = tm;
-          run_end = static_cast<int>(
-              std::min<int64_t>({mr, pl.tiles - tile0, tm + pl.tiles_w - at.x / 4}));
-          stage_nchw_rows(g, x, at.n, at.y, at.x, run_end - run0, c0, nl, rows);
+          run1 = static_cast<int>(run_end(pl, tm, std::min<int64_t>(mr, pl.tiles - tile0), at));
+          stage_nchw_rows(g, x, at.n, at.y, at.x, run1 - run0, c0, nl, rows);
         }
         for (int i = 0; i < 6; ++i)
           for (int j = 0; j < 6; ++j) d[i][j] = load(rows[i][4 * (tm - run0) + j]);
@@ -202,27 +207,6 @@ void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
     input_panel<kUnit>(pl, x, tile0 + p * pl.mr, v + p * panel_elems, xi_stride);
 }
 
-// Outputs of a run of `len` tiles of one tile row (image n, first tile's top-left output pixel
-// (y0, x0)), staged as out[i][col][lane] for filters [k0, k0 + nl), into NCHW rows: whole 8x8
-// blocks by transposes, as the input is staged.
-void store_nchw_rows(const ConvGeom& g, const float (&out)[4][kStageCols][kLanes], int64_t n,
-                     int64_t y0, int64_t x0, int len, int64_t k0, int nl, float* y) {
-  const int rows = static_cast<int>(std::min<int64_t>(4, g.Ho - y0));
-  const int cols = static_cast<int>(std::min<int64_t>(4 * len, g.Wo - x0));
-  for (int i = 0; i < rows; ++i) {
-    float* row = y + n * g.ys[0] + k0 * g.ys[1] + (y0 + i) * g.ys[2] + x0;
-    for (int col0 = 0; col0 < cols; col0 += 8) {
-      if (nl == kLanes && col0 + 8 <= cols) {
-        for (int h = 0; h < kLanes; h += 8)
-          transpose_8x8(&out[i][col0][h], kLanes, row + h * g.ys[1] + col0, g.ys[1]);
-        continue;
-      }
-      for (int col = col0; col < std::min(col0 + 8, cols); ++col)
-        for (int l = 0; l < nl; ++l) row[l * g.ys[1] + col] = out[i][col][l];
-    }
-  }
-}
-
 // kUnit: filters are contiguous in the output (channels_last). NCHW outputs with unit-stride
 // pixels are staged a run of tiles at a time and stored by transposes.
 template <bool kUnit>
@@ -236,7 +220,10 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
   const int64_t tiles = std::min<int64_t>(pl.mr, pl.tiles - tile0);
   for (int64_t b0 = 0, b1 = 0; b0 < tiles; b0 = b1) {
     const TileAt at0 = tile_at(pl, tile0 + b0);
-    b1 = staging ? std::min(tiles, b0 + pl.tiles_w - at0.x / 4) : b0 + 1;
+    b1 = staging ? run_end(pl, b0, tiles, at0) : b0 + 1;
+    // Unstaged, a run is one tile, at at0.
+    const int oh = static_cast<int>(std::min<int64_t>(4, g.Ho - at0.y));
+    const int ow = static_cast<int>(std::min<int64_t>(4, g.Wo - at0.x));
     for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
       const int64_t k0 = kchunk * nr + j0;
       const int nl = static_cast<int>(std::min<int64_t>({kLanes, nr - j0, g.K - k0}));
@@ -244,6 +231,7 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
       const Vec bl = bias == nullptr ? Vec{}
                      : nl == kLanes  ? load(bias + k0)
                                      : load_lanes(bias + k0, 1, nl);
+      float* yt = y + at0.n * g.ys[0] + k0 * g.ys[1] + at0.y * g.ys[2] + at0.x * g.ys[3];
       for (int64_t b = b0; b < b1; ++b) {
         const float* src = m + b * nr + j0;  // + xi * xi_stride
         for (int xi = 0; xi < 36; ++xi)
@@ -251,10 +239,6 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
               nl == kLanes ? load(src + xi * xi_stride) : load_lanes(src + xi * xi_stride, 1, nl);
         transform_2d<6, 4, output_1d>(mm, o);
         const int col = static_cast<int>(4 * (b - b0));
-        const TileAt at = tile_at(pl, tile0 + b);
-        const int oh = static_cast<int>(std::min<int64_t>(4, g.Ho - at.y));
-        const int ow = static_cast<int>(std::min<int64_t>(4, g.Wo - at.x));
-        float* yt = y + at.n * g.ys[0] + k0 * g.ys[1] + at.y * g.ys[2] + at.x * g.ys[3];
         for (int i = 0; i < 4; ++i) {
           for (int j = 0; j < 4; ++j) {
             Vec out = o[i][j] + bl;
@@ -271,8 +255,10 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
           }
         }
       }
-      if (staging)
-        store_nchw_rows(g, staged, at0.n, at0.y, at0.x, static_cast<int>(b1 - b0), k0, nl, y);
+      if (!staging) continue;
+      const int cols = static_cast<int>(std::min<int64_t>(4 * (b1 - b0), g.Wo - at0.x));
+      for (int i = 0; i < oh; ++i)
+        transpose_into(staged[i][0], kLanes, cols, nl, yt + i * g.ys[2], g.ys[1], 1);
     }
   }
 }
