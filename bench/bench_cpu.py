@@ -763,11 +763,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"retake a timing during which other processes used over {CONTENDED} cores up to "
         "this many times, after waiting for a quiet second (default: 3; 0 with --quick)",
     )
-    p.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="keep glibc's dynamic mmap threshold (default: pinned, see steady_malloc.py)",
-    )
+    steady_malloc.add_flag(p)
     p.add_argument(
         "--wait-budget",
         type=float,

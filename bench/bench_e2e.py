@@ -174,11 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits and VGG only, shorter runs")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    parser.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="keep glibc's dynamic mmap threshold (default: pinned, see steady_malloc.py)",
-    )
+    steady_malloc.add_flag(parser)
     args = parser.parse_args()
     malloc = steady_malloc.pin(args.default_malloc)
     torch.set_num_threads(THREADS)

@@ -217,11 +217,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="ResNet at 112x112, one repetition")
     parser.add_argument("--repeat", type=int, default=None, help="timed repetitions (default 3)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    parser.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="keep glibc's dynamic mmap threshold (default: pinned, see steady_malloc.py)",
-    )
+    steady_malloc.add_flag(parser)
     parser.add_argument(
         "--models", default="digits,vgg,resnet18", help="comma-separated subset to run"
     )

@@ -17,10 +17,20 @@ are mapped afresh either way. ``--default-malloc`` runs with glibc's own dynamic
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 PINNED = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
+
+
+def add_flag(parser: argparse.ArgumentParser) -> None:
+    """The ``--default-malloc`` switch every bench script takes."""
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's dynamic mmap threshold (default: pinned, see steady_malloc.py)",
+    )
 
 
 def pin(default: bool) -> str:
