@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/conv2d_geom.h"
 #include "cpu/gemm_driver.h"
+#include "cpu/transpose_8x8.h"
 
 namespace fastcnn::cpu {
 
@@ -59,6 +61,24 @@ inline void fill_zero(T* dst, int64_t dst_step, int64_t n) {
   for (int64_t t = 0; t < n; ++t) dst[t * dst_step] = T(0);
 }
 
+// What a position in the padding, or past the last one, reads: a reduction block of zeros.
+template <typename T>
+inline constexpr T kZeroRow[kBlockK] = {};
+
+// d[t * mr + i] = row(i)[t] for i < mr, t < len: the A panel layout from mr unit-stride rows
+// (a row each per output position). Eight float rows go through 8x8 transposes.
+template <typename T, typename Row>
+inline void pack_rows_transposed(const Row& row, int mr, int64_t len, T* d) {
+  int64_t t = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (mr == 8)
+      for (; t + 8 <= len; t += 8)
+        transpose_8x8_rows([&](int i) { return row(i) + t; }, d + t * 8, 8);
+  }
+  for (; t < len; ++t)
+    for (int i = 0; i < mr; ++i) d[t * mr + i] = row(i)[t];
+}
+
 // Column j of the weight-gradient GEMM as (input channel, kernel tap): (c, r, s) with s
 // fastest over NCHW images, (r, s, c) with c fastest over channels-innermost (NHWC) images,
 // so that both of its operands pack from contiguous runs.
@@ -72,6 +92,13 @@ inline bool weight_columns_by_tap(const ConvGeom& g) {
 inline WeightColumn weight_column(const ConvGeom& g, int64_t j) {
   return weight_columns_by_tap(g) ? WeightColumn{j % g.Cg, j / g.Cg}
                                   : WeightColumn{j / g.RS(), j % g.RS()};
+}
+
+// 1x1, stride 1, no padding, rows stored back to back: output position p reads input
+// position p, so runs of positions may cross output rows.
+inline bool positions_are_flat(const ConvGeom& g) {
+  return g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.Wo == g.W &&
+         g.Ho == g.H && g.xs[2] == g.W * g.xs[3];
 }
 
 // One run of output positions on output row oh, columns [ow, ow + len): reads input row
@@ -111,15 +138,26 @@ struct PackImageColumns {
       row_valid[kk] = valid_columns(g, row_dw[kk], g.Wo);
     }
     // Row by row, so that each input row streams in order (hardware prefetch follows a
-    // few sequential streams, not one per reduction row).
-    const int64_t tail = round_up(ncols, nr) - ncols;
+    // few sequential streams, not one per reduction row). Runs end at output rows and at
+    // panel edges; the walk tracks both without dividing.
+    const bool flat = positions_are_flat(g);
+    const int64_t tail = round_up(ncols, nr) - ncols, oh0 = p0 / g.Wo, ow0 = p0 % g.Wo;
     for (int64_t kk = 0; kk < kc; ++kk) {
-      for (int64_t jj = 0, p = p0; jj < ncols;) {
-        const int64_t oh = p / g.Wo, ow = p % g.Wo;
-        const int64_t len = std::min({ncols - jj, g.Wo - ow, nr - jj % nr});
-        gather_output_row(g, row_plane[kk], oh, ow, len, row_dh[kk], row_dw[kk], row_valid[kk],
-                          dst + jj / nr * nr * kc + kk * nr + jj % nr, 1);
-        jj += len, p += len;
+      T* d = dst + kk * nr;
+      if (flat) {  // one run per panel
+        for (int64_t jj = 0; jj < ncols; jj += nr)
+          copy_strided(row_plane[kk] + (p0 + jj) * g.xs[3], g.xs[3], d + jj * kc, 1,
+                       std::min<int64_t>(nr, ncols - jj));
+      } else {  // runs along output rows into a line, then the line into the panels
+        T line[kBlockN];
+        for (int64_t jj = 0, oh = oh0, ow = ow0; jj < ncols; ow = 0, ++oh) {
+          const int64_t len = std::min(ncols - jj, g.Wo - ow);
+          gather_output_row(g, row_plane[kk], oh, ow, len, row_dh[kk], row_dw[kk], row_valid[kk],
+                            line + jj, 1);
+          jj += len;
+        }
+        for (int64_t jj = 0; jj < ncols; jj += nr)
+          copy_strided(line + jj, 1, d + jj * kc, 1, std::min<int64_t>(nr, ncols - jj));
       }
       fill_zero(dst + ncols / nr * nr * kc + kk * nr + ncols % nr, 1, tail);
     }
@@ -129,8 +167,9 @@ struct PackImageColumns {
 
 // Forward A over channels-innermost images (NHWC): rows are output positions
 // [p0, p0 + rows), the reduction runs over (r, s, c) with c innermost, so each position
-// reads one contiguous run of channels per kernel tap. The output tile is then [positions]
-// x [filters], which is how NHWC stores it.
+// reads one contiguous run of channels per kernel tap (the plan takes this path only for
+// unit-stride channels). The output tile is then [positions] x [filters], which is how NHWC
+// stores it.
 template <typename T>
 struct PackPixelRows {
   const ConvGeom& g;
@@ -140,22 +179,26 @@ struct PackPixelRows {
   T* buf;
 
   Panels<T> operator()(int64_t k0, int64_t kc) const {
-    for (int64_t i = 0; i < round_up(rows, mr); ++i) {
-      T* d = buf + i / mr * mr * kc + i % mr;
-      if (i >= rows) {
-        fill_zero(d, mr, kc);
-        continue;
+    int64_t ih0[kMaxMR], iw0[kMaxMR];
+    bool live[kMaxMR];  // a position of this task, not the last panel's padding
+    const T* src[kMaxMR];
+    for (int64_t i0 = 0; i0 < rows; i0 += mr) {
+      for (int ii = 0; ii < mr; ++ii) {
+        const int64_t p = p0 + i0 + ii;
+        ih0[ii] = p / g.Wo * g.sh - g.ph;
+        iw0[ii] = p % g.Wo * g.sw - g.pw;
+        live[ii] = i0 + ii < rows;
       }
-      const int64_t oh = (p0 + i) / g.Wo, ow = (p0 + i) % g.Wo;
-      for (int64_t kk = 0; kk < kc;) {
+      for (int64_t kk = 0; kk < kc;) {  // runs of channels at one tap
         const int64_t j = k0 + kk, rs = j / g.Cg, c = j % g.Cg, len = std::min(kc - kk, g.Cg - c);
-        const int64_t ih = oh * g.sh - g.ph + rs / g.S * g.dh;
-        const int64_t iw = ow * g.sw - g.pw + rs % g.S * g.dw;
-        if (in_range(ih, g.H) && in_range(iw, g.W))
-          copy_strided(x + ih * g.xs[2] + iw * g.xs[3] + c * g.xs[1], g.xs[1], d + kk * mr, mr,
-                       len);
-        else
-          fill_zero(d + kk * mr, mr, len);
+        const int64_t dh = rs / g.S * g.dh, dw = rs % g.S * g.dw;
+        for (int ii = 0; ii < mr; ++ii) {
+          const int64_t ih = ih0[ii] + dh, iw = iw0[ii] + dw;
+          src[ii] = live[ii] && in_range(ih, g.H) && in_range(iw, g.W)
+                        ? x + ih * g.xs[2] + iw * g.xs[3] + c * g.xs[1]
+                        : kZeroRow<T>;
+        }
+        pack_rows_transposed<T>([&](int ii) { return src[ii]; }, mr, len, buf + i0 * kc + kk * mr);
         kk += len;
       }
     }
@@ -164,7 +207,8 @@ struct PackPixelRows {
 };
 
 // Backward-input A over NHWC gradients: rows are output positions [p0, p0 + rows), the
-// reduction runs over filters k, which each position of dY holds side by side.
+// reduction runs over filters k, which each position of dY holds side by side (unit stride:
+// the plan takes this path only then).
 template <typename T>
 struct PackGradOutputPixelRows {
   const ConvGeom& g;
@@ -174,12 +218,11 @@ struct PackGradOutputPixelRows {
   T* buf;
 
   Panels<T> operator()(int64_t k0, int64_t kc) const {
-    for (int64_t i = 0; i < round_up(rows, mr); ++i) {
-      T* d = buf + i / mr * mr * kc + i % mr;
-      if (i < rows)
-        copy_strided(dy + (p0 + i) * g.ys[3] + k0 * g.ys[1], g.ys[1], d, mr, kc);
-      else
-        fill_zero(d, mr, kc);
+    const T* src[kMaxMR];
+    for (int64_t i0 = 0; i0 < rows; i0 += mr) {
+      for (int ii = 0; ii < mr; ++ii)
+        src[ii] = i0 + ii < rows ? dy + (p0 + i0 + ii) * g.ys[3] + k0 : kZeroRow<T>;
+      pack_rows_transposed<T>([&](int ii) { return src[ii]; }, mr, kc, buf + i0 * kc);
     }
     return {buf, mr * kc};
   }

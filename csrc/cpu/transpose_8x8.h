@@ -7,17 +7,19 @@
 
 #if defined(__AVX2__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <xmmintrin.h>
 #endif
 
 namespace fastcnn::cpu {
 namespace {
 
-// src: 8 rows of 8 floats (row stride src_stride) -> dst: its transpose (row stride
-// dst_stride).
-inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+// row(i) -> the 8 floats of row i; dst: their transpose (row stride dst_stride).
+template <typename Row>
+inline void transpose_8x8_rows(const Row& row, float* dst, int64_t dst_stride) {
 #if defined(__AVX2__)
   __m256 r[8], t[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(row(i));
   for (int i = 0; i < 8; i += 2) {
     t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
     t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
@@ -32,10 +34,28 @@ inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int6
     _mm256_storeu_ps(dst + i * dst_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
     _mm256_storeu_ps(dst + (i + 4) * dst_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
   }
+#elif defined(__SSE2__)  // every x86-64 CPU: four 4x4 transposes
+  for (int i0 = 0; i0 < 8; i0 += 4)
+    for (int j0 = 0; j0 < 8; j0 += 4) {
+      __m128 r0 = _mm_loadu_ps(row(i0) + j0), r1 = _mm_loadu_ps(row(i0 + 1) + j0);
+      __m128 r2 = _mm_loadu_ps(row(i0 + 2) + j0), r3 = _mm_loadu_ps(row(i0 + 3) + j0);
+      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+      float* d = dst + j0 * dst_stride + i0;
+      _mm_storeu_ps(d, r0);
+      _mm_storeu_ps(d + dst_stride, r1);
+      _mm_storeu_ps(d + 2 * dst_stride, r2);
+      _mm_storeu_ps(d + 3 * dst_stride, r3);
+    }
 #else
   for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < 8; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+    for (int j = 0; j < 8; ++j) dst[j * dst_stride + i] = row(i)[j];
 #endif
+}
+
+// src: 8 rows of 8 floats (row stride src_stride) -> dst: its transpose (row stride
+// dst_stride).
+inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  transpose_8x8_rows([&](int i) { return src + i * src_stride; }, dst, dst_stride);
 }
 
 // dst[j * dst_col_stride + i * dst_row_stride] = src[i * src_stride + j] for i < rows,

@@ -11,16 +11,20 @@ namespace {
 
 constexpr int kMR = 8, kNR = 32;
 
+// NV: B vectors per reduction step. Tiles of at most 16 columns (a panel's tail) take one,
+// so they cost half a full tile, not all of it.
+template <int NV = 2>
 inline void tile_8x32(int64_t kc, const float* a, const float* b, __m512 (&acc)[kMR][2]) {
 #pragma GCC unroll 8
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k, a += kMR, b += kNR) {
-    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = NV == 2 ? _mm512_loadu_ps(b + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int i = 0; i < kMR; ++i) {
       const __m512 ai = _mm512_set1_ps(a[i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      if constexpr (NV == 2) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   }
 }
@@ -53,7 +57,10 @@ void run_store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_
     _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_ET0);
   }
   __m512 acc[kMR][2];
-  tile_8x32(kc, a, b, acc);
+  if (cols > 16)
+    tile_8x32<2>(kc, a, b, acc);
+  else
+    tile_8x32<1>(kc, a, b, acc);
   const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
   const __mmask16 m1 = cols >= 32  ? 0xFFFF
                        : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1)
