@@ -281,6 +281,16 @@ PYBIND11_MODULE(_C, m) {
       py::arg("grad_output"), py::arg("grad_input"), py::arg("threads"));
 
   m.def(
+      "nchw_to_nhwc",
+      [](py::object input, py::object output, int threads) {
+        const char* op = "nchw_to_nhwc";
+        const TensorView x = view(input, op, "input"), y = view(output, op, "output");
+        py::gil_scoped_release nogil;
+        fastcnn::cpu::nchw_to_nhwc(x, y, threads);
+      },
+      py::arg("input"), py::arg("output"), py::arg("threads"));
+
+  m.def(
       "relu_forward",
       [](py::object input, py::object output, int threads) {
         const char* op = "relu";

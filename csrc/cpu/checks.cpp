@@ -115,6 +115,13 @@ std::array<int64_t, 4> dense_strides_4d(const char* op, const char* name, const 
   return strides;
 }
 
+void check_dense_layout(const char* op, const char* name, const TensorView& t, bool channels_last) {
+  check_ndim(op, name, t, 4);
+  FASTCNN_CHECK(has_dense_order(t, channels_last ? kNHWC : kNCHW), op, ": ", name, " must be ",
+                channels_last ? "channels_last" : "contiguous (NCHW)", ", got shape ", shape_str(t),
+                " strides ", strides_str(t));
+}
+
 void check_contiguous(const char* op, const char* name, const TensorView& t) {
   FASTCNN_CHECK(t.ndim == 1 || t.ndim == 2, op, ": ", name, " must be 1-D or 2-D, got shape ",
                 shape_str(t));

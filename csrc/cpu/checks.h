@@ -19,6 +19,8 @@ void check_ndim(const char* op, const char* name, const TensorView& t, int ndim)
 // 4-D, densely laid out as NCHW or NHWC (strides of size-1 dims are free). Returns the
 // layout's canonical strides, which the kernels use instead of the free ones.
 std::array<int64_t, 4> dense_strides_4d(const char* op, const char* name, const TensorView& t);
+// 4-D and densely laid out as NHWC (channels_last) or as NCHW (not), exactly that one.
+void check_dense_layout(const char* op, const char* name, const TensorView& t, bool channels_last);
 // 1-D or 2-D (row-major) and contiguous.
 void check_contiguous(const char* op, const char* name, const TensorView& t);
 void check_same_dtype(const char* op, const char* name, const TensorView& t, const TensorView& ref);

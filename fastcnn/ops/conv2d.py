@@ -88,14 +88,23 @@ def _weight_gradient_via_channels_last(grad_output: Tensor, input: Tensor, weigh
     )
 
 
+def _channels_last_copy(t: Tensor) -> Tensor:
+    """``t`` as channels_last, through fastcnn's transposing copy: C10's 12.8 MB input takes
+    0.61-0.66 ms with 2 threads, ``t.contiguous(memory_format=torch.channels_last)`` 1.1-1.2."""
+    if is_channels_last(t):
+        return t
+    out = torch.empty_like(t, memory_format=torch.channels_last)
+    _C.nchw_to_nhwc(capsule(dense(t)), capsule(out), threads())
+    return out
+
+
 def _conv2d_backward_weight(
     grad_output, input, weight_size, channels_last, stride, pad_begin, pad_end, dilation, groups
 ):
     geometry = (stride, pad_begin, pad_end, dilation, groups)
     grad_weight = empty(weight_size, grad_output, memory_format(channels_last))
     if _weight_gradient_via_channels_last(grad_output, input, weight_size, groups):
-        grad_output = grad_output.contiguous(memory_format=torch.channels_last)
-        input = input.contiguous(memory_format=torch.channels_last)
+        grad_output, input = _channels_last_copy(grad_output), _channels_last_copy(input)
     dy, x, dw = capsule(dense(grad_output)), capsule(dense(input)), capsule(grad_weight)
     _C.conv2d_backward_weight(dy, x, dw, *geometry, workspace, threads())
     return grad_weight

@@ -85,6 +85,9 @@ void relu_forward(const TensorView& input, const TensorView& output, int threads
 void relu_backward(const TensorView& grad_output, const TensorView& output,
                    const TensorView& grad_input, bool guided, int threads);
 
+// input: dense NCHW, output: dense NHWC of the same sizes and dtype.
+void nchw_to_nhwc(const TensorView& input, const TensorView& output, int threads);
+
 const char* isa();  // the micro-kernel ISA chosen at load: "avx512", "avx2" or "generic"
 
 }  // namespace cpu
