@@ -73,14 +73,15 @@ def _weight_gradient_via_channels_last(grad_output: Tensor, input: Tensor, weigh
     """Whether an NCHW weight gradient runs faster on channels_last copies of dY and X, through
     the outer-product kernel, than in place through the dot-product kernel. Measured for
     float32 3x3 layers with 32 to 512 channels, the copies included: 1.06-1.16x on layers 14
-    to 28 outputs wide, 1.4-2.0x on batches of 8x8 and 4x4 (bench/NOTES.md, "Fifth session").
-    Rows 32 and more wide and 1x1 filters measured the same or slower; so did rows under 12
-    with fewer than 1024 output positions, which the outer-product kernel leaves to the GEMM
-    (conv2d_backward_weight_nhwc.h)."""
+    to 28 outputs wide, 1.4-2.0x on batches of 8x8 and 4x4 (bench/NOTES.md, "Fifth session");
+    with fastcnn's own copy (``_channels_last_copy``), 0.95-1.2x on rows 56 to 224 wide (C4
+    1.2x; bench/NOTES.md, "Seventh session"). 1x1 filters measured slower; so did rows under
+    12 with fewer than 1024 output positions, which the outer-product kernel leaves to the
+    GEMM (conv2d_backward_weight_nhwc.h)."""
     n, _, ho, wo = grad_output.shape
     return (
         input.dtype == torch.float32
-        and (12 <= wo < 32 or (4 <= wo < 12 and n * ho * wo >= 1024))
+        and (wo >= 12 or (4 <= wo < 12 and n * ho * wo >= 1024))
         and weight_size[2] * weight_size[3] > 1
         and weight_size[1] >= 32
         and weight_size[0] // groups >= 32
