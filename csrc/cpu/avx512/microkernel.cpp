@@ -42,10 +42,9 @@ void run_8x32(int64_t kc, const float* a, const float* b, float* c) {
 inline __m512 finish(__m512 v, float* c, __mmask16 m, const Epilogue<float>& ep, __m512 bias) {
   if (ep.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c), v);
   v = _mm512_add_ps(v, bias);  // row bias plus column bias
-  // v < 0 is false for NaN, so NaN passes through as torch.relu lets it.
-  if (ep.relu)
-    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v,
-                             _mm512_setzero_ps());
+  // max returns its second operand when either is NaN (or both are zeros), so NaN and -0
+  // pass through as torch.relu lets them; one instruction where compare-and-blend took two.
+  if (ep.relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);
   return v;
 }
 
