@@ -57,6 +57,20 @@ fastcnn::cpu::ConvAlgorithm conv_algorithm_named(const std::string& name) {
                             name + "'");
 }
 
+// Binds name(input, output, threads), an op of one input and one output, to kernel(x, y,
+// threads) run without the GIL; `op` names it in error messages.
+template <void (*kernel)(const TensorView&, const TensorView&, int)>
+void def_unary(py::module_& m, const char* name, const char* op) {
+  m.def(
+      name,
+      [op](py::object input, py::object output, int threads) {
+        const TensorView x = view(input, op, "input"), y = view(output, op, "output");
+        py::gil_scoped_release nogil;
+        kernel(x, y, threads);
+      },
+      py::arg("input"), py::arg("output"), py::arg("threads"));
+}
+
 py::dict cuda_device(int index) {
   fastcnn::cuda::DeviceInfo info{};
   py::dict d;
@@ -259,15 +273,8 @@ PYBIND11_MODULE(_C, m) {
       py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
       py::arg("ceil_mode"), py::arg("threads"));
 
-  m.def(
-      "global_avg_pool2d_forward",
-      [](py::object input, py::object output, int threads) {
-        const char* op = "global_avg_pool2d";
-        const TensorView x = view(input, op, "input"), y = view(output, op, "output");
-        py::gil_scoped_release nogil;
-        fastcnn::cpu::global_avg_pool2d_forward(x, y, threads);
-      },
-      py::arg("input"), py::arg("output"), py::arg("threads"));
+  def_unary<&fastcnn::cpu::global_avg_pool2d_forward>(m, "global_avg_pool2d_forward",
+                                                      "global_avg_pool2d");
 
   m.def(
       "global_avg_pool2d_backward",
@@ -280,25 +287,9 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("grad_output"), py::arg("grad_input"), py::arg("threads"));
 
-  m.def(
-      "nchw_to_nhwc",
-      [](py::object input, py::object output, int threads) {
-        const char* op = "nchw_to_nhwc";
-        const TensorView x = view(input, op, "input"), y = view(output, op, "output");
-        py::gil_scoped_release nogil;
-        fastcnn::cpu::nchw_to_nhwc(x, y, threads);
-      },
-      py::arg("input"), py::arg("output"), py::arg("threads"));
+  def_unary<&fastcnn::cpu::nchw_to_nhwc>(m, "nchw_to_nhwc", "nchw_to_nhwc");
 
-  m.def(
-      "relu_forward",
-      [](py::object input, py::object output, int threads) {
-        const char* op = "relu";
-        const TensorView x = view(input, op, "input"), y = view(output, op, "output");
-        py::gil_scoped_release nogil;
-        fastcnn::cpu::relu_forward(x, y, threads);
-      },
-      py::arg("input"), py::arg("output"), py::arg("threads"));
+  def_unary<&fastcnn::cpu::relu_forward>(m, "relu_forward", "relu");
 
   m.def(
       "relu_backward",
