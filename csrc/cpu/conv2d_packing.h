@@ -149,7 +149,7 @@ struct PackImageColumns {
           copy_strided(row_plane[kk] + (p0 + jj) * g.xs[3], g.xs[3], d + jj * kc, 1,
                        std::min<int64_t>(nr, ncols - jj));
       } else {  // runs along output rows into a line, then the line into the panels
-        T line[kBlockN];
+        T line[kBlockN];  // ncols <= kBlockN: the plan's column chunks are at most that
         for (int64_t jj = 0, oh = oh0, ow = ow0; jj < ncols; ow = 0, ++oh) {
           const int64_t len = std::min(ncols - jj, g.Wo - ow);
           gather_output_row(g, row_plane[kk], oh, ow, len, row_dh[kk], row_dw[kk], row_valid[kk],

@@ -1,6 +1,7 @@
 // NCHW -> NHWC copies, for the kernels that read channels innermost (the NCHW weight gradient
-// of mid-sized 3x3 layers runs on NHWC copies of its operands: conv2d.py). Blocks of 8
-// channels x 8 positions move through 8x8 transposes; each task writes whole pixels.
+// of 3x3 layers with rows 12 or more wide runs on NHWC copies of its operands: conv2d.py).
+// Blocks of 8 channels x 8 positions move through 8x8 transposes; each task writes whole
+// pixels.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
