@@ -148,8 +148,10 @@ struct PackImageColumns {
         for (int64_t jj = 0; jj < ncols; jj += nr)
           copy_strided(row_plane[kk] + (p0 + jj) * g.xs[3], g.xs[3], d + jj * kc, 1,
                        std::min<int64_t>(nr, ncols - jj));
-      } else {  // runs along output rows into a line, then the line into the panels
-        T line[kBlockN];  // ncols <= kBlockN: the plan's column chunks are at most that
+      } else {
+        // Runs along output rows into a line, then the line into the panels. The plan's
+        // column chunks are at most kBlockN wide.
+        T line[kBlockN];
         for (int64_t jj = 0, oh = oh0, ow = ow0; jj < ncols; ow = 0, ++oh) {
           const int64_t len = std::min(ncols - jj, g.Wo - ow);
           gather_output_row(g, row_plane[kk], oh, ow, len, row_dh[kk], row_dw[kk], row_valid[kk],
