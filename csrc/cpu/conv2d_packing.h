@@ -182,21 +182,20 @@ struct PackPixelRows {
 
   Panels<T> operator()(int64_t k0, int64_t kc) const {
     int64_t ih0[kMaxMR], iw0[kMaxMR];
-    bool live[kMaxMR];  // a position of this task, not the last panel's padding
     const T* src[kMaxMR];
     for (int64_t i0 = 0; i0 < rows; i0 += mr) {
       for (int ii = 0; ii < mr; ++ii) {
         const int64_t p = p0 + i0 + ii;
         ih0[ii] = p / g.Wo * g.sh - g.ph;
         iw0[ii] = p % g.Wo * g.sw - g.pw;
-        live[ii] = i0 + ii < rows;
       }
       for (int64_t kk = 0; kk < kc;) {  // runs of channels at one tap
         const int64_t j = k0 + kk, rs = j / g.Cg, c = j % g.Cg, len = std::min(kc - kk, g.Cg - c);
         const int64_t dh = rs / g.S * g.dh, dw = rs % g.S * g.dw;
         for (int ii = 0; ii < mr; ++ii) {
           const int64_t ih = ih0[ii] + dh, iw = iw0[ii] + dw;
-          src[ii] = live[ii] && in_range(ih, g.H) && in_range(iw, g.W)
+          // Rows past the task's positions (the last panel's padding) read zeros too.
+          src[ii] = i0 + ii < rows && in_range(ih, g.H) && in_range(iw, g.W)
                         ? x + ih * g.xs[2] + iw * g.xs[3] + c * g.xs[1]
                         : kZeroRow<T>;
         }

@@ -21,17 +21,12 @@ constexpr int64_t kTaskBytes = 256 << 10;
 // Positions [p0, p1) of one image: src plane-major (channel stride P), dst pixel-major.
 template <typename T>
 void transpose_positions(const T* src, T* dst, int64_t C, int64_t P, int64_t p0, int64_t p1) {
-  int64_t c0 = 0;
   if constexpr (std::is_same_v<T, float>) {
-    for (; c0 + 8 <= C; c0 += 8) {
-      int64_t p = p0;
-      for (; p + 8 <= p1; p += 8) transpose_8x8(src + c0 * P + p, P, dst + p * C + c0, C);
-      for (; p < p1; ++p)
-        for (int64_t c = c0; c < c0 + 8; ++c) dst[p * C + c] = src[c * P + p];
-    }
+    transpose_into(src + p0, P, C, p1 - p0, dst + p0 * C, C, 1);
+  } else {
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t c = 0; c < C; ++c) dst[p * C + c] = src[c * P + p];
   }
-  for (int64_t p = p0; p < p1; ++p)
-    for (int64_t c = c0; c < C; ++c) dst[p * C + c] = src[c * P + p];
 }
 
 template <typename T>

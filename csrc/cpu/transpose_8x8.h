@@ -60,14 +60,16 @@ inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int6
 
 // dst[j * dst_col_stride + i * dst_row_stride] = src[i * src_stride + j] for i < rows,
 // j < cols: whole 8x8 blocks by transposes where dst's rows are unit-stride, the rest element
-// by element. Stores staged rows of channels (or filters) into NCHW rows.
-inline void transpose_into(const float* src, int64_t src_stride, int rows, int cols, float* dst,
-                           int64_t dst_col_stride, int64_t dst_row_stride) {
-  for (int i0 = 0; i0 < rows; i0 += 8)
-    for (int j0 = 0; j0 < cols; j0 += 8) {
+// by element. Stores staged rows of channels (or filters) into NCHW rows, and NCHW planes
+// into NHWC pixels (layout.cpp).
+inline void transpose_into(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
+                           float* dst, int64_t dst_col_stride, int64_t dst_row_stride) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 8)
+    for (int64_t j0 = 0; j0 < cols; j0 += 8) {
       const float* s = src + i0 * src_stride + j0;
       float* d = dst + j0 * dst_col_stride + i0 * dst_row_stride;
-      const int ni = std::min(8, rows - i0), nj = std::min(8, cols - j0);
+      const int ni = static_cast<int>(std::min<int64_t>(8, rows - i0));
+      const int nj = static_cast<int>(std::min<int64_t>(8, cols - j0));
       if (dst_row_stride == 1 && ni == 8 && nj == 8) {
         transpose_8x8(s, src_stride, d, dst_col_stride);
         continue;

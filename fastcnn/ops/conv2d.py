@@ -81,7 +81,7 @@ def _weight_gradient_via_channels_last(grad_output: Tensor, input: Tensor, weigh
     n, _, ho, wo = grad_output.shape
     return (
         input.dtype == torch.float32
-        and (wo >= 12 or (4 <= wo < 12 and n * ho * wo >= 1024))
+        and (wo >= 12 or (wo >= 4 and n * ho * wo >= 1024))
         and weight_size[2] * weight_size[3] > 1
         and weight_size[1] >= 32
         and weight_size[0] // groups >= 32
