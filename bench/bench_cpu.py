@@ -229,14 +229,16 @@ class QuietPolicy:
 
 
 # 16 independent chains of 16-lane float32 FMAs: enough in flight to fill the FMA pipes
-# (latency x throughput), held in 16 of the 32 zmm registers of an AVX-512 core. On an
-# AVX2-only core the compiler splits them into 32 ymm halves and spills some, so the figure
-# there is a lower bound.
+# (latency x throughput), held in 16 of the 32 zmm registers of an AVX-512 core. The two
+# operands are built as vectors, so they stay in registers too: filled lane by lane, GCC kept
+# one in memory and every FMA loaded it, which capped a core with two 512-bit FMA units at
+# 70 % of its peak (bench/NOTES.md, "Eighth session"). On an AVX2-only core the compiler
+# splits the chains into 32 ymm halves and spills some, so the figure there is a lower bound.
 _FMA_PROBE_C = r"""
 typedef float v16 __attribute__((vector_size(64)));
 float fma_chains(long iters) {
-    v16 acc[16], a, b;
-    for (int j = 0; j < 16; ++j) { a[j] = 0.999999f; b[j] = 1e-7f; }
+    v16 acc[16];
+    const v16 a = (v16){} + 0.999999f, b = (v16){} + 1e-7f;
     for (int i = 0; i < 16; ++i) for (int j = 0; j < 16; ++j) acc[i][j] = (float)(i + j);
     for (long it = 0; it < iters; ++it) {
 #pragma GCC unroll 16

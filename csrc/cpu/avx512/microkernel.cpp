@@ -17,16 +17,22 @@ template <int NV = 2>
 inline void tile_8x32(int64_t kc, const float* a, const float* b, __m512 (&acc)[kMR][2]) {
 #pragma GCC unroll 8
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k, a += kMR, b += kNR) {
-    const __m512 b0 = _mm512_loadu_ps(b);
-    const __m512 b1 = NV == 2 ? _mm512_loadu_ps(b + 16) : _mm512_setzero_ps();
+  auto step = [&](const float* ak, const float* bk) {
+    const __m512 b0 = _mm512_loadu_ps(bk);
+    const __m512 b1 = NV == 2 ? _mm512_loadu_ps(bk + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int i = 0; i < kMR; ++i) {
-      const __m512 ai = _mm512_set1_ps(a[i]);
+      const __m512 ai = _mm512_set1_ps(ak[i]);
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       if constexpr (NV == 2) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
+  };
+  int64_t k = 0;
+  for (; k + 4 <= kc; k += 4, a += 4 * kMR, b += 4 * kNR) {
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; ++u) step(a + u * kMR, b + u * kNR);
   }
+  for (; k < kc; ++k, a += kMR, b += kNR) step(a, b);
 }
 
 void run_8x32(int64_t kc, const float* a, const float* b, float* c) {
