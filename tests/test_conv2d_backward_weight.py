@@ -1,5 +1,5 @@
 """Backward-weight through the dot-product path (NCHW, or channels_last that the outer-product
-path leaves; positions per thread >= 1536): block edges (positions not a multiple of
+path leaves; positions per thread >= 4096): block edges (positions not a multiple of
 the vector width, blocks crossing images, several blocks per slice), tails in filters and
 columns, strides, dilation, asymmetric padding, groups, NaN/Inf, 1 and 2 threads, against
 torch in float64. Channels_last with more channels runs the outer-product path, tested from
@@ -21,12 +21,12 @@ CL = torch.channels_last
 
 # (N, C, K, H, W, R, S, stride, pad_begin, pad_end, dilation, groups)
 SHAPES = {
-    "tails": (5, 3, 7, 29, 29, 3, 3, 1, (1, 1), (1, 1), 1, 1),
-    "1x1": (3, 13, 37, 40, 40, 1, 1, 1, (0, 0), (0, 0), 1, 1),
-    "1x1_odd_plane": (5, 6, 10, 31, 33, 1, 1, 1, (0, 0), (0, 0), 1, 1),
-    "one_channel": (8, 1, 33, 23, 25, 3, 3, 1, (1, 1), (1, 1), 1, 1),
-    "strided_dilated": (9, 4, 6, 45, 43, 3, 2, 2, (2, 0), (1, 2), 2, 2),
-    "dilated": (4, 5, 9, 40, 37, 3, 3, 1, (2, 1), (1, 2), 2, 1),
+    "tails": (10, 3, 7, 29, 29, 3, 3, 1, (1, 1), (1, 1), 1, 1),
+    "1x1": (6, 13, 37, 40, 40, 1, 1, 1, (0, 0), (0, 0), 1, 1),
+    "1x1_odd_plane": (9, 6, 10, 31, 33, 1, 1, 1, (0, 0), (0, 0), 1, 1),
+    "one_channel": (16, 1, 33, 23, 25, 3, 3, 1, (1, 1), (1, 1), 1, 1),
+    "strided_dilated": (17, 4, 6, 45, 43, 3, 2, 2, (2, 0), (1, 2), 2, 2),
+    "dilated": (8, 5, 9, 40, 37, 3, 3, 1, (2, 1), (1, 2), 2, 1),
     "long_slices": (2, 8, 16, 100, 97, 5, 3, 1, (2, 1), (2, 1), 1, 1),
 }
 
@@ -57,7 +57,7 @@ def _case(name, dtype, specials=False, channels_last=False):
     w_shape = (K, C // groups, R, S)
     Ho = (H + pb[0] + pe[0] - dil * (R - 1) - 1) // stride + 1
     Wo = (W + pb[1] + pe[1] - dil * (S - 1) - 1) // stride + 1
-    assert N * Ho * Wo >= 4096  # the dot-product path at 1 and 2 threads
+    assert N * Ho * Wo >= 2 * 4096  # the dot-product path at 1 and 2 threads
     dy = torch.randn(N, K, Ho, Wo, generator=gen, dtype=dtype)
     if specials:
         x[1, 0, 3, 4], x[2, 0, 10, 0] = math.inf, math.nan

@@ -43,8 +43,10 @@ DotKernels dot_kernels_avx512();
 // NCHW (positions contiguous along rows of the image and of dY), or channels-innermost with
 // runs of channels too short for the packed GEMM to load well (the 3-channel stem, one
 // channel), and enough positions per thread that the horizontal sums stay rare: with few
-// (C9: 196 per thread, C12: 784) the blocked GEMM over packed panels is faster.
-constexpr int64_t kDotMinPositions = 1536;
+// the blocked GEMM over packed panels is faster (C9: 196 per thread, C12: 784 at two threads;
+// on a Xeon with two FMA ports also C12 at one thread, 1568: 11.1 against 7.4 ms, and twice
+// its batch, 3136: 20.1 against 15.8 ms; bench/NOTES.md, "Eighth session").
+constexpr int64_t kDotMinPositions = 4096;
 inline bool dot_backward_weight_applies(const ConvGeom& g, int threads) {
   const bool rows = g.xs[3] == 1 && g.ys[3] == 1;
   return (rows || g.Cg < 8) && g.N * g.P() >= kDotMinPositions * threads;
