@@ -1,7 +1,8 @@
 // AVX-512: 32 zmm registers. float32 runs an intrinsics 8 x 32 kernel (16 accumulators, two
-// B vectors, A broadcast from memory; Zen 4 issues one 512-bit FMA per cycle with 4-cycle
-// latency, so 16 independent chains keep it busy) whose epilogue works on the accumulators
-// in registers with masked loads and stores for edge tiles. float64 uses the generic body.
+// B vectors, A broadcast from memory; with 4-cycle FMA latency, one 512-bit FMA a cycle (Zen 4)
+// needs 4 independent chains and two (Xeons with two FMA ports) 8, so 16 keep either busy)
+// whose epilogue works on the accumulators in registers with masked loads and stores for edge
+// tiles. float64 uses the generic body.
 #include <immintrin.h>
 
 #include "cpu/microkernel_impl.h"
