@@ -30,6 +30,9 @@ CASES = [
     [[1, 8, 1, 17], 1, 1, 3, {"padding": (0, 1)}],
     [[2, 5, 6, 7], 2, 1, 1, {"stride": 2}],
     [[1, 3, 3, 2100], 1, 3, 3, {"padding": 1}],  # rows wider than the staging buffer
+    # NHWC weight gradient in tiles of 64 KB of dY rows: 12 rows a tile over 62, the last
+    # tile partial, one tile crossing from the first image into the second
+    [[2, 40, 31, 33], 1, 3, 3, {"padding": 1}],
 ]
 
 # Forward (bias + ReLU, and plain) and both gradients against F.conv2d and autograd, for
