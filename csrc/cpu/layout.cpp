@@ -4,7 +4,6 @@
 // pixels.
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "cpu/checks.h"
 #include "cpu/parallel.h"
@@ -21,12 +20,7 @@ constexpr int64_t kTaskBytes = 256 << 10;
 // Positions [p0, p1) of one image: src plane-major (channel stride P), dst pixel-major.
 template <typename T>
 void transpose_positions(const T* src, T* dst, int64_t C, int64_t P, int64_t p0, int64_t p1) {
-  if constexpr (std::is_same_v<T, float>) {
-    transpose_into(src + p0, P, C, p1 - p0, dst + p0 * C, C, 1);
-  } else {
-    for (int64_t p = p0; p < p1; ++p)
-      for (int64_t c = 0; c < C; ++c) dst[p * C + c] = src[c * P + p];
-  }
+  transpose_into(src + p0, P, C, p1 - p0, dst + p0 * C, C, 1);
 }
 
 template <typename T>

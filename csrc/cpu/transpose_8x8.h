@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -59,20 +60,24 @@ inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int6
 }
 
 // dst[j * dst_col_stride + i * dst_row_stride] = src[i * src_stride + j] for i < rows,
-// j < cols: whole 8x8 blocks by transposes where dst's rows are unit-stride, the rest element
-// by element. Stores staged rows of channels (or filters) into NCHW rows, and NCHW planes
-// into NHWC pixels (layout.cpp).
-inline void transpose_into(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
-                           float* dst, int64_t dst_col_stride, int64_t dst_row_stride) {
+// j < cols: whole 8x8 float blocks by transposes where dst's rows are unit-stride, the rest
+// (and other element types) element by element. Stores staged rows of channels (or filters)
+// into NCHW rows, NCHW planes into NHWC pixels (layout.cpp), and NCHW channel rows into the
+// weight gradient's B panels (conv2d_packing.h).
+template <typename T>
+inline void transpose_into(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
+                           int64_t dst_col_stride, int64_t dst_row_stride) {
   for (int64_t i0 = 0; i0 < rows; i0 += 8)
     for (int64_t j0 = 0; j0 < cols; j0 += 8) {
-      const float* s = src + i0 * src_stride + j0;
-      float* d = dst + j0 * dst_col_stride + i0 * dst_row_stride;
+      const T* s = src + i0 * src_stride + j0;
+      T* d = dst + j0 * dst_col_stride + i0 * dst_row_stride;
       const int ni = static_cast<int>(std::min<int64_t>(8, rows - i0));
       const int nj = static_cast<int>(std::min<int64_t>(8, cols - j0));
-      if (dst_row_stride == 1 && ni == 8 && nj == 8) {
-        transpose_8x8(s, src_stride, d, dst_col_stride);
-        continue;
+      if constexpr (std::is_same_v<T, float>) {
+        if (dst_row_stride == 1 && ni == 8 && nj == 8) {
+          transpose_8x8(s, src_stride, d, dst_col_stride);
+          continue;
+        }
       }
       for (int j = 0; j < nj; ++j)
         for (int i = 0; i < ni; ++i)
