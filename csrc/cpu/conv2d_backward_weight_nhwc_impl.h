@@ -33,6 +33,7 @@ void outer_tile(const OuterRun<T>* __restrict runs, int64_t nruns, int64_t a_ste
                 int64_t i0, int64_t j0, T* __restrict c, int64_t ldc) {
   typedef T V __attribute__((vector_size(Bytes)));
   constexpr int lanes = Bytes / sizeof(T);
+  constexpr int per_line = Bytes >= 64 ? 1 : 64 / Bytes;  // vectors per cache line
   V acc[MV][NB];
 #pragma GCC unroll 16
   for (int v = 0; v < MV; ++v)
@@ -42,7 +43,6 @@ void outer_tile(const OuterRun<T>* __restrict runs, int64_t nruns, int64_t a_ste
     const T* a = runs[t].a + i0;
     const T* b = runs[t].b + j0;
     for (int64_t p = 0; p < runs[t].len; ++p, a += a_step, b += b_step) {
-      constexpr int per_line = Bytes >= 64 ? 1 : 64 / Bytes;  // vectors per cache line
 #pragma GCC unroll 16
       for (int v = 0; v < MV; v += per_line) prefetch_at(a, kPrefetchAhead * a_step + v * lanes);
       prefetch_at(b, kPrefetchAhead * b_step);

@@ -302,45 +302,44 @@ struct PackImageRows {
 
   Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
     if (weight_columns_by_tap(g)) return pack_channel_runs(k0, kc, dst);
-    if (positions_are_flat(g) && g.xs[3] == 1) return pack_flat(k0, kc, dst);
+    const bool flat = positions_are_flat(g) && g.xs[3] == 1;
     for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
       const int64_t nq = std::min<int64_t>(nr, ncols - q0);
       T* panel = dst + q0 * kc;
-      for (int64_t jj = 0; jj < nq; ++jj) {
-        const WeightColumn wc = weight_column(g, j0 + q0 + jj);
-        const int64_t c = wc.c, rs = wc.rs;
-        const int64_t dh_tap = rs / g.S * g.dh, dw_tap = rs % g.S * g.dw;
-        const ValidColumns v = valid_columns(g, dw_tap, g.Wo);
-        int64_t n = k0 / g.P(), p = k0 % g.P();
-        for (int64_t kk = 0; kk < kc;) {
-          const int64_t oh = p / g.Wo, ow = p % g.Wo, len = std::min(kc - kk, g.Wo - ow);
-          gather_output_row(g, x + n * g.xs[0] + c * g.xs[1], oh, ow, len, dh_tap, dw_tap, v,
-                            panel + kk * nr + jj, nr);
-          kk += len, p += len;
-          if (p == g.P()) p = 0, ++n;
-        }
-      }
+      if (flat)
+        transpose_flat(j0 + q0, nq, k0, kc, panel);
+      else
+        for (int64_t jj = 0; jj < nq; ++jj) gather_column(j0 + q0 + jj, k0, kc, panel + jj);
       for (int64_t jj = nq; jj < nr; ++jj) fill_zero(panel + jj, nr, kc);
     }
     return {dst, kc * nr};
   }
 
-  // 1x1, stride 1, unpadded, NCHW: column j is channel j, whose positions are one run per
-  // image, so a panel's channels go in by 8x8 transposes (element by element at a stride of
-  // nr, the packing took a third of C12's weight gradient).
-  Panels<T> pack_flat(int64_t k0, int64_t kc, T* dst) const {
-    for (int64_t q0 = 0; q0 < ncols; q0 += nr) {
-      const int64_t nq = std::min<int64_t>(nr, ncols - q0);
-      T* panel = dst + q0 * kc;
-      const T* xq = x + (j0 + q0) * g.xs[1];
-      for (int64_t kk = 0, n = k0 / g.P(), p = k0 % g.P(); kk < kc; p = 0, ++n) {
-        const int64_t len = std::min(kc - kk, g.P() - p);
-        transpose_into(xq + n * g.xs[0] + p, g.xs[1], nq, len, panel + kk * nr, nr, 1);
-        kk += len;
-      }
-      for (int64_t jj = nq; jj < nr; ++jj) fill_zero(panel + jj, nr, kc);
+  // Column j's positions [k0, k0 + kc), run by run along output rows, nr apart in d.
+  void gather_column(int64_t j, int64_t k0, int64_t kc, T* d) const {
+    const WeightColumn wc = weight_column(g, j);
+    const int64_t dh_tap = wc.rs / g.S * g.dh, dw_tap = wc.rs % g.S * g.dw;
+    const ValidColumns v = valid_columns(g, dw_tap, g.Wo);
+    int64_t n = k0 / g.P(), p = k0 % g.P();
+    for (int64_t kk = 0; kk < kc;) {
+      const int64_t oh = p / g.Wo, ow = p % g.Wo, len = std::min(kc - kk, g.Wo - ow);
+      gather_output_row(g, x + n * g.xs[0] + wc.c * g.xs[1], oh, ow, len, dh_tap, dw_tap, v,
+                        d + kk * nr, nr);
+      kk += len, p += len;
+      if (p == g.P()) p = 0, ++n;
     }
-    return {dst, kc * nr};
+  }
+
+  // 1x1, stride 1, unpadded, NCHW: columns [j, j + nq) are those channels, whose positions are
+  // one run per image, so they go in by 8x8 transposes (column by column, element by element
+  // at a stride of nr, the packing took a third of C12's weight gradient).
+  void transpose_flat(int64_t j, int64_t nq, int64_t k0, int64_t kc, T* panel) const {
+    const T* xj = x + j * g.xs[1];
+    for (int64_t kk = 0, n = k0 / g.P(), p = k0 % g.P(); kk < kc; p = 0, ++n) {
+      const int64_t len = std::min(kc - kk, g.P() - p);
+      transpose_into(xj + n * g.xs[0] + p, g.xs[1], nq, len, panel + kk * nr, nr, 1);
+      kk += len;
+    }
   }
 
   // NHWC: columns (r, s, c) read a run of channels per kernel tap at each position.
