@@ -5,6 +5,7 @@ Usage::
     python bench/bench_cpu.py                      # every CPU case of BENCH.md, both formats
     python bench/bench_cpu.py --quick              # representative subset, NCHW only, < 1 min
     python bench/bench_cpu.py --only C5,P1 --format channels_last --json results.json
+    python bench/bench_cpu.py --conv 8,1024,256,14,1,1,0 --format nchw   # any conv shape, as X1
 
 Cases (ids as in BENCH.md): the convolutions C1..C12, D1, D2 and DW, each timed forward with
 bias, fused with bias+ReLU (against torch's conv followed by an in-place ReLU, as
@@ -474,8 +475,8 @@ CONV_PASSES = (
 )
 
 
-def conv_cases(fmt: str) -> Iterator[Case]:
-    for s in CONV_SHAPES:
+def conv_cases(fmt: str, shapes: Iterable[ConvShape] = CONV_SHAPES) -> Iterator[Case]:
+    for s in shapes:
         for p in CONV_PASSES:
             nbytes = F32 * sum(s.elements()[o] for o in p.operands)
             make = partial(p.build, s, fmt)
@@ -582,10 +583,25 @@ def relu_cases(fmt: str) -> Iterator[Case]:
         yield Case("R1", op, fmt, label, make, F32 * tensors * n)
 
 
-def all_cases(formats: Iterable[str]) -> Iterator[Case]:
+def all_cases(formats: Iterable[str], extra: tuple[ConvShape, ...] = ()) -> Iterator[Case]:
+    """The suite's cases, then convolutions of the extra shapes (``--conv``), per format."""
     for fmt in formats:
         for family in (conv_cases, max_pool_cases, gap_cases, relu_cases):
             yield from family(fmt)
+        yield from conv_cases(fmt, extra)
+
+
+def conv_spec(spec: str) -> tuple[int, ...]:
+    """``--conv N,C,K,HW,KERNEL,STRIDE,PAD[,GROUPS]``: sizes and stride >= 1, padding >= 0."""
+    try:
+        values = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (7, 8) or values[6] < 0 or min(values[:6] + values[7:]) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected N,C,K,HW,KERNEL,STRIDE,PAD[,GROUPS] with sizes >= 1, got {spec!r}"
+        )
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -760,6 +776,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--only", metavar="ID,...", help="run only these case ids (e.g. C5,P1)")
     p.add_argument(
+        "--conv",
+        action="append",
+        default=[],
+        type=conv_spec,
+        metavar="N,C,K,HW,KERNEL,STRIDE,PAD[,GROUPS]",
+        help="also time a convolution of this shape (repeatable; ids X1, X2, ...); without "
+        "--only, only these run",
+    )
+    p.add_argument(
         "--retries",
         type=int,
         help=f"retake a timing during which other processes used over {CONTENDED} cores up to "
@@ -808,7 +833,10 @@ def main(argv: list[str] | None = None) -> int:
     min_run_time = 0.1 if args.quick else 0.5
     fmt_arg = args.format or ("nchw" if args.quick else "both")
     formats = list(FORMATS) if fmt_arg == "both" else [fmt_arg]
+    extra = tuple(ConvShape(f"X{i + 1}", *values) for i, values in enumerate(args.conv))
     only = set(args.only.split(",")) if args.only else set(QUICK_IDS) if args.quick else None
+    if extra:
+        only = (only or set()) | {s.id for s in extra}
     retries = args.retries if args.retries is not None else 0 if args.quick else 3
     quiet = QuietPolicy(retries, args.wait_budget)
 
@@ -817,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     print_preamble(info, ceilings)
     print(f"# malloc: {malloc}")
     rows = []
-    for case in all_cases(formats):
+    for case in all_cases(formats, extra):
         if only is None or case.id in only:
             rows.append(run_case(case, ceilings, min_run_time, quiet))
             print(format_row(rows[-1]), flush=True)
@@ -829,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     costs = [
         relu_cost(s, fmt, min_run_time / 2, quiet)
         for fmt in formats
-        for s in CONV_SHAPES
+        for s in (*CONV_SHAPES, *extra)
         if only is None or s.id in only
     ]
     if costs:
