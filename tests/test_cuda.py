@@ -231,6 +231,18 @@ def conv_ref(x, w, b, case, relu=False):
     return y.relu() if relu else y
 
 
+def assert_torch_format(out, x, w, case):
+    """``out`` is in the memory format torch's own conv gives for the same operands. A
+    single-channel tensor asked for as channels_last can keep NCHW strides, which torch then
+    reads as NCHW: the output follows torch, not the format the test asked for."""
+    *_, stride, _, _, dilation, groups = case
+    want = F.conv2d(x.float().cpu(), w.float().cpu(), None, stride, 0, dilation, groups)
+    cl = torch.channels_last
+    assert out.is_contiguous(memory_format=cl) == want.is_contiguous(memory_format=cl), (
+        f"fastcnn strides {out.stride()}, torch strides {want.stride()}"
+    )
+
+
 def conv_args(case):
     *_, stride, pad_begin, pad_end, dilation, groups = case
     return stride, pad_begin, pad_end, dilation, groups
@@ -260,7 +272,8 @@ def test_conv2d_forward(case, dtype, fmt, tf32):
     ref = conv_ref(x, w, b, case, relu=True)
     poison_cache(ref.to(dtype))
     out = cuda().conv2d(x, w, b, *conv_args(case), relu=True, allow_tf32=tf32)
-    assert out.shape == ref.shape and out.is_contiguous(memory_format=fmt)
+    assert out.shape == ref.shape
+    assert_torch_format(out, x, w, case)
     assert rel_err(out, ref) < tolerance(dtype, tf32)
     plain = cuda().conv2d(x, w, None, *conv_args(case), allow_tf32=tf32)
     assert rel_err(plain, conv_ref(x, w, None, case)) < tolerance(dtype, tf32)
@@ -295,15 +308,31 @@ def test_conv2d_backward(case, dtype, fmt, tf32):
     assert rel_err(db, br.grad) < TOL[dtype]
 
 
-def test_conv2d_large_reduction_splits_deterministically():
-    case = (8, 16, 40, 40, 16, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1)
-    x, w, _ = conv_operands(case, torch.float32, torch.contiguous_format)
-    dy = rand(8, 16, 40, 40)
-    dw = cuda().conv2d_backward_weight(dy, x, w.shape, False, *conv_args(case), allow_tf32=False)
-    ref = torch.nn.grad.conv2d_weight(x.double(), w.shape, dy.double(), padding=1)
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "case",
+    [
+        (8, 16, 40, 40, 16, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1),  # GEMM slices
+        (3, 16, 40, 37, 32, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 16),  # depthwise, x2
+        (4, 8, 33, 35, 8, (5, 5), (2, 2), (2, 2), (2, 2), (1, 1), 8),  # depthwise, stride 2
+    ],
+)
+def test_conv2d_large_reduction_splits_deterministically(case, fmt):
+    """Reductions long enough to be split over position slices (channels_last depthwise:
+    several slices of 1024 positions), summed in a fixed order: right, and bit-identical when
+    repeated."""
+    x, w, _ = conv_operands(case, torch.float32, fmt)
+    *_, stride, pad, _, dilation, groups = case
+    ref_out = F.conv2d(x.double(), w.double(), None, stride, pad, dilation, groups)
+    dy = rand(*ref_out.shape, fmt=fmt)
+    cl = fmt == torch.channels_last
+    args = (dy, x, w.shape, cl, *conv_args(case))
+    dw = cuda().conv2d_backward_weight(*args, allow_tf32=False)
+    ref = torch.nn.grad.conv2d_weight(
+        x.double(), w.shape, dy.double(), stride, pad, dilation, groups
+    )
     assert rel_err(dw, ref) < TOL[torch.float32]
-    again = cuda().conv2d_backward_weight(dy, x, w.shape, False, *conv_args(case), allow_tf32=False)
-    exact(again, dw)
+    exact(cuda().conv2d_backward_weight(*args, allow_tf32=False), dw)
 
 
 def test_conv2d_empty_batch():

@@ -1,7 +1,6 @@
 #include "cpu/checks.h"
 
 #include <algorithm>
-#include <sstream>
 #include <string>
 
 namespace fastcnn {
@@ -41,20 +40,20 @@ int dtype_size(DType dtype) {
 namespace cpu {
 namespace {
 
+// "(a, b, c)"; one element as "(a,)" when `tuple_comma`, as Python writes a 1-tuple.
+std::string tuple_str(const int64_t* v, size_t n, bool tuple_comma) {
+  std::string out = "(";
+  for (size_t i = 0; i < n; ++i) out += (i ? ", " : "") + std::to_string(v[i]);
+  out += n == 1 && tuple_comma ? ",)" : ")";
+  return out;
+}
+
 std::string shape_str(const TensorView& t) {
-  std::ostringstream out;
-  out << "(";
-  for (int i = 0; i < t.ndim; ++i) out << (i ? ", " : "") << t.sizes[i];
-  out << (t.ndim == 1 ? ",)" : ")");
-  return out.str();
+  return tuple_str(t.sizes.data(), t.ndim, true);
 }
 
 std::string strides_str(const TensorView& t) {
-  std::ostringstream out;
-  out << "(";
-  for (int i = 0; i < t.ndim; ++i) out << (i ? ", " : "") << t.strides[i];
-  out << ")";
-  return out.str();
+  return tuple_str(t.strides.data(), t.ndim, false);
 }
 
 // Whether t has the strides a dense layout with dimension order `order` (outermost first)
@@ -145,14 +144,8 @@ void check_sizes(const char* op, const char* name, const TensorView& t,
   bool same = t.ndim == static_cast<int>(expected.size());
   int i = 0;
   for (int64_t e : expected) same = same && t.sizes[i++] == e;
-  if (!same) {
-    std::ostringstream want;
-    want << "(";
-    i = 0;
-    for (int64_t e : expected) want << (i++ ? ", " : "") << e;
-    want << (expected.size() == 1 ? ",)" : ")");
-    FASTCNN_CHECK(false, op, ": ", name, " must have shape ", want.str(), ", got ", shape_str(t));
-  }
+  FASTCNN_CHECK(same, op, ": ", name, " must have shape ",
+                tuple_str(expected.begin(), expected.size(), true), ", got ", shape_str(t));
 }
 
 void check_threads(const char* op, int threads) {
