@@ -3,14 +3,15 @@
 // cores). Backward-weight splits its reduction over slices that write float partial sums
 // to the workspace, then adds them in slice order: deterministic, no float atomics.
 // One input channel per group (depthwise, or a single-channel input) runs direct kernels
-// instead (conv2d_depthwise.cuh): a GEMM with one row per group would waste its tiles.
+// instead (conv2d_direct.cuh): a GEMM with one row per group would waste its tiles; so does
+// backward-input with few channels per group (stems).
 #include <algorithm>
 #include <utility>
 
 #include "cpu/conv2d_checks.h"
 #include "cuda/checks.h"
 #include "cuda/common.cuh"
-#include "cuda/conv2d_depthwise.cuh"
+#include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_mma.cuh"
 #include "cuda/conv2d_ops.cuh"
 #include "cuda/conv2d_simt.cuh"
@@ -44,24 +45,40 @@ ConvGeom<int64_t> validate(const ConvNames& nm, const TensorView& x, const Tenso
   return g;
 }
 
+// Backward-input runs the direct kernel up to this many channels per group: the GEMM's
+// 64-row tiles would hold C/groups rows (a 3-channel stem's: 3 of 64), and it reads every
+// tap, where the direct kernel skips the taps a strided window never puts on the element.
+constexpr int64_t kDirectInputMaxChannels = 4;
+
 // Backward-weight's reduction split: enough blocks to fill a large GPU (a fixed target, so
-// the result depends on the shapes alone, never on the device), slices of at least 256
-// reduction steps.
+// the result depends on the shapes alone, never on the device). The GEMM's slices hold at
+// least 256 reduction steps. The direct depthwise kernel of an NHWC grad_output splits its
+// blocks (32 filters x one tap) over slices of at least 1024 positions; its NCHW kernel
+// reduces all positions in one block per (filter, tap).
 struct Split {
   int64_t slices, chunk;
 };
 Split weight_split(const ConvGeom<int64_t>& g) {
   const int64_t depth = g.N * g.Ho * g.Wo;
+  int64_t slices = 1;
+  if (g.Cg == 1) {
+    const int64_t blocks = ceil_div(g.K, 32) * g.R * g.S;
+    if (g.y_cl) slices = std::min(ceil_div(4 * 132, blocks), ceil_div(depth, 1024));
+    slices = std::max<int64_t>(1, std::min<int64_t>(slices, 65535));
+    const int64_t chunk = std::max<int64_t>(1, ceil_div(depth, slices));
+    return {ceil_div(depth, chunk), chunk};
+  }
   const int64_t tiles = ceil_div(g.Kg, tiles::kBM) * ceil_div(g.Cg * g.R * g.S, tiles::kBN) * g.G;
-  int64_t slices = std::min(ceil_div(2 * 132, tiles), ceil_div(depth, 256));
+  slices = std::min(ceil_div(2 * 132, tiles), ceil_div(depth, 256));
   slices = std::max<int64_t>(1, std::min({slices, int64_t{64}, 65535 / g.G}));
   const int64_t chunk = std::max<int64_t>(1, ceil_div(ceil_div(depth, slices), 32) * 32);
   return {ceil_div(depth, chunk), chunk};
 }
 
+// Float partial sums [slice][K][Cg * R * S]; none where one block's reduction writes dW.
 size_t weight_workspace_bytes(const ConvGeom<int64_t>& g) {
-  if (g.Cg == 1) return 0;  // the direct kernels reduce within a block
   const Split sp = weight_split(g);
+  if (g.Cg == 1 && sp.slices == 1) return 0;
   return static_cast<size_t>(sp.slices * g.K * g.Cg * g.R * g.S) * sizeof(float);
 }
 
@@ -217,8 +234,8 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
     using T = decltype(t);
     dispatch_index(g, 0, [&](auto index) {
       using I = decltype(index);
-      if (g.Cg == 1) {
-        depthwise_backward_input<T, I>
+      if (g.Cg <= kDirectInputMaxChannels) {
+        direct_backward_input<T, I>
             <<<grid_for(grad_input.numel(), 256), 256, 0, as_stream(stream)>>>(
                 grad_output.ptr<T>(), weight.ptr<T>(), grad_input.ptr<T>(), narrow<I>(g));
         return check_launch(nm.op);
@@ -257,16 +274,21 @@ void conv2d_backward_weight(const TensorView& grad_output, const TensorView& inp
         const auto taps = static_cast<unsigned>(g.R * g.S);
         if (g.y_cl)
           depthwise_backward_weight_channels<T, I>
-              <<<dim3(static_cast<unsigned>(ceil_div(g.K, 32)), taps), dim3(32, 8), 0, s>>>(
-                  grad_output.ptr<T>(), input.ptr<T>(), grad_weight.ptr<T>(), narrow<I>(g));
+              <<<dim3(static_cast<unsigned>(ceil_div(g.K, 32)), taps,
+                      static_cast<unsigned>(sp.slices)),
+                 dim3(32, 8), 0, s>>>(grad_output.ptr<T>(), input.ptr<T>(), grad_weight.ptr<T>(),
+                                      partial, narrow<I>(g), static_cast<I>(sp.chunk));
         else
           depthwise_backward_weight_planes<T, I>
               <<<dim3(static_cast<unsigned>(g.K), taps), 256, 0, s>>>(
                   grad_output.ptr<T>(), input.ptr<T>(), grad_weight.ptr<T>(), narrow<I>(g));
-        return check_launch(nm.op);
+        check_launch(nm.op);
+        if (!partial) return;
+      } else {
+        const BackwardWeightOp<T, I> op{narrow<I>(g), grad_output.ptr<T>(), input.ptr<T>(),
+                                        partial};
+        launch_gemm(op, g.Kg, g.Cg * g.R * g.S, sp.slices, sp.chunk, tc, s, nm.op);
       }
-      const BackwardWeightOp<T, I> op{narrow<I>(g), grad_output.ptr<T>(), input.ptr<T>(), partial};
-      launch_gemm(op, g.Kg, g.Cg * g.R * g.S, sp.slices, sp.chunk, tc, s, nm.op);
       reduce_slices<T, I><<<grid_for(g.K * g.Cg * g.R * g.S, 256), 256, 0, s>>>(
           partial, grad_weight.ptr<T>(), narrow<I>(g), static_cast<I>(sp.slices));
       check_launch(nm.op);

@@ -54,16 +54,27 @@ __global__ void gap_forward_channels_last(const T* __restrict__ x, T* __restrict
   }
 }
 
+// dx is dense in its layout, a stack of rows that each take their values from one place:
+// NCHW planes (N * C rows of H * W copies of one value), NHWC pixels (N * H * W rows of C
+// values, dy's row of the image). A warp per row, its lanes along the row (coalesced); no
+// index division per element.
 template <typename T>
 __global__ void gap_backward(const T* __restrict__ dy, T* __restrict__ dx, GapShape g) {
-  const int64_t hw = g.H * g.W, total = g.N * g.C * hw;
+  const int64_t hw = g.H * g.W;
+  const int64_t rows = g.channels_last ? g.N * hw : g.N * g.C;
+  const int64_t cols = g.channels_last ? g.C : hw;
   const float scale = 1.f / static_cast<float>(hw);
-  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += step) {
-    // dx is dense in its layout: the flat index names (n, c) directly.
-    const int64_t nc = g.channels_last ? i / (hw * g.C) * g.C + i % g.C : i / hw;
-    dx[i] = from_float<T>(to_float(dy[nc]) * scale);
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < rows; row += warps) {
+    T* out = dx + row * cols;
+    if (g.channels_last) {
+      const T* src = dy + row / hw * g.C;
+      for (int64_t c = lane; c < cols; c += 32) out[c] = from_float<T>(to_float(src[c]) * scale);
+    } else {
+      const T v = from_float<T>(to_float(dy[row]) * scale);
+      for (int64_t i = lane; i < cols; i += 32) out[i] = v;
+    }
   }
 }
 
@@ -118,7 +129,8 @@ void global_avg_pool2d_backward(const TensorView& grad_output, const TensorView&
   DeviceGuard guard(device, op);
   dispatch_float(grad_output.dtype, [&](auto t) {
     using T = decltype(t);
-    gap_backward<T><<<grid_for(grad_input.numel(), 256), 256, 0, as_stream(stream)>>>(
+    const int64_t rows = g.channels_last ? g.N * g.H * g.W : g.N * g.C;
+    gap_backward<T><<<grid_for(rows * 32, 256), 256, 0, as_stream(stream)>>>(
         grad_output.ptr<T>(), grad_input.ptr<T>(), g);
   });
   check_launch(op);

@@ -1,8 +1,10 @@
-// Depthwise convolution (one input channel per group, C/groups == 1) computed directly:
-// each output, or input-gradient, element sums its own R x S taps, and each filter tap's
-// weight gradient is one block's fixed-order reduction. The layer is memory-bound, so
-// CUDA cores in float suffice; no atomics, no workspace. Filter k reads input channel
-// k / Kg (Kg = K / groups filters per channel, the channel multiplier).
+// Direct convolution kernels, for layers whose GEMM would waste its tiles: one input channel
+// per group (depthwise, and single-channel inputs) for all three passes, and few channels per
+// group (stems) for backward-input, whose GEMM has only C/groups rows. Each output, or
+// input-gradient, element sums its own taps, and each filter tap's weight gradient is one
+// block's fixed-order reduction. These layers are memory-bound or nearly so, so CUDA cores in
+// float suffice; no atomics, no workspace. Filter k reads input channels of group k / Kg
+// (Kg = K / groups filters per group).
 #pragma once
 
 #include "cuda/common.cuh"
@@ -29,12 +31,14 @@ FASTCNN_HD float depthwise_output(const T* __restrict__ x, const T* __restrict__
   return acc;
 }
 
-// dX[n, c, h, w]: the taps of the channel's Kg filters whose windows put them on (h, w).
+// dX[n, c, h, w]: the taps of the group's Kg filters whose windows put them on (h, w).
 template <typename T, typename I>
-FASTCNN_HD float depthwise_input_grad(const T* __restrict__ dy, const T* __restrict__ w,
-                                      const ConvGeom<I>& g, I n, I c, I h, I wc) {
+FASTCNN_HD float direct_input_grad(const T* __restrict__ dy, const T* __restrict__ w,
+                                   const ConvGeom<I>& g, I n, I c, I h, I wc) {
+  const I grp = c / g.Cg;
+  const T* taps = w + c % g.Cg * g.ws[1];  // channel c's weights within each filter
   float acc = 0.f;
-  for (I k = c * g.Kg; k < (c + 1) * g.Kg; ++k) {
+  for (I k = grp * g.Kg; k < (grp + 1) * g.Kg; ++k) {
     for (I r = 0; r < g.R; ++r) {
       const I th = h + g.ph - r * g.dh;  // oh * sh of the window whose tap r is h
       if (th < 0) break;
@@ -44,7 +48,7 @@ FASTCNN_HD float depthwise_input_grad(const T* __restrict__ dy, const T* __restr
         if (tw < 0) break;
         if (tw % g.sw != 0 || tw / g.sw >= g.Wo) continue;
         acc += to_float(dy[n * g.ys[0] + k * g.ys[1] + th / g.sh * g.ys[2] + tw / g.sw * g.ys[3]]) *
-               to_float(w[k * g.ws[0] + r * g.ws[2] + s * g.ws[3]]);
+               to_float(taps[k * g.ws[0] + r * g.ws[2] + s * g.ws[3]]);
       }
     }
   }
@@ -79,13 +83,13 @@ __global__ void depthwise_forward(const T* __restrict__ x, const T* __restrict__
 }
 
 template <typename T, typename I>
-__global__ void depthwise_backward_input(const T* __restrict__ dy, const T* __restrict__ w,
-                                         T* __restrict__ dx, ConvGeom<I> g) {
+__global__ void direct_backward_input(const T* __restrict__ dy, const T* __restrict__ w,
+                                      T* __restrict__ dx, ConvGeom<I> g) {
   const I total = g.N * g.C * g.H * g.W;
   const I step = static_cast<I>(gridDim.x) * blockDim.x;
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
     const Coords<I> in = coords_of<I>(i, g.C, g.H, g.W, g.x_cl);
-    dx[i] = from_float<T>(depthwise_input_grad(dy, w, g, in.n, in.c, in.h, in.w));
+    dx[i] = from_float<T>(direct_input_grad(dy, w, g, in.n, in.c, in.h, in.w));
   }
 }
 
@@ -108,25 +112,33 @@ __global__ void depthwise_backward_weight_planes(const T* __restrict__ dy, const
   if (threadIdx.x == 0) dw[k * g.ws[0] + r * g.ws[2] + s * g.ws[3]] = from_float<T>(partial[0]);
 }
 
-// Weight gradient, NHWC grad_output: block (32 filters, tap); the 32 lanes run along the
-// filters (coalesced), 8 rows stride over positions, then a fixed-order sum of the rows.
+// Weight gradient, NHWC grad_output: block (32 filters, tap, slice of `chunk` positions);
+// the 32 lanes run along the filters (coalesced), 8 rows stride over the slice, then a
+// fixed-order sum of the rows goes to dW, or with several slices to the slice's partial sums
+// [slice][K][R * S], which reduce_slices adds in slice order.
 template <typename T, typename I>
 __global__ void depthwise_backward_weight_channels(const T* __restrict__ dy,
                                                    const T* __restrict__ x, T* __restrict__ dw,
-                                                   ConvGeom<I> g) {
-  __shared__ float partial[8][32];
+                                                   float* __restrict__ partial, ConvGeom<I> g,
+                                                   I chunk) {
+  __shared__ float rows[8][32];
   const I k = static_cast<I>(blockIdx.x) * 32 + threadIdx.x;
   const I r = blockIdx.y / g.S, s = blockIdx.y % g.S;
+  const I begin = static_cast<I>(blockIdx.z) * chunk, depth = g.N * g.P();
+  const I end = depth - begin < chunk ? depth : begin + chunk;
   float sum = 0.f;
   if (k < g.K)
-    for (I q = threadIdx.y; q < g.N * g.P(); q += 8)
+    for (I q = begin + threadIdx.y; q < end; q += 8)
       sum += depthwise_weight_term(dy, x, g, k, r, s, q);
-  partial[threadIdx.y][threadIdx.x] = sum;
+  rows[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
   if (threadIdx.y == 0 && k < g.K) {
     float total = 0.f;
-    for (int row = 0; row < 8; ++row) total += partial[row][threadIdx.x];
-    dw[k * g.ws[0] + r * g.ws[2] + s * g.ws[3]] = from_float<T>(total);
+    for (int row = 0; row < 8; ++row) total += rows[row][threadIdx.x];
+    if (partial)
+      partial[(static_cast<I>(blockIdx.z) * g.K + k) * g.RS() + blockIdx.y] = total;
+    else
+      dw[k * g.ws[0] + r * g.ws[2] + s * g.ws[3]] = from_float<T>(total);
   }
 }
 
