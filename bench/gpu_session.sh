@@ -73,9 +73,10 @@ if [ $built -eq 0 ]; then
 
   # 3. compute-sanitizer over float32 cases (the other dtypes run the same index code), the
   # test functions in order of risk so that a stage stopped at its limit has covered the
-  # conv kernels; no -x, so that a failing test does not end the sanitizer's coverage. memcheck: every allocation its own cudaMalloc, so that an access past a
-  # tensor's end leaves the allocation memcheck knows. racecheck: the kernels that share
-  # memory (conv tiles, pooling and bias reductions).
+  # conv kernels; no -x, so that a failing test does not end the sanitizer's coverage.
+  # memcheck: every allocation its own cudaMalloc, so that an access past a tensor's end
+  # leaves the allocation memcheck knows. racecheck: the kernels that share memory (conv
+  # tiles, pooling and bias reductions).
   T="$ROOT/tests/test_cuda.py"
   export CUDA_MODULE_LOADING=LAZY
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 stage memcheck 90 "$LOGDIR/memcheck.log" \

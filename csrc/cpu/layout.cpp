@@ -17,12 +17,6 @@ namespace {
 // run of 8 channel planes streams past them in long, prefetchable reads.
 constexpr int64_t kTaskBytes = 256 << 10;
 
-// Positions [p0, p1) of one image: src plane-major (channel stride P), dst pixel-major.
-template <typename T>
-void transpose_positions(const T* src, T* dst, int64_t C, int64_t P, int64_t p0, int64_t p1) {
-  transpose_into(src + p0, P, C, p1 - p0, dst + p0 * C, C, 1);
-}
-
 template <typename T>
 void run(const TensorView& input, const TensorView& output, int threads) {
   const int64_t N = input.sizes[0], C = input.sizes[1], P = input.sizes[2] * input.sizes[3];
@@ -33,8 +27,9 @@ void run(const TensorView& input, const TensorView& output, int threads) {
   parallel_for(
       N * blocks, threads_for(N * P * C, 1 << 15, threads), [&](int, int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; ++t) {
-          const int64_t n = t / blocks, p0 = t % blocks * span;
-          transpose_positions(x + n * C * P, y + n * P * C, C, P, p0, std::min(P, p0 + span));
+          // Positions [p0, p1) of image n: planes (channel stride P) into pixels.
+          const int64_t n = t / blocks, p0 = t % blocks * span, p1 = std::min(P, p0 + span);
+          transpose_into(x + n * C * P + p0, P, C, p1 - p0, y + (n * P + p0) * C, C, 1);
         }
       });
 }

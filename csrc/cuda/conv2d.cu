@@ -60,18 +60,16 @@ struct Split {
 };
 Split weight_split(const ConvGeom<int64_t>& g) {
   const int64_t depth = g.N * g.Ho * g.Wo;
-  int64_t slices = 1;
-  if (g.Cg == 1) {
-    const int64_t blocks = ceil_div(g.K, 32) * g.R * g.S;
-    if (g.y_cl) slices = std::min(ceil_div(4 * 132, blocks), ceil_div(depth, 1024));
-    slices = std::max<int64_t>(1, std::min<int64_t>(slices, 65535));
-    const int64_t chunk = std::max<int64_t>(1, ceil_div(depth, slices));
-    return {ceil_div(depth, chunk), chunk};
+  int64_t slices = 1, cap = 65535, align = 1;  // cap: the grid's z; align: chunk granularity
+  if (g.Cg > 1) {
+    const int64_t tiles = ceil_div(g.Kg, tiles::kBM) * ceil_div(g.Cg * g.R * g.S, tiles::kBN) * g.G;
+    slices = std::min(ceil_div(2 * 132, tiles), ceil_div(depth, 256));
+    cap = std::min<int64_t>(64, 65535 / g.G), align = 32;
+  } else if (g.y_cl) {
+    slices = std::min(ceil_div(4 * 132, ceil_div(g.K, 32) * g.R * g.S), ceil_div(depth, 1024));
   }
-  const int64_t tiles = ceil_div(g.Kg, tiles::kBM) * ceil_div(g.Cg * g.R * g.S, tiles::kBN) * g.G;
-  slices = std::min(ceil_div(2 * 132, tiles), ceil_div(depth, 256));
-  slices = std::max<int64_t>(1, std::min({slices, int64_t{64}, 65535 / g.G}));
-  const int64_t chunk = std::max<int64_t>(1, ceil_div(ceil_div(depth, slices), 32) * 32);
+  slices = std::max<int64_t>(1, std::min(slices, cap));
+  const int64_t chunk = std::max<int64_t>(1, ceil_div(ceil_div(depth, slices), align) * align);
   return {ceil_div(depth, chunk), chunk};
 }
 

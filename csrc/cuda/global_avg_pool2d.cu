@@ -12,6 +12,10 @@ struct GapShape {
   int64_t N, C, H, W;
   int64_t xs[4];  // element strides of n, c, h, w
   bool channels_last;
+  // A dense tensor of this shape as rows whose elements share (NCHW: a plane's H * W) or take
+  // in order (NHWC: a pixel's C) the values of one row of the [N, C] pooled tensor.
+  FASTCNN_HD int64_t rows() const { return channels_last ? N * H * W : N * C; }
+  FASTCNN_HD int64_t cols() const { return channels_last ? C : H * W; }
 };
 
 template <typename T>
@@ -54,15 +58,11 @@ __global__ void gap_forward_channels_last(const T* __restrict__ x, T* __restrict
   }
 }
 
-// dx is dense in its layout, a stack of rows that each take their values from one place:
-// NCHW planes (N * C rows of H * W copies of one value), NHWC pixels (N * H * W rows of C
-// values, dy's row of the image). A warp per row, its lanes along the row (coalesced); no
-// index division per element.
+// dx, dense in its layout, by GapShape's rows: a warp per row, its lanes along the row
+// (coalesced); no index division per element.
 template <typename T>
 __global__ void gap_backward(const T* __restrict__ dy, T* __restrict__ dx, GapShape g) {
-  const int64_t hw = g.H * g.W;
-  const int64_t rows = g.channels_last ? g.N * hw : g.N * g.C;
-  const int64_t cols = g.channels_last ? g.C : hw;
+  const int64_t hw = g.H * g.W, rows = g.rows(), cols = g.cols();
   const float scale = 1.f / static_cast<float>(hw);
   const int lane = threadIdx.x % 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
@@ -129,8 +129,7 @@ void global_avg_pool2d_backward(const TensorView& grad_output, const TensorView&
   DeviceGuard guard(device, op);
   dispatch_float(grad_output.dtype, [&](auto t) {
     using T = decltype(t);
-    const int64_t rows = g.channels_last ? g.N * g.H * g.W : g.N * g.C;
-    gap_backward<T><<<grid_for(rows * 32, 256), 256, 0, as_stream(stream)>>>(
+    gap_backward<T><<<grid_for(g.rows() * 32, 256), 256, 0, as_stream(stream)>>>(
         grad_output.ptr<T>(), grad_input.ptr<T>(), g);
   });
   check_launch(op);
