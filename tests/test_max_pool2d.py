@@ -428,7 +428,9 @@ ISAS = ["generic", "avx2", "avx512"]
 # Rows of up to 75 columns give each ISA whole vectors of outputs (16 floats for AVX-512)
 # beside scalar borders and tails; 83 channels give NHWC blocks of 4 vectors, single vectors
 # and a scalar tail. Strides 1, 2 and 3 take the contiguous, de-interleaving and gathering
-# loads. Values: distinct, ties (few distinct values), NaN, -inf, all -inf.
+# loads. Rows of 4500 columns take the NCHW values-only path (no indices) in several chunks,
+# each starting at a different alignment. Values: distinct, ties (few distinct values), NaN,
+# -inf, all -inf.
 _ISA_CHECK = textwrap.dedent(
     """
     import json, math, sys, torch, torch.nn.functional as F, fastcnn
@@ -443,6 +445,7 @@ _ISA_CHECK = textwrap.dedent(
     torch.set_num_threads(2)
     layouts = [
         (torch.contiguous_format, (2, 3, 9, 75)),
+        (torch.contiguous_format, (1, 1, 3, 4500)),
         (torch.channels_last, (2, 83, 7, 9)),
         (torch.channels_last, (1, 83, 40, 40)),
     ]
@@ -509,7 +512,7 @@ def _run_under_isa(code: str, isa: str) -> dict:
 @pytest.mark.parametrize("isa", ISAS)
 def test_every_isa_matches_torch(isa):
     result = _run_under_isa(_ISA_CHECK, isa)
-    assert result["checked"] == 2 * 3 * 5 * 6 * 2
+    assert result["checked"] == 2 * 4 * 5 * 6 * 2
 
 
 def _backward_args(x, grad, indices, grad_input, geometry=((2, 2), (2, 2), (0, 0), (1, 1), False)):

@@ -98,11 +98,14 @@ void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow,
       v = kBorder ? P::load_even(src, col, g.W) : P::load_even(src + col);
     else
       v = kBorder ? P::gather(src, col, lanes, g.W) : P::gather(src + col, lanes);
-    const typename P::M take = P::takes(v, best);
-    best = P::select(take, v, best);
-    if constexpr (kIndex)
+    if constexpr (kIndex) {
+      const typename P::M take = P::takes(v, best);
+      best = P::select(take, v, best);
       best_index =
           P::iselect(take, P::iadd(P::iset1(static_cast<Index>(row + col)), lanes), best_index);
+    } else {
+      best = P::max(v, best);
+    }
   }
   P::store(best_out, best);
   if constexpr (kIndex) P::istore(index_out, best_index);
@@ -177,9 +180,111 @@ void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T
   }
 }
 
+// Elements of the line the values-only NCHW path folds a chunk's window rows into (kept in
+// L1 with its margin of one vector).
+constexpr int64_t kLine = 2048;
+
+// Outputs per chunk of the values-only path: the line holds their windows' columns, each
+// vector load included (the last vector of a chunk overlaps its neighbour). 0 when the path
+// does not apply: windows that do not overlap along the row (the row kernel then loads each
+// input element once anyway, and on inputs streamed from DRAM it measured faster: P3, 2x2
+// stride 2, 4.7 ms against 9-10 ms on one thread) or a line that cannot hold one vector's
+// windows.
+template <typename T, Step kStep>
+int64_t values_chunk_outputs(const RowWindows& g) {
+  const int64_t span = vector_span<T, kStep>(g);
+  if ((g.kernel - 1) * g.dilation + 1 <= g.stride || span > kLine) return 0;
+  return (kLine - span) / g.stride + PoolVec<T>::width;
+}
+
+// line[i] = the maximum over the window rows of input column c0 + i (NaN if any is NaN), for
+// i in [0, length); -inf where the column lies outside the row, so the windows need no
+// border cases. The rows are folded in one after the other, each read in address order
+// (interleaving them defeats the hardware prefetchers). line has room for length + one vector.
+template <typename T>
+void fold_rows(const T* plane, const RowWindows& g, int64_t c0, int64_t length, T* line) {
+  using P = PoolVec<T>;
+  constexpr int64_t width = P::width;
+  constexpr T kLowest = -std::numeric_limits<T>::infinity();
+  const int64_t lo = std::clamp<int64_t>(-c0, 0, length);  // line index of input column 0
+  const int64_t hi = g.rows ? std::clamp<int64_t>(g.W - c0, lo, length) : lo;
+  // Vectors [lo, whole) read only inside the row; the one at whole, if any, ends past it.
+  const int64_t whole = lo + (hi - lo) / width * width;
+  for (int64_t r = 0; r < g.rows; ++r) {
+    const T* row = plane + (g.first_row + r * g.row_step) * g.W + c0;
+    auto fold = [&](int64_t i, typename P::V v) {
+      P::store(line + i, r ? P::max(v, P::load(line + i)) : v);
+    };
+    for (int64_t i = lo; i < whole; i += width) fold(i, P::load(row + i));
+    if (whole < hi) fold(whole, P::load(row, whole, hi));  // lanes past the row read -inf
+  }
+  std::fill(line, line + lo, kLowest);
+  const int64_t stored = whole < hi ? whole + width : hi;  // the last vector's lanes included
+  if (stored < length) std::fill(line + stored, line + length, kLowest);
+}
+
+// NCHW without indices, outputs [ow0, ow1) with ow1 - ow0 in [1, values_chunk_outputs]: the
+// window rows' maximum first, column by column into a line, then each window's columns
+// along the line. Every input element is loaded once per window row, in address order, and
+// no vector needs a border mask.
+template <typename T, Step kStep>
+void nchw_values_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y) {
+  using P = PoolVec<T>;
+  constexpr int64_t width = P::width;
+  const int64_t stride = stride_of<kStep>(g);
+  const int64_t n = ow1 - ow0;
+  // The line starts so that input column 0 (line index lo) falls on a 64-byte boundary: the
+  // fold's loads and stores then never split across cache lines.
+  alignas(64) T buffer[kLine + 2 * width];
+  const int64_t c0 = ow0 * stride - g.pad;
+  T* line = buffer + (width - std::max<int64_t>(-c0, 0) % width) % width;
+  fold_rows(plane, g, c0, (std::max(n, width) - width) * stride + vector_span<T, kStep>(g), line);
+  const typename P::I lanes = P::iota(static_cast<typename P::Index>(stride));
+  auto load = [&](const T* p) {
+    if constexpr (kStep == Step::One)
+      return P::load(p);
+    else if constexpr (kStep == Step::Two)
+      return P::load_even(p);
+    else
+      return P::gather(p, lanes);
+  };
+  // The maxima of the windows of outputs [j, j + width).
+  auto windows = [&](int64_t j) {
+    const T* at = line + j * stride;
+    typename P::V best = load(at);
+    for (int64_t s = 1; s < g.kernel; ++s) best = P::max(load(at + s * g.dilation), best);
+    return best;
+  };
+  if (n < width) {
+    T narrow[width];
+    P::store(narrow, windows(0));
+    std::copy(narrow, narrow + n, y);
+    return;
+  }
+  for (int64_t j = 0; j < n; j += width) {
+    const int64_t at = std::min(j, n - width);
+    P::store(y + at, windows(at));
+  }
+}
+
+// Calls f(from, to) over chunks of [ow0, ow1) of at most `most` outputs each, of equal size
+// to within one.
+template <typename F>
+void for_each_chunk(int64_t ow0, int64_t ow1, int64_t most, const F& f) {
+  const int64_t chunks = (ow1 - ow0 + most - 1) / most;
+  for (int64_t c = 0; c < chunks; ++c)
+    f(ow0 + (ow1 - ow0) * c / chunks, ow0 + (ow1 - ow0) * (c + 1) / chunks);
+}
+
 template <typename T, Step kStep, bool kIndex>
 void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
                    int64_t* idx) {
+  if constexpr (!kIndex) {
+    if (const int64_t most = values_chunk_outputs<T, kStep>(g); most > 0)
+      return for_each_chunk(ow0, ow1, most, [&](int64_t from, int64_t to) {
+        nchw_values_chunk<T, kStep>(plane, g, from, to, y + (from - ow0));
+      });
+  }
   const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
   if (!vectors) {
     for (int64_t ow = ow0; ow < ow1; ++ow) {
@@ -189,14 +294,10 @@ void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1
     }
     return;
   }
-  if (ow1 - ow0 <= kRowChunk) return nchw_chunk<T, kStep, kIndex>(plane, g, ow0, ow1, y, idx);
-  // Chunks of at most kRowChunk outputs.
-  const int64_t chunks = (ow1 - ow0 + kRowChunk - 1) / kRowChunk;
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t from = ow0 + (ow1 - ow0) * c / chunks, to = ow0 + (ow1 - ow0) * (c + 1) / chunks;
+  for_each_chunk(ow0, ow1, kRowChunk, [&](int64_t from, int64_t to) {
     nchw_chunk<T, kStep, kIndex>(plane, g, from, to, y + (from - ow0),
                                  kIndex ? idx + (from - ow0) : nullptr);
-  }
+  });
 }
 
 template <typename T>
@@ -216,31 +317,36 @@ void nchw_row(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* 
     run(std::integral_constant<Step, Step::Any>{});
 }
 
-// NHWC: the max of one window over channels [c, c + kVectors * width), in registers.
-template <typename T, int kVectors>
+// NHWC: the max of one window over channels [c, c + kVectors * width), in registers, with its
+// index when kIndex.
+template <typename T, int kVectors, bool kIndex = true>
 struct ChannelBlock {
   using P = PoolVec<T>;
   typename P::V best[kVectors];
-  typename P::I index[kVectors];
+  typename P::I index[kIndex ? kVectors : 1];
 
   ChannelBlock(const T* image, const RowWindows& g, int64_t C, int64_t c, int64_t w0,
                ColTaps cols) {
     using Index = typename P::Index;
     for (int j = 0; j < kVectors; ++j) {
       best[j] = P::set1(-std::numeric_limits<T>::infinity());
-      index[j] = P::iset1(static_cast<Index>(g.first_row * g.W + w0 + cols.lo * g.dilation));
+      if constexpr (kIndex)
+        index[j] = P::iset1(static_cast<Index>(g.first_row * g.W + w0 + cols.lo * g.dilation));
     }
     for (int64_t r = 0; r < g.rows; ++r) {
       const int64_t row = (g.first_row + r * g.row_step) * g.W;
       for (int64_t s = cols.lo; s < cols.hi; ++s) {
         const int64_t flat = row + w0 + s * g.dilation;
         const T* px = image + flat * C + c;
-        const typename P::I here = P::iset1(static_cast<Index>(flat));
         for (int j = 0; j < kVectors; ++j) {
           const typename P::V v = P::load(px + j * P::width);
-          const typename P::M take = P::takes(v, best[j]);
-          best[j] = P::select(take, v, best[j]);
-          index[j] = P::iselect(take, here, index[j]);
+          if constexpr (kIndex) {
+            const typename P::M take = P::takes(v, best[j]);
+            best[j] = P::select(take, v, best[j]);
+            index[j] = P::iselect(take, P::iset1(static_cast<Index>(flat)), index[j]);
+          } else {
+            best[j] = P::max(v, best[j]);
+          }
         }
       }
     }
@@ -258,33 +364,42 @@ int64_t for_each_channel_block(int64_t c0, int64_t c1, const F& f) {
   return c;
 }
 
-template <typename T>
-void nhwc_row(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1, int64_t Wo,
-              int64_t out_stride, T* y, int64_t* idx) {
+template <typename T, bool kIndex>
+void nhwc_row_with(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
+                   int64_t Wo, int64_t out_stride, T* y, int64_t* idx) {
   using P = PoolVec<T>;
-  const bool vectors = g.rows > 0 && fits_index_lanes<T>(g);
+  const bool vectors = g.rows > 0 && (!kIndex || fits_index_lanes<T>(g));
   for (int64_t ow = 0; ow < Wo; ++ow) {
     T* yp = y + ow * out_stride;
-    int64_t* ip = idx ? idx + ow * out_stride : nullptr;
+    int64_t* ip = kIndex ? idx + ow * out_stride : nullptr;
     const int64_t w0 = ow * g.stride - g.pad;
     const ColTaps cols = col_taps(g, w0);
     int64_t tail = c0;
     if (vectors && cols.lo < cols.hi) {
       tail = for_each_channel_block<T>(c0, c1, [&](int64_t c, auto vectors_) {
         constexpr int kVectors = decltype(vectors_)::value;
-        const ChannelBlock<T, kVectors> m(image, g, C, c, w0, cols);
+        const ChannelBlock<T, kVectors, kIndex> m(image, g, C, c, w0, cols);
         for (int j = 0; j < kVectors; ++j) {
           P::store(yp + c + j * P::width, m.best[j]);
-          if (ip) P::store_index(ip + c + j * P::width, m.index[j]);
+          if constexpr (kIndex) P::store_index(ip + c + j * P::width, m.index[j]);
         }
       });
     }
     for (int64_t c = tail; c < c1; ++c) {
       const Best<T> m = window_scalar(image + c, C, g, ow);
       yp[c] = m.value;
-      if (ip) ip[c] = m.index;
+      if constexpr (kIndex) ip[c] = m.index;
     }
   }
+}
+
+template <typename T>
+void nhwc_row(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1, int64_t Wo,
+              int64_t out_stride, T* y, int64_t* idx) {
+  if (idx)
+    nhwc_row_with<T, true>(image, g, C, c0, c1, Wo, out_stride, y, idx);
+  else
+    nhwc_row_with<T, false>(image, g, C, c0, c1, Wo, out_stride, y, idx);
 }
 
 // kTiles: the windows tile the image, so each pixel's gradient is stored once, not added.

@@ -68,6 +68,11 @@ struct PoolVec<float> {
     return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   }
   static V select(M m, V a, V b) { return _mm256_blendv_ps(b, a, m); }
+  // The larger of v and best, NaN if either is: vmaxps returns its second operand (best) when
+  // one is NaN, and lanes where v is NaN take v.
+  static V max(V v, V best) {
+    return _mm256_blendv_ps(_mm256_max_ps(v, best), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  }
 
   // Sums of floats are kept in doubles: 8 lanes widen into two vectors of 4.
   struct Acc {
@@ -145,6 +150,9 @@ struct PoolVec<double> {
     return _mm256_or_pd(_mm256_cmp_pd(v, best, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
   }
   static V select(M m, V a, V b) { return _mm256_blendv_pd(b, a, m); }
+  static V max(V v, V best) {
+    return _mm256_blendv_pd(_mm256_max_pd(v, best), v, _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
+  }
 
   using Acc = __m256d;
   static Acc acc_zero() { return _mm256_setzero_pd(); }

@@ -57,6 +57,11 @@ struct PoolVec<float> {
     return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   static V select(M m, V a, V b) { return _mm512_mask_blend_ps(m, b, a); }
+  // The larger of v and best, NaN if either is: vmaxps returns its second operand (best) when
+  // one is NaN, and lanes where v is NaN keep v.
+  static V max(V v, V best) {
+    return _mm512_mask_max_ps(v, _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, best);
+  }
 
   // Sums of floats are kept in doubles: 16 lanes widen into two vectors of 8.
   struct Acc {
@@ -128,6 +133,9 @@ struct PoolVec<double> {
     return _mm512_cmp_pd_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
   }
   static V select(M m, V a, V b) { return _mm512_mask_blend_pd(m, b, a); }
+  static V max(V v, V best) {
+    return _mm512_mask_max_pd(v, _mm512_cmp_pd_mask(v, v, _CMP_ORD_Q), v, best);
+  }
 
   using Acc = __m512d;
   static Acc acc_zero() { return _mm512_setzero_pd(); }

@@ -31,6 +31,8 @@ struct PoolVec {
   static V gather(const T* row, int64_t col, I, int64_t W) { return load(row, col, W); }
   static M takes(V v, V best) { return v > best || v != v; }
   static V select(M m, V a, V b) { return m ? a : b; }
+  // The larger of v and best, NaN if either is.
+  static V max(V v, V best) { return takes(v, best) ? v : best; }
 
   using Acc = double;
   static Acc acc_zero() { return 0; }
