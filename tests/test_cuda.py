@@ -219,6 +219,13 @@ CONV_CASES = [
     (1, 70, 5, 5, 130, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1),  # more than one tile
     (2, 6, 9, 8, 12, (3, 2), (2, 1), (1, 0), (1, 1), (1, 2), 6),  # depthwise, multiplier 2
     (3, 1, 10, 9, 5, (3, 3), (1, 2), (1, 1), (0, 1), (2, 1), 1),  # one input channel (direct)
+    # Channels a multiple of 32: channels_last forwards on tensor cores take the pipelined
+    # kernel. Positions and filters leave partial tiles (64- and 128-filter blocks), windows
+    # cross the padding, strided and dilated.
+    (2, 32, 9, 11, 40, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1),
+    (3, 64, 15, 14, 136, (3, 3), (2, 2), (1, 1), (0, 1), (1, 1), 1),
+    (1, 96, 6, 7, 64, (3, 3), (1, 1), (2, 2), (2, 2), (2, 2), 1),
+    (2, 32, 5, 6, 72, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 1),
 ]
 
 
@@ -342,6 +349,23 @@ def test_conv2d_empty_batch():
     dy = rand(0, 5, 6, 6)
     dw = cuda().conv2d_backward_weight(dy, x, w.shape, False, *conv_args(case))
     exact(dw, torch.zeros_like(w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("operands", ["image_off_grid", "weights_nchw"])
+def test_conv2d_channels_last_outside_the_pipelined_kernel(dtype, operands):
+    """A channels_last image one element past a 16-byte boundary, or weights in NCHW, leave
+    the pipelined kernel's conditions: the tile-loading kernel gives the same answers."""
+    case = CONV_CASES[-4]
+    x, w, b = conv_operands(case, dtype, torch.channels_last)
+    if operands == "image_off_grid":
+        storage = torch.empty(x.numel() + 1, dtype=dtype, device=x.device)
+        x = storage[1:].as_strided(x.shape, x.stride()).copy_(x)
+        assert x.data_ptr() % 16 != 0
+    else:
+        w = w.contiguous()
+    out = cuda().conv2d(x, w, b, *conv_args(case), relu=True, allow_tf32=True)
+    assert rel_err(out, conv_ref(x, w, b, case, relu=True)) < tolerance(dtype, True)
 
 
 def test_kernels_run_on_the_current_stream():

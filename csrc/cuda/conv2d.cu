@@ -1,7 +1,8 @@
 // Convolution on CUDA: validation, the work plan, and the launches of the implicit-GEMM
 // kernels (conv2d_ops.cuh: the passes; conv2d_simt.cuh: exact FP32; conv2d_mma.cuh: tensor
-// cores). Backward-weight splits its reduction over slices that write float partial sums
-// to the workspace, then adds them in slice order: deterministic, no float atomics.
+// cores; conv2d_pipelined.cuh: the channels_last forward on tensor cores, its operands staged
+// by cp.async). Backward-weight splits its reduction over slices that write float partial
+// sums to the workspace, then adds them in slice order: deterministic, no float atomics.
 // One input channel per group (depthwise, or a single-channel input) runs direct kernels
 // instead (conv2d_direct.cuh): a GEMM with one row per group would waste its tiles; so does
 // backward-input with few channels per group (stems).
@@ -14,6 +15,7 @@
 #include "cuda/conv2d_direct.cuh"
 #include "cuda/conv2d_mma.cuh"
 #include "cuda/conv2d_ops.cuh"
+#include "cuda/conv2d_pipelined.cuh"
 #include "cuda/conv2d_simt.cuh"
 #include "fastcnn/ops.h"
 
@@ -203,6 +205,12 @@ void conv2d_forward(const TensorView& input, const TensorView& weight, const Ten
   const bool tc = use_tensor_cores(input.dtype, allow_tf32, nm.op);
   dispatch_float(input.dtype, [&](auto t) {
     using T = decltype(t);
+    if (tc && pipelined::fits<T>(g, input.data, weight.data)) {
+      const ForwardOp<T, int64_t> op{
+          g,     input.ptr<T>(), weight.ptr<T>(), bias ? bias->ptr<T>() : nullptr, output.ptr<T>(),
+          p.relu};
+      return pipelined::launch_forward(op, as_stream(stream), nm.op);
+    }
     dispatch_index(g, 0, [&](auto index) {
       using I = decltype(index);
       if (g.Cg == 1) {

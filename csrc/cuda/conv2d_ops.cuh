@@ -105,13 +105,17 @@ struct ForwardOp {
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0.f;
     return to_float(x[col.base + c * g.xs[1] + ih * g.xs[2] + iw * g.xs[3]]);
   }
+  // Filter k's output from its sum: bias, then ReLU.
+  FASTCNN_HD T finish(I k, float acc) const {
+    float v = bias ? acc + to_float(bias[k]) : acc;
+    if (relu) v = v < 0.f ? 0.f : v;  // NaN passes, as in torch.relu
+    return from_float<T>(v);
+  }
   FASTCNN_HD void store(I grp, I /*slice*/, I m, I j, float acc) const {
     I n, oh, ow;
     g.nhw(j, n, oh, ow);
     const I k = grp * g.Kg + m;
-    float v = bias ? acc + to_float(bias[k]) : acc;
-    if (relu) v = v < 0.f ? 0.f : v;  // NaN passes, as in torch.relu
-    y[n * g.ys[0] + k * g.ys[1] + oh * g.ys[2] + ow * g.ys[3]] = from_float<T>(v);
+    y[n * g.ys[0] + k * g.ys[1] + oh * g.ys[2] + ow * g.ys[3]] = finish(k, acc);
   }
 };
 
