@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _isa import ISAS, run_under_isa  # tests/_isa.py (pytest puts tests/ on sys.path)
 from torch.utils.dlpack import to_dlpack
 
 import fastcnn
@@ -252,3 +253,42 @@ class TestActivation:
             _C.relu_backward(to_dlpack(x), to_dlpack(x), to_dlpack(torch.empty(7)), True, 1)
         with pytest.raises(ValueError, match="relu_backward: threads must be >= 1"):
             _C.relu_backward(to_dlpack(x), to_dlpack(x), to_dlpack(torch.empty(6)), False, 0)
+
+
+# Every ISA's ReLU kernels (cpu/<isa>/relu.cpp) against torch, exactly, in a fresh interpreter
+# with FASTCNN_ISA set: element counts off every vector width, starts off the 64-byte grid
+# (views one element in), NaN, signed zeros and infinities, and one size whose operands pass
+# the streaming threshold (64 MB) on both passes. Prints the ISA the process ran.
+_ISA_SCRIPT = """
+import json, math, sys, torch, fastcnn
+torch.manual_seed(0)
+torch.set_num_threads(2)
+for n, offset in json.loads(sys.argv[1]):
+    for dtype in (torch.float32, torch.float64):
+        if n * dtype.itemsize * 2 > 200 << 20:
+            continue
+        base = torch.randn(n + offset, dtype=dtype)
+        base[::7] = math.nan
+        base[1::11] = -0.0
+        base[2::13] = 0.0
+        base[3::17] = -math.inf
+        x = base[offset:]
+        y = torch.relu(x)
+        g = torch.randn(n + offset, dtype=dtype)[offset:]
+        g[::5] = math.nan
+        exact = dict(rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(fastcnn.ops.relu(x), y, **exact)
+        want = torch.ops.aten.threshold_backward(g, y, 0)
+        torch.testing.assert_close(torch.ops.fastcnn.relu_backward(g, y), want, **exact)
+        guided = torch.ops.fastcnn.guided_relu_backward(g, y)
+        torch.testing.assert_close(guided, want.clamp(min=0), **exact)
+print(fastcnn.info()["isa"])
+"""
+
+# (elements, offset of the view into its buffer)
+_ISA_CASES = [[1, 0], [15, 1], [16, 0], [17, 3], [1000, 1], [70001, 2], [9_000_001, 1]]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_isa_matches_torch(isa):
+    run_under_isa(isa, _ISA_SCRIPT, _ISA_CASES)

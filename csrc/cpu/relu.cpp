@@ -1,17 +1,20 @@
 // ReLU and its backward over flat, contiguous element ranges (any dense layout flattens).
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include "cpu/checks.h"
+#include "cpu/isa_select.h"
 #include "cpu/parallel.h"
+#include "cpu/relu_kernels.h"
 #include "fastcnn/ops.h"
 
 namespace fastcnn::cpu {
+
+const ReluKernelSet& relu_kernels() {
+  static const ReluKernelSet chosen = FASTCNN_FOR_CHOSEN_ISA(relu_kernels);
+  return chosen;
+}
+
 namespace {
 
 constexpr int64_t kGrain = 1 << 16;
@@ -23,39 +26,6 @@ constexpr int64_t kGrain = 1 << 16;
 // (51 MB, much of it still cached between calls) measured slower streamed, 0.93 -> 1.08 ms.
 constexpr int64_t kStreamBytes = int64_t{64} << 20;
 
-// 16-byte vectors: the baseline ISA's (SSE2 on x86-64), whose streaming store needs nothing
-// more.
-template <typename T>
-struct Lanes {
-  typedef T V __attribute__((vector_size(16)));
-  static constexpr int64_t n = 16 / sizeof(T);
-  static V load(const T* p) {
-    V v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-};
-
-#if defined(__SSE2__)
-constexpr bool kStreams = true;
-inline void stream(float* p, Lanes<float>::V v) {
-  _mm_stream_ps(p, reinterpret_cast<__m128>(v));
-}
-inline void stream(double* p, Lanes<double>::V v) {
-  _mm_stream_pd(p, reinterpret_cast<__m128d>(v));
-}
-inline void stream_fence() {
-  _mm_sfence();
-}
-#else
-constexpr bool kStreams = false;
-template <typename T>
-void stream(T* p, typename Lanes<T>::V v) {
-  std::memcpy(p, &v, sizeof v);
-}
-inline void stream_fence() {}
-#endif
-
 void check_flat(const char* op, const char* name, const TensorView& t, const TensorView& ref) {
   check_cpu_float(op, name, t);
   check_same_dtype(op, name, t, ref);
@@ -64,37 +34,33 @@ void check_flat(const char* op, const char* name, const TensorView& t, const Ten
   check_sizes(op, name, t, {ref.sizes[0]});
 }
 
-// out[i] = f(in[i]...) for i < n. f takes scalars or 16-byte vectors alike: its selects
-// compile to vector selects, and large outputs are streamed a vector at a time.
-template <typename T, typename F, typename... In>
-void map(int64_t n, int threads, const F& f, T* out, const In*... in) {
-  using L = Lanes<T>;
-  const bool streamed =
-      kStreams && static_cast<int64_t>(sizeof...(In) + 1) * n * int64_t{sizeof(T)} >= kStreamBytes;
+// Calls run(b, e, streamed) over chunks [b, e) of n elements split over the threads;
+// `tensors` is how many n-element tensors the op reads and writes.
+template <typename T, typename F>
+void for_each_range(int64_t n, int tensors, int threads, const F& run) {
+  const bool streamed = tensors * n * int64_t{sizeof(T)} >= kStreamBytes;
   parallel_for(ceil_div(n, kGrain), threads_for(n, kGrain, threads),
                [&](int, int64_t b, int64_t e) {
-                 int64_t i = b * kGrain;
-                 const int64_t end = std::min(n, e * kGrain);
-                 if (streamed) {
-                   for (; i < end && reinterpret_cast<uintptr_t>(out + i) % 16 != 0; ++i)
-                     out[i] = f(in[i]...);
-                   for (; i + L::n <= end; i += L::n) stream(out + i, f(L::load(in + i)...));
-                   stream_fence();
-                 }
-                 for (; i < end; ++i) out[i] = f(in[i]...);
+                 const int64_t begin = b * kGrain;
+                 run(begin, std::min(n, e * kGrain) - begin, streamed);
                });
 }
 
-// Scalars and vectors alike: v < 0 is false for NaN, so NaN passes through as in torch.relu.
-constexpr auto kRelu = [](auto v) { return v < decltype(v){} ? decltype(v){} : v; };
-// As torch's threshold_backward: the gradient passes where output > 0 (or is NaN).
-constexpr auto kReluBackward = [](auto g, auto out) {
-  return out <= decltype(out){} ? decltype(g){} : g;
-};
-// Guided: additionally clamp the gradient at 0 (NaN gradients stay NaN, as clamp does).
-constexpr auto kGuidedBackward = [](auto g, auto out) {
-  return out <= decltype(out){} || g < decltype(g){} ? decltype(g){} : g;
-};
+template <typename T>
+void forward(int64_t n, const T* x, T* y, int threads) {
+  const ReluKernels<T>& k = for_dtype<T>(relu_kernels());
+  for_each_range<T>(n, 2, threads, [&](int64_t at, int64_t len, bool streamed) {
+    k.forward(len, x + at, y + at, streamed);
+  });
+}
+
+template <typename T>
+void backward(int64_t n, const T* dy, const T* y, T* dx, bool guided, int threads) {
+  const ReluKernels<T>& k = for_dtype<T>(relu_kernels());
+  for_each_range<T>(n, 3, threads, [&](int64_t at, int64_t len, bool streamed) {
+    k.backward(len, dy + at, y + at, dx + at, guided, streamed);
+  });
+}
 
 }  // namespace
 
@@ -104,9 +70,9 @@ void relu_forward(const TensorView& input, const TensorView& output, int threads
   check_flat(op, "input", input, input);
   check_flat(op, "output", output, input);
   if (input.dtype == DType::Float64)
-    map(input.sizes[0], threads, kRelu, output.ptr<double>(), input.ptr<double>());
+    forward(input.sizes[0], input.ptr<double>(), output.ptr<double>(), threads);
   else
-    map(input.sizes[0], threads, kRelu, output.ptr<float>(), input.ptr<float>());
+    forward(input.sizes[0], input.ptr<float>(), output.ptr<float>(), threads);
 }
 
 void relu_backward(const TensorView& grad_output, const TensorView& output,
@@ -116,16 +82,13 @@ void relu_backward(const TensorView& grad_output, const TensorView& output,
   check_flat(op, "grad_output", grad_output, grad_output);
   check_flat(op, "output", output, grad_output);
   check_flat(op, "grad_input", grad_input, grad_output);
-  auto run = [&](auto* dx, const auto* dy, const auto* y) {
-    if (guided)
-      map(grad_output.sizes[0], threads, kGuidedBackward, dx, dy, y);
-    else
-      map(grad_output.sizes[0], threads, kReluBackward, dx, dy, y);
-  };
+  const int64_t n = grad_output.sizes[0];
   if (grad_output.dtype == DType::Float64)
-    run(grad_input.ptr<double>(), grad_output.ptr<double>(), output.ptr<double>());
+    backward(n, grad_output.ptr<double>(), output.ptr<double>(), grad_input.ptr<double>(), guided,
+             threads);
   else
-    run(grad_input.ptr<float>(), grad_output.ptr<float>(), output.ptr<float>());
+    backward(n, grad_output.ptr<float>(), output.ptr<float>(), grad_input.ptr<float>(), guided,
+             threads);
 }
 
 }  // namespace fastcnn::cpu
