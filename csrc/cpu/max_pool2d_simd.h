@@ -233,8 +233,8 @@ void nchw_values_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t
   constexpr int64_t width = P::width;
   const int64_t stride = stride_of<kStep>(g);
   const int64_t n = ow1 - ow0;
-  // The line starts so that input column 0 (line index lo) falls on a 64-byte boundary: the
-  // fold's loads and stores then never split across cache lines.
+  // The line starts so that input column 0 falls on a vector boundary: the fold's loads and
+  // stores then never split across cache lines.
   alignas(64) T buffer[kLine + 2 * width];
   const int64_t c0 = ow0 * stride - g.pad;
   T* line = buffer + (width - std::max<int64_t>(-c0, 0) % width) % width;
