@@ -74,6 +74,21 @@ int64_t vector_span(const RowWindows& g) {
          (kStep == Step::Two ? 1 : 0);
 }
 
+// The inputs of a vector of outputs at one tap: columns col + lane * stride of a row, by the
+// contiguous (stride 1), de-interleaving (stride 2) or gathering load. With kBorder the lanes
+// read -inf where a column leaves [0, W), without touching memory there.
+template <typename T, Step kStep, bool kBorder>
+typename PoolVec<T>::V load_tap(const T* row, int64_t col, int64_t W,
+                                typename PoolVec<T>::I lanes) {
+  using P = PoolVec<T>;
+  if constexpr (kStep == Step::One)
+    return kBorder ? P::load(row, col, W) : P::load(row + col);
+  else if constexpr (kStep == Step::Two)
+    return kBorder ? P::load_even(row, col, W) : P::load_even(row + col);
+  else
+    return kBorder ? P::gather(row, col, lanes, W) : P::gather(row + col, lanes);
+}
+
 // NCHW: folds input row r of the windows of outputs [ow, ow + width) into the running maxima
 // best[] and their indices index[]. Without kBorder every tap lies inside the row; with it,
 // the loads read -inf where the windows overhang the row.
@@ -91,13 +106,7 @@ void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow,
   if constexpr (kIndex) best_index = P::iload(index_out);
   for (int64_t s = 0; s < g.kernel; ++s) {
     const int64_t col = w0 + s * g.dilation;
-    typename P::V v;
-    if constexpr (kStep == Step::One)
-      v = kBorder ? P::load(src, col, g.W) : P::load(src + col);
-    else if constexpr (kStep == Step::Two)
-      v = kBorder ? P::load_even(src, col, g.W) : P::load_even(src + col);
-    else
-      v = kBorder ? P::gather(src, col, lanes, g.W) : P::gather(src + col, lanes);
+    const typename P::V v = load_tap<T, kStep, kBorder>(src, col, g.W, lanes);
     if constexpr (kIndex) {
       const typename P::M take = P::takes(v, best);
       best = P::select(take, v, best);
@@ -238,21 +247,16 @@ void nchw_values_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t
   alignas(64) T buffer[kLine + 2 * width];
   const int64_t c0 = ow0 * stride - g.pad;
   T* line = buffer + (width - std::max<int64_t>(-c0, 0) % width) % width;
-  fold_rows(plane, g, c0, (std::max(n, width) - width) * stride + vector_span<T, kStep>(g), line);
+  const int64_t length = (std::max(n, width) - width) * stride + vector_span<T, kStep>(g);
+  fold_rows(plane, g, c0, length, line);
   const typename P::I lanes = P::iota(static_cast<typename P::Index>(stride));
-  auto load = [&](const T* p) {
-    if constexpr (kStep == Step::One)
-      return P::load(p);
-    else if constexpr (kStep == Step::Two)
-      return P::load_even(p);
-    else
-      return P::gather(p, lanes);
-  };
   // The maxima of the windows of outputs [j, j + width).
   auto windows = [&](int64_t j) {
-    const T* at = line + j * stride;
-    typename P::V best = load(at);
-    for (int64_t s = 1; s < g.kernel; ++s) best = P::max(load(at + s * g.dilation), best);
+    auto tap = [&](int64_t s) {
+      return load_tap<T, kStep, false>(line, j * stride + s * g.dilation, length, lanes);
+    };
+    typename P::V best = tap(0);
+    for (int64_t s = 1; s < g.kernel; ++s) best = P::max(tap(s), best);
     return best;
   };
   if (n < width) {
@@ -338,12 +342,13 @@ struct ChannelBlock {
       for (int64_t s = cols.lo; s < cols.hi; ++s) {
         const int64_t flat = row + w0 + s * g.dilation;
         const T* px = image + flat * C + c;
+        const typename P::I here = kIndex ? P::iset1(static_cast<Index>(flat)) : typename P::I{};
         for (int j = 0; j < kVectors; ++j) {
           const typename P::V v = P::load(px + j * P::width);
           if constexpr (kIndex) {
             const typename P::M take = P::takes(v, best[j]);
             best[j] = P::select(take, v, best[j]);
-            index[j] = P::iselect(take, P::iset1(static_cast<Index>(flat)), index[j]);
+            index[j] = P::iselect(take, here, index[j]);
           } else {
             best[j] = P::max(v, best[j]);
           }

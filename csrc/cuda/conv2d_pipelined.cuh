@@ -85,10 +85,9 @@ struct Window {
 };
 template <typename I>
 FASTCNN_HD Window window_of(const ConvGeom<I>& g, int64_t m) {
-  const int64_t P = static_cast<int64_t>(g.Ho) * g.Wo;
-  if (m >= g.N * P) return {0, 0, 0, false};
-  const int64_t n = m / P, p = m % P;
-  const int oh = static_cast<int>(p / g.Wo), ow = static_cast<int>(p % g.Wo);
+  if (m >= g.N * g.P()) return {0, 0, 0, false};
+  I n, oh, ow;
+  g.nhw(static_cast<I>(m), n, oh, ow);
   return {n * g.xs[0], static_cast<int>(oh * g.sh - g.ph), static_cast<int>(ow * g.sw - g.pw),
           true};
 }
@@ -119,10 +118,10 @@ FASTCNN_HD int64_t image_run(const ConvGeom<I>& g, const Window& win, const Tap&
 // The output offset of GEMM row m (its position), or -1 past the last one.
 template <typename I>
 FASTCNN_HD int64_t output_row(const ConvGeom<I>& g, int64_t m) {
-  const int64_t P = static_cast<int64_t>(g.Ho) * g.Wo;
-  if (m >= g.N * P) return -1;
-  const int64_t n = m / P, p = m % P;
-  return n * g.ys[0] + p / g.Wo * g.ys[2] + p % g.Wo * g.ys[3];
+  if (m >= g.N * g.P()) return -1;
+  I n, oh, ow;
+  g.nhw(static_cast<I>(m), n, oh, ow);
+  return n * g.ys[0] + oh * g.ys[2] + ow * g.ys[3];
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
