@@ -1333,3 +1333,42 @@ def _gemm_cases() -> list:
 @pytest.mark.parametrize("isa", ISAS)
 def test_gemm_paths_every_isa(isa):
     run_under_isa(isa, _GEMM_PATHS_SCRIPT, _gemm_cases())
+
+
+# The forward's image packer under every ISA: input rows gathered a vector at a time at
+# strides 1 and 2, padding zeroed by column, vectors near a plane's first and last element
+# gathered lane by lane. Widths around the vector widths (8 and 16 floats, 4 and 8 doubles),
+# padding up to 2, dilation, and inputs whose rows or planes are not back to back (sliced
+# views), against F.conv2d in float64. Prints the ISA the process ran.
+_IMAGE_PACKER_SCRIPT = r"""
+import json, sys, torch, torch.nn.functional as F, fastcnn
+
+torch.manual_seed(0)
+with fastcnn.ops.use_conv_algorithm("direct"):
+    for case in json.loads(sys.argv[1]):
+        W, stride, pad, dil, crop = case
+        for dtype in (torch.float32, torch.float64):
+            full = torch.randn(2, 5 + crop, 6 + 2 * crop, W + 2 * crop, dtype=dtype)
+            x = full[:, crop:, crop:full.shape[2] - crop, crop:full.shape[3] - crop]
+            w = torch.randn(7, 5, 3, 3, dtype=dtype)
+            kw = dict(stride=stride, padding=pad, dilation=dil)
+            if (W + 2 * pad - dil * 2 - 1) < 0:
+                continue
+            got = fastcnn.ops.conv2d(x, w, **kw)
+            want = F.conv2d(x.double(), w.double(), **kw).to(dtype)
+            tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else {}
+            torch.testing.assert_close(got, want, **tol, msg=lambda m: f"{case} {dtype}: {m}")
+print(fastcnn.info()["isa"])
+"""
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_image_packer_every_isa(isa):
+    cases = [
+        [W, stride, pad, dil, crop]
+        for W in (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 40)
+        for stride in (1, 2, 3)
+        for pad, dil in ((0, 1), (1, 1), (2, 1), (2, 2))
+        for crop in (0, 1)
+    ]
+    run_under_isa(isa, _IMAGE_PACKER_SCRIPT, cases)

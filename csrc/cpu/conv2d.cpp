@@ -307,7 +307,7 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
       const int64_t p0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - p0);
       const T* a = ws + grp * group_elems;
       auto pack_a = [&](int64_t k0, int64_t) { return Panels<T>{a + k0 * mk.mr, mk.mr * pl.Kred}; };
-      PackImageColumns<T> pack_b{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, ncols, mk.nr};
+      PackImageColumns<T> pack_b{{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, ncols, mk.nr}};
       T* y0 = y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3];
       const T* bias_g = bias ? bias + grp * g.Kg : nullptr;
       const int64_t panel_begin = split * panels / pl.splits,

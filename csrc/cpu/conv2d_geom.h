@@ -25,4 +25,11 @@ inline bool in_range(int64_t i, int64_t n) {
   return static_cast<uint64_t>(i) < static_cast<uint64_t>(n);
 }
 
+// 1x1, stride 1, no padding, rows stored back to back: output position p reads input
+// position p, so runs of positions may cross output rows.
+inline bool positions_are_flat(const ConvGeom& g) {
+  return g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.Wo == g.W &&
+         g.Ho == g.H && g.xs[2] == g.W * g.xs[3];
+}
+
 }  // namespace fastcnn::cpu

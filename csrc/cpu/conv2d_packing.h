@@ -15,7 +15,9 @@
 #include <type_traits>
 
 #include "cpu/conv2d_geom.h"
+#include "cpu/conv2d_image_columns.h"
 #include "cpu/gemm_driver.h"
+#include "cpu/isa_select.h"
 #include "cpu/transpose_8x8.h"
 
 namespace fastcnn::cpu {
@@ -94,13 +96,6 @@ inline WeightColumn weight_column(const ConvGeom& g, int64_t j) {
                                   : WeightColumn{j / g.RS(), j % g.RS()};
 }
 
-// 1x1, stride 1, no padding, rows stored back to back: output position p reads input
-// position p, so runs of positions may cross output rows.
-inline bool positions_are_flat(const ConvGeom& g) {
-  return g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.Wo == g.W &&
-         g.Ho == g.H && g.xs[2] == g.W * g.xs[3];
-}
-
 // One run of output positions on output row oh, columns [ow, ow + len): reads input row
 // ih = oh * sh - ph + dh_tap at columns shifted by dw_tap, zero where it leaves the image.
 // `row` points at the input channel plane; dst advances by dst_step per position.
@@ -117,53 +112,15 @@ inline void gather_output_row(const ConvGeom& g, const T* row, int64_t oh, int64
   fill_zero(dst + (hi - ow) * dst_step, dst_step, ow + len - hi);
 }
 
-// Forward B: rows (c, r, s) of one group, columns output positions [p0, p0 + ncols).
-// Each panel row is a few runs along output rows, copied without per-element bound checks.
+// Forward B: rows (c, r, s) of one group, columns output positions [p0, p0 + ncols), packed
+// by the chosen ISA's kernel.
 template <typename T>
 struct PackImageColumns {
-  const ConvGeom& g;
-  const T* x;  // image n, first channel of the group
-  int64_t p0, ncols;
-  int nr;
+  ImageColumns<T> cols;
 
   Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
-    const T* row_plane[kBlockK];
-    int64_t row_dh[kBlockK], row_dw[kBlockK];
-    ValidColumns row_valid[kBlockK];
-    for (int64_t kk = 0; kk < kc; ++kk) {
-      const int64_t j = k0 + kk, c = j / g.RS(), rs = j % g.RS();
-      row_plane[kk] = x + c * g.xs[1];
-      row_dh[kk] = rs / g.S * g.dh;
-      row_dw[kk] = rs % g.S * g.dw;
-      row_valid[kk] = valid_columns(g, row_dw[kk], g.Wo);
-    }
-    // Row by row, so that each input row streams in order (hardware prefetch follows a
-    // few sequential streams, not one per reduction row). Runs end at output rows and at
-    // panel edges; the walk tracks both without dividing.
-    const bool flat = positions_are_flat(g);
-    const int64_t tail = round_up(ncols, nr) - ncols, oh0 = p0 / g.Wo, ow0 = p0 % g.Wo;
-    for (int64_t kk = 0; kk < kc; ++kk) {
-      T* d = dst + kk * nr;
-      if (flat) {  // one run per panel
-        for (int64_t jj = 0; jj < ncols; jj += nr)
-          copy_strided(row_plane[kk] + (p0 + jj) * g.xs[3], g.xs[3], d + jj * kc, 1,
-                       std::min<int64_t>(nr, ncols - jj));
-      } else {
-        // Runs along output rows into a line, then the line into the panels. The plan's
-        // column chunks are at most kBlockN wide.
-        T line[kBlockN];
-        for (int64_t jj = 0, oh = oh0, ow = ow0; jj < ncols; ow = 0, ++oh) {
-          const int64_t len = std::min(ncols - jj, g.Wo - ow);
-          gather_output_row(g, row_plane[kk], oh, ow, len, row_dh[kk], row_dw[kk], row_valid[kk],
-                            line + jj, 1);
-          jj += len;
-        }
-        for (int64_t jj = 0; jj < ncols; jj += nr)
-          copy_strided(line + jj, 1, d + jj * kc, 1, std::min<int64_t>(nr, ncols - jj));
-      }
-      fill_zero(dst + ncols / nr * nr * kc + kk * nr + ncols % nr, 1, tail);
-    }
-    return {dst, kc * nr};
+    for_dtype<T>(image_column_kernels())(cols, k0, kc, dst);
+    return {dst, kc * cols.nr};
   }
 };
 

@@ -1,0 +1,8 @@
+// The forward image packer for avx2 (see cpu/conv2d_image_columns_impl.h).
+#include "cpu/conv2d_image_columns_impl.h"
+
+namespace fastcnn::cpu {
+ImageColumnKernelSet image_column_kernels_avx2() {
+  return {pack_image_columns<float>, pack_image_columns<double>};
+}
+}  // namespace fastcnn::cpu

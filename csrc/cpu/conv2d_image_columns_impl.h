@@ -1,0 +1,167 @@
+// The forward image packer, written once over 64-byte vectors and compiled per ISA: each ISA's
+// translation unit includes this file, and the unnamed namespace gives every one its own copy
+// built with its own flags (nothing here is shared with code built for another ISA).
+//
+// Each reduction row (c, r, s) is gathered into a line along output rows, then copied into the
+// panels. Along a row of unit-stride input columns, stride 1 is one unaligned load a vector and
+// stride 2 two loads and one shuffle of their even lanes; columns in the padding are zeroed by
+// a compare against the row width, not by masked loads (with the partial masks of every row's
+// edges, masked loads made the gather 2.5x slower on Zen 4). A vector's loads may run past its
+// row into the neighbouring rows of the plane, never outside the plane: vectors that would are
+// gathered lane by lane.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "cpu/conv2d_image_columns.h"
+#include "cpu/gemm_driver.h"
+
+// 64-byte vectors pass between functions of this unnamed namespace only, never across a
+// translation unit, so the ABI GCC warns about without AVX-512 is never relied on.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace fastcnn::cpu {
+namespace {
+
+template <typename T>
+struct ColumnVec {
+  static constexpr int64_t lanes = 64 / sizeof(T);
+  typedef T V __attribute__((vector_size(64)));
+  using Index = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  typedef Index I __attribute__((vector_size(64)));
+
+  [[gnu::always_inline]] static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  // A load the compiler may not merge with the select that follows it: AVX-512 builds would
+  // make the pair one masked load (or a masked shuffle from memory), which the partial masks
+  // of a row's edges make several times slower on Zen 4.
+  [[gnu::always_inline]] static V load_whole(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+#if defined(__AVX512F__)
+    asm("" : "+v"(v));
+#endif
+    return v;
+  }
+  [[gnu::always_inline]] static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+  // {0, step, 2 * step, ...}: loaded as one constant, where lane-by-lane inserts would be a
+  // serial chain.
+  template <int64_t Step>
+  static constexpr std::array<Index, lanes> lane_steps = [] {
+    std::array<Index, lanes> s{};
+    for (int64_t l = 0; l < lanes; ++l) s[l] = static_cast<Index>(l * Step);
+    return s;
+  }();
+  template <size_t... L>
+  [[gnu::always_inline]] static V even_lanes(V lo, V hi, std::index_sequence<L...>) {
+    return __builtin_shufflevector(lo, hi, (2 * L)...);
+  }
+};
+
+// line[t] = row[a + t * Step] for t < n where that column lies in [0, W), else 0; whole
+// vectors are stored, so up to a vector past n is written too. row = plane + row_off; every
+// load stays in the plane's [0, plane_len) elements.
+template <int64_t Step, typename T>
+void gather_run(const T* plane, int64_t plane_len, int64_t row_off, int64_t W, int64_t a, int64_t n,
+                T* line) {
+  using C = ColumnVec<T>;
+  using Index = typename C::Index;
+  typename C::I col;
+  std::memcpy(&col, C::template lane_steps<Step>.data(), sizeof col);
+  col += static_cast<Index>(a);
+  const typename C::I width = typename C::I{} + static_cast<Index>(W);
+  for (int64_t t = 0; t < n; t += C::lanes, a += C::lanes * Step) {
+    const int64_t first = row_off + a;
+    typename C::V v;
+    if (first >= 0 && first + C::lanes * Step <= plane_len) {
+      const T* p = plane + first;
+      if constexpr (Step == 1)
+        v = C::load_whole(p);
+      else
+        v = C::even_lanes(C::load_whole(p), C::load_whole(p + C::lanes),
+                          std::make_index_sequence<C::lanes>{});
+      v = col < width ? v : typename C::V{};  // unsigned: negative columns compare large
+    } else {
+      for (int64_t l = 0; l < C::lanes; ++l) {
+        const int64_t iw = a + l * Step;
+        v[l] = in_range(iw, W) ? plane[row_off + iw] : T(0);
+      }
+    }
+    C::store(line + t, v);
+    col += static_cast<Index>(C::lanes * Step);
+  }
+}
+
+// Any other input: element by element.
+template <typename T>
+void gather_run_any(const ConvGeom& g, const T* plane, int64_t ih, int64_t a, int64_t n, T* line) {
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t iw = a + t * g.sw;
+    line[t] = in_range(iw, g.W) ? plane[ih * g.xs[2] + iw * g.xs[3]] : T(0);
+  }
+}
+
+template <typename T>
+void copy_run(const T* src, T* dst, int64_t n) {
+  using C = ColumnVec<T>;
+  int64_t t = 0;
+  for (; t + C::lanes <= n; t += C::lanes) C::store(dst + t, C::load(src + t));
+  for (; t < n; ++t) dst[t] = src[t];
+}
+
+template <typename T>
+void pack_image_columns(const ImageColumns<T>& b, int64_t k0, int64_t kc, T* dst) {
+  using C = ColumnVec<T>;
+  const ConvGeom& g = b.g;
+  const int64_t nr = b.nr, ncols = b.ncols;
+  const bool flat = positions_are_flat(g);  // one run a panel
+  const bool rows_vectorize = g.xs[3] == 1 && g.sw <= 2 && g.xs[2] >= 0;
+  const int64_t plane_len = (g.H - 1) * g.xs[2] + g.W;
+  // The plan's column chunks are at most kBlockN wide.
+  alignas(64) T line[kBlockN + C::lanes];
+  const int64_t oh0 = b.p0 / g.Wo, ow0 = b.p0 % g.Wo;
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const int64_t j = k0 + kk, c = j / g.RS(), rs = j % g.RS();
+    const T* plane = b.x + c * g.xs[1];
+    const int64_t dh = rs / g.S * g.dh - g.ph, dw = rs % g.S * g.dw - g.pw;
+    T* d = dst + kk * nr;
+    const T* src = line;
+    if (flat && g.xs[3] == 1) {
+      src = plane + b.p0;
+    } else if (flat) {
+      for (int64_t jj = 0; jj < ncols; ++jj) line[jj] = plane[(b.p0 + jj) * g.xs[3]];
+    } else {
+      // Runs along output rows, in order: each input row streams in order.
+      for (int64_t jj = 0, oh = oh0, ow = ow0; jj < ncols; ow = 0, ++oh) {
+        const int64_t len = std::min(ncols - jj, g.Wo - ow), ih = oh * g.sh + dh;
+        const int64_t a = ow * g.sw + dw;
+        if (!in_range(ih, g.H)) {
+          for (int64_t t = 0; t < len; t += C::lanes) C::store(line + jj + t, typename C::V{});
+        } else if (!rows_vectorize) {
+          gather_run_any(g, plane, ih, a, len, line + jj);
+        } else if (g.sw == 1) {
+          gather_run<1>(plane, plane_len, ih * g.xs[2], g.W, a, len, line + jj);
+        } else {
+          gather_run<2>(plane, plane_len, ih * g.xs[2], g.W, a, len, line + jj);
+        }
+        jj += len;
+      }
+    }
+    for (int64_t jj = 0; jj < ncols; jj += nr, d += nr * kc) {
+      const int64_t cols = std::min(nr, ncols - jj);
+      copy_run(src + jj, d, cols);
+      std::fill(d + cols, d + nr, T(0));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
