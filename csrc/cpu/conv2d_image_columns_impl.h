@@ -1,14 +1,15 @@
 // The forward image packer, written once over 64-byte vectors and compiled per ISA: each ISA's
 // translation unit includes this file, and the unnamed namespace gives every one its own copy
-// built with its own flags (nothing here is shared with code built for another ISA).
+// built with its own flags.
 //
 // Each reduction row (c, r, s) is gathered into a line along output rows, then copied into the
 // panels. Along a row of unit-stride input columns, stride 1 is one unaligned load a vector and
-// stride 2 two loads and one shuffle of their even lanes; columns in the padding are zeroed by
-// a compare against the row width, not by masked loads (with the partial masks of every row's
-// edges, masked loads made the gather 2.5x slower on Zen 4). A vector's loads may run past its
-// row into the neighbouring rows of the plane, never outside the plane: vectors that would are
-// gathered lane by lane.
+// stride 2 two loads and one shuffle of their even lanes (the three taps of a 3-wide kernel
+// row share those loads); columns in the padding are zeroed by a compare against the row
+// width, not by masked loads (with the partial masks of every row's edges, masked loads made
+// the gather 2.5x slower on Zen 4). A vector's loads may run past its row into the
+// neighbouring rows of the plane, never outside the plane: vectors that would are gathered
+// lane by lane.
 #pragma once
 
 #include <algorithm>
