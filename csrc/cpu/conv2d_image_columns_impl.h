@@ -184,7 +184,8 @@ void pack_image_columns(const ImageColumns<T>& b, int64_t k0, int64_t kc, T* dst
   const ConvGeom& g = b.g;
   const int64_t nr = b.nr, ncols = b.ncols;
   const bool flat = positions_are_flat(g);  // one run a panel
-  const bool rows_vectorize = g.xs[3] == 1 && g.sw <= 2 && g.xs[2] >= 0;
+  // Images are dense NCHW or NHWC (the binding checks): NCHW rows lie back to back.
+  const bool rows_vectorize = g.xs[3] == 1 && g.sw <= 2;
   const int64_t plane_len = (g.H - 1) * g.xs[2] + g.W;
   const bool three_taps = rows_vectorize && g.sw == 2 && g.S == 3 && g.dw == 1;
   const int64_t oh0 = b.p0 / g.Wo, ow0 = b.p0 % g.Wo;
