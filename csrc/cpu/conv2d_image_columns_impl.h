@@ -76,6 +76,25 @@ struct ColumnVec {
   }
 };
 
+// The Vectors * lanes elements of the plane from `first` on; elements outside the plane read
+// as 0 (gathered lane by lane, so no load leaves the plane).
+template <int64_t Vectors, typename T, typename V = typename ColumnVec<T>::V>
+[[gnu::always_inline]] inline void load_span(const T* plane, int64_t plane_len, int64_t first,
+                                             V (&v)[Vectors]) {
+  using C = ColumnVec<T>;
+  if (first >= 0 && first + Vectors * C::lanes <= plane_len) {
+    for (int64_t i = 0; i < Vectors; ++i) v[i] = C::load_whole(plane + first + i * C::lanes);
+    return;
+  }
+  for (int64_t i = 0; i < Vectors; ++i) {
+    v[i] = V{};
+    for (int64_t l = 0; l < C::lanes; ++l) {
+      const int64_t e = first + i * C::lanes + l;
+      if (in_range(e, plane_len)) v[i][l] = plane[e];
+    }
+  }
+}
+
 // line[t] = row[a + t * Step] for t < n where that column lies in [0, W), else 0; whole
 // vectors are stored, so up to a vector past n is written too. row = plane + row_off; every
 // load stays in the plane's [0, plane_len) elements.
@@ -89,41 +108,15 @@ void gather_run(const T* plane, int64_t plane_len, int64_t row_off, int64_t W, i
   col += static_cast<Index>(a);
   const typename C::I width = typename C::I{} + static_cast<Index>(W);
   for (int64_t t = 0; t < n; t += C::lanes, a += C::lanes * Step) {
-    const int64_t first = row_off + a;
-    typename C::V v;
-    if (first >= 0 && first + C::lanes * Step <= plane_len) {
-      const T* p = plane + first;
-      if constexpr (Step == 1)
-        v = C::load_whole(p);
-      else
-        v = C::even_lanes(C::load_whole(p), C::load_whole(p + C::lanes),
-                          std::make_index_sequence<C::lanes>{});
-      v = col < width ? v : typename C::V{};  // unsigned: negative columns compare large
-    } else {
-      for (int64_t l = 0; l < C::lanes; ++l) {
-        const int64_t iw = a + l * Step;
-        v[l] = in_range(iw, W) ? plane[row_off + iw] : T(0);
-      }
-    }
+    typename C::V w[Step], v;
+    load_span<Step>(plane, plane_len, row_off + a, w);
+    if constexpr (Step == 1)
+      v = w[0];
+    else
+      v = C::even_lanes(w[0], w[1], std::make_index_sequence<C::lanes>{});
+    v = col < width ? v : typename C::V{};  // unsigned: negative columns compare large
     C::store(line + t, v);
     col += static_cast<Index>(C::lanes * Step);
-  }
-}
-
-// The 2 * lanes elements of the plane from `first` on, as two vectors; elements outside the
-// plane read as 0.
-template <typename T, typename V = typename ColumnVec<T>::V>
-[[gnu::always_inline]] inline void load_window(const T* plane, int64_t plane_len, int64_t first,
-                                               V& lo, V& hi) {
-  using C = ColumnVec<T>;
-  if (first >= 0 && first + 2 * C::lanes <= plane_len) {
-    lo = C::load_whole(plane + first);
-    hi = C::load_whole(plane + first + C::lanes);
-    return;
-  }
-  for (int64_t l = 0; l < C::lanes; ++l) {
-    lo[l] = in_range(first + l, plane_len) ? plane[first + l] : T(0);
-    hi[l] = in_range(first + C::lanes + l, plane_len) ? plane[first + C::lanes + l] : T(0);
   }
 }
 
@@ -143,16 +136,16 @@ void gather_run_three_taps(const T* plane, int64_t plane_len, int64_t row_off, i
   std::memcpy(&col, C::template lane_steps<2>.data(), sizeof col);
   col += static_cast<Index>(a);
   const I width = I{} + static_cast<Index>(W);
-  V lo, hi;
-  load_window(plane, plane_len, row_off + a, lo, hi);
-  V even = C::even_lanes(lo, hi, lanes);
+  V w[2];
+  load_span<2>(plane, plane_len, row_off + a, w);
+  V even = C::even_lanes(w[0], w[1], lanes);
   even = col < width ? even : V{};
   for (int64_t t = 0; t < n; t += C::lanes, a += 2 * C::lanes) {
-    V odd = C::odd_lanes(lo, hi, lanes);
+    V odd = C::odd_lanes(w[0], w[1], lanes);
     odd = col + 1 < width ? odd : V{};
-    load_window(plane, plane_len, row_off + a + 2 * C::lanes, lo, hi);
+    load_span<2>(plane, plane_len, row_off + a + 2 * C::lanes, w);
     col += static_cast<Index>(2 * C::lanes);
-    V next = C::even_lanes(lo, hi, lanes);
+    V next = C::even_lanes(w[0], w[1], lanes);
     next = col < width ? next : V{};
     C::store(line0 + t, even);
     C::store(line1 + t, odd);
