@@ -1335,38 +1335,74 @@ def test_gemm_paths_every_isa(isa):
     run_under_isa(isa, _GEMM_PATHS_SCRIPT, _gemm_cases())
 
 
-# The forward's image packer under every ISA: input rows gathered a vector at a time at
-# strides 1 and 2 (stride 2 with the three taps of a kernel row at once), other strides
-# element by element, padding zeroed by column, vectors near a plane's first and last element
-# gathered lane by lane. Widths around the vector widths (8 and 16 floats, 4 and 8 doubles),
-# padding up to 2 and dilation, against F.conv2d in float64. Prints the ISA the process ran.
-_IMAGE_PACKER_SCRIPT = r"""
+# Direct (GEMM-path) forwards under one ISA: each case is (input shape, filter shape, stride,
+# padding, dilation), run in float32 and float64, NCHW without bias and channels_last with bias
+# and the fused ReLU, against F.conv2d in float64. Prints the ISA the process ran.
+_DIRECT_FORWARD_SCRIPT = r"""
 import json, sys, torch, torch.nn.functional as F, fastcnn
 
 torch.manual_seed(0)
 with fastcnn.ops.use_conv_algorithm("direct"):
     for case in json.loads(sys.argv[1]):
-        W, stride, pad, dil = case
+        x_shape, w_shape, stride, pad, dil = case
+        kw = dict(stride=stride, padding=pad, dilation=dil)
         for dtype in (torch.float32, torch.float64):
-            x = torch.randn(2, 5, 6, W, dtype=dtype)
-            w = torch.randn(7, 5, 3, 3, dtype=dtype)
-            kw = dict(stride=stride, padding=pad, dilation=dil)
-            if (W + 2 * pad - dil * 2 - 1) < 0:
-                continue
-            got = fastcnn.ops.conv2d(x, w, **kw)
-            want = F.conv2d(x.double(), w.double(), **kw).to(dtype)
-            tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else {}
-            torch.testing.assert_close(got, want, **tol, msg=lambda m: f"{case} {dtype}: {m}")
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                x = torch.randn(x_shape, dtype=dtype).to(memory_format=fmt)
+                w = torch.randn(w_shape, dtype=dtype)
+                b = torch.randn(w_shape[0], dtype=dtype) if fmt == torch.channels_last else None
+                act = "relu" if b is not None else None
+                got = fastcnn.ops.conv2d(x, w, b, **kw, activation=act)
+                want = F.conv2d(x.double(), w.double(), None if b is None else b.double(), **kw)
+                want = (want.relu() if act else want).to(dtype)
+                tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else {}
+                torch.testing.assert_close(got, want, **tol, msg=lambda m: f"{case} {dtype}: {m}")
 print(fastcnn.info()["isa"])
 """
 
 
+# The forward's image packer: input rows gathered a vector at a time at strides 1 and 2
+# (stride 2 with the three taps of a kernel row at once), other strides element by element,
+# padding zeroed by column, vectors near a plane's first and last element gathered lane by
+# lane. Widths around the vector widths (8 and 16 floats, 4 and 8 doubles), padding up to 2
+# and dilation.
 @pytest.mark.parametrize("isa", ISAS)
 def test_image_packer_every_isa(isa):
     cases = [
-        [W, stride, pad, dil]
+        [[2, 5, 6, W], [7, 5, 3, 3], stride, pad, dil]
         for W in (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 40)
         for stride in (1, 2, 3)
         for pad, dil in ((0, 1), (1, 1), (2, 1), (2, 2))
+        if W + 2 * pad - dil * 2 - 1 >= 0
     ]
-    run_under_isa(isa, _IMAGE_PACKER_SCRIPT, cases)
+    run_under_isa(isa, _DIRECT_FORWARD_SCRIPT, cases)
+
+
+# Row windows: when an output row is exactly one column panel (Wo == nr: 32 and 16 floats, 16
+# and 8 doubles on AVX-512 and AVX2) and kernel rows step one input row per output row, the
+# forward reads its B panels in place from staged windows of input rows, the reduction ordered
+# (r, c, s). Output widths 8, 16 and 32 cover every ISA's panel widths (the portable ISA's
+# 32-byte panels never take the path and check the same shapes through the packer). Column
+# taps 1, 3 and 5 wide (3: the three-tap gathers at column strides 1 and 2), column strides 1-3,
+# column padding and dilation, one and three channels, 1- and 3-tall kernels with and without
+# row padding, and enough rows for several column chunks.
+@pytest.mark.parametrize("isa", ISAS)
+def test_row_windows_every_isa(isa):
+    cases = [
+        [
+            [2, C, 23, (Wo - 1) * sw + dw * (S - 1) + 1 - 2 * pw],
+            [9, C, R, S],
+            [1, sw],
+            [ph, pw],
+            [1, dw],
+        ]
+        for Wo in (8, 16, 32)
+        for C in (1, 3)
+        for R, ph in ((1, 0), (3, 1))
+        for S in (1, 3, 5)
+        for sw in (1, 2, 3)
+        for pw in (0, 2)
+        for dw in (1, 2)
+        if (Wo - 1) * sw + dw * (S - 1) + 1 - 2 * pw >= 1
+    ]
+    run_under_isa(isa, _DIRECT_FORWARD_SCRIPT, cases)

@@ -106,6 +106,7 @@ struct Plan {
   int64_t tasks = 0;
   int64_t a_elems = 0, thread_elems = 0, partial_elems = 0;  // 64-byte multiples
   bool depthwise = false;      // one input channel and few filters per group: direct convolution
+  bool row_windows = false;    // forward B read in place from staged row windows
   bool pixel_rows = false;     // NHWC: GEMM rows are positions, columns filters or (r, s, c)
   std::optional<DotPlan> dot;  // backward-weight as dot products along positions
   std::optional<OuterPlan> outer;  // backward-weight as outer products over NHWC rows
@@ -200,7 +201,8 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
     if (pl.units > 0 && pl.units < threads)
       pl.splits = std::min(panels, ceil_div(threads, pl.units));
     pl.a_elems = aligned(g.G * panels * mr * pl.Kred, elem);
-    pl.thread_elems = bbuf;
+    pl.row_windows = row_windows_apply(g, nr, elem);
+    pl.thread_elems = pl.row_windows ? aligned(row_windows_elems(g, pl.col_chunk), elem) : bbuf;
   } else if (pass == ConvPass::BackwardInput) {
     // Tasks: (image, group), split further by channels when too few; a task owns its pixels.
     pl.units = g.N * g.G;
@@ -296,7 +298,8 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
   const int64_t panels = ceil_div(pl.M, mk.mr), group_elems = panels * mk.mr * pl.Kred;
   pack_groups<T>(
       g, pl.threads, pl.M, pl.Kred, mk.mr, w, [&](int64_t m) { return m * g.ws[0]; },
-      [&](int64_t j) { return tap_crs(g, j); }, ws, group_elems);
+      [&](int64_t j) { return pl.row_windows ? row_windows_tap(g, j) : tap_crs(g, j); }, ws,
+      group_elems);
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
     int64_t col_off[kBlockN];
@@ -307,18 +310,27 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
       const int64_t p0 = chunk * pl.col_chunk, ncols = std::min(pl.col_chunk, pl.cols - p0);
       const T* a = ws + grp * group_elems;
       auto pack_a = [&](int64_t k0, int64_t) { return Panels<T>{a + k0 * mk.mr, mk.mr * pl.Kred}; };
-      PackImageColumns<T> pack_b{{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, ncols, mk.nr}};
+      const ImageColumns<T> cols{g, x + n * g.xs[0] + grp * g.Cg * g.xs[1], p0, ncols, mk.nr};
       T* y0 = y + n * g.ys[0] + grp * g.Kg * g.ys[1] + p0 * g.ys[3];
       const T* bias_g = bias ? bias + grp * g.Kg : nullptr;
       const int64_t panel_begin = split * panels / pl.splits,
                     panel_end = (split + 1) * panels / pl.splits;
-      if (g.ys[3] == 1) {
-        gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
-                        StoreTile<T>{mk, y0, g.ys[1], bias_g, relu});
+      auto run = [&](const auto& pack_b) {
+        if (g.ys[3] == 1) {
+          gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
+                          StoreTile<T>{mk, y0, g.ys[1], bias_g, relu});
+        } else {
+          for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj * g.ys[3];
+          gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
+                          ScatterStoreTile<T>{mk, y0, g.ys[1], col_off, bias_g, relu});
+        }
+      };
+      if (pl.row_windows) {
+        const PackRowWindows<T> windows{cols, bbuf};
+        windows.stage_rows();
+        run(windows);
       } else {
-        for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj * g.ys[3];
-        gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
-                        ScatterStoreTile<T>{mk, y0, g.ys[1], col_off, bias_g, relu});
+        run(PackImageColumns<T>{cols});
       }
     }
   });

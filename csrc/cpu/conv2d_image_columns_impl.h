@@ -3,13 +3,14 @@
 // built with its own flags.
 //
 // Each reduction row (c, r, s) is gathered into a line along output rows, then copied into the
-// panels. Along a row of unit-stride input columns, stride 1 is one unaligned load a vector and
-// stride 2 two loads and one shuffle of their even lanes (the three taps of a 3-wide kernel
-// row share those loads); columns in the padding are zeroed by a compare against the row
-// width, not by masked loads (with the partial masks of every row's edges, masked loads made
-// the gather 2.5x slower on Zen 4). A vector's loads may run past its row into the
-// neighbouring rows of the plane, never outside the plane: vectors that would are gathered
-// lane by lane.
+// panels; or, for row windows, each (input row, c, s) straight into its staged row. Along a row
+// of unit-stride input columns, stride 1 is one unaligned load a vector and stride 2 two loads
+// and one shuffle of their even lanes (the three taps of a 3-wide kernel row share those
+// loads; at stride 1 they are shifts of one load); columns in the padding are zeroed by a
+// compare against the row width, not by masked loads (with the partial masks of every row's
+// edges, masked loads made the gather 2.5x slower on Zen 4). A vector's loads may run past its
+// row into the neighbouring rows of the plane, never outside the plane: vectors that would are
+// gathered lane by lane.
 #pragma once
 
 #include <algorithm>
@@ -69,10 +70,10 @@ struct ColumnVec {
   [[gnu::always_inline]] static V odd_lanes(V lo, V hi, std::index_sequence<L...>) {
     return __builtin_shufflevector(lo, hi, (2 * L + 1)...);
   }
-  // lo's lanes from the second on, then hi's first.
-  template <size_t... L>
-  [[gnu::always_inline]] static V one_lane_on(V lo, V hi, std::index_sequence<L...>) {
-    return __builtin_shufflevector(lo, hi, (L + 1)...);
+  // lo's lanes from lane Shift on, then hi's first Shift lanes.
+  template <size_t Shift, size_t... L>
+  [[gnu::always_inline]] static V lanes_on(V lo, V hi, std::index_sequence<L...>) {
+    return __builtin_shufflevector(lo, hi, (L + Shift)...);
   }
 };
 
@@ -120,11 +121,12 @@ void gather_run(const T* plane, int64_t plane_len, int64_t row_off, int64_t W, i
   }
 }
 
-// Stride 2, the three taps of a kernel row one column apart (3 wide, undilated):
-// line_s[t] = row[a + s + 2t], zero outside [0, W). Taps 0 and 1 are the even and odd lanes of
-// the same two loads, tap 2 is tap 0 one output further on: a third of the loads, compares
-// and run setup of three single-tap passes.
-template <typename T>
+// The three taps of a kernel row one column apart (3 wide, undilated), at column stride
+// Step 1 or 2: line_s[t] = row[a + s + Step * t], zero outside [0, W). Each vector of tap 0
+// comes from Step loads (Step 2: their even lanes); tap 2 is tap 0 shifted by 2 / Step
+// outputs, and tap 1 is tap 0 shifted by one output (Step 1) or the odd lanes of the same
+// loads (Step 2): a third of the loads, compares and run setup of three single-tap passes.
+template <int64_t Step, typename T>
 void gather_run_three_taps(const T* plane, int64_t plane_len, int64_t row_off, int64_t W, int64_t a,
                            int64_t n, T* line0, T* line1, T* line2) {
   using C = ColumnVec<T>;
@@ -132,25 +134,35 @@ void gather_run_three_taps(const T* plane, int64_t plane_len, int64_t row_off, i
   using V = typename C::V;
   using I = typename C::I;
   constexpr auto lanes = std::make_index_sequence<C::lanes>{};
+  auto tap0 = [&](const V(&w)[Step]) {
+    if constexpr (Step == 1)
+      return w[0];
+    else
+      return C::even_lanes(w[0], w[1], lanes);
+  };
   I col;  // tap 0's columns
-  std::memcpy(&col, C::template lane_steps<2>.data(), sizeof col);
+  std::memcpy(&col, C::template lane_steps<Step>.data(), sizeof col);
   col += static_cast<Index>(a);
   const I width = I{} + static_cast<Index>(W);
-  V w[2];
-  load_span<2>(plane, plane_len, row_off + a, w);
-  V even = C::even_lanes(w[0], w[1], lanes);
-  even = col < width ? even : V{};
-  for (int64_t t = 0; t < n; t += C::lanes, a += 2 * C::lanes) {
-    V odd = C::odd_lanes(w[0], w[1], lanes);
-    odd = col + 1 < width ? odd : V{};
-    load_span<2>(plane, plane_len, row_off + a + 2 * C::lanes, w);
-    col += static_cast<Index>(2 * C::lanes);
-    V next = C::even_lanes(w[0], w[1], lanes);
+  V w[Step];
+  load_span<Step>(plane, plane_len, row_off + a, w);
+  V first = tap0(w);
+  first = col < width ? first : V{};
+  for (int64_t t = 0; t < n; t += C::lanes, a += Step * C::lanes) {
+    V mid;
+    if constexpr (Step == 2) {
+      mid = C::odd_lanes(w[0], w[1], lanes);
+      mid = col + 1 < width ? mid : V{};
+    }
+    load_span<Step>(plane, plane_len, row_off + a + Step * C::lanes, w);
+    col += static_cast<Index>(Step * C::lanes);
+    V next = tap0(w);
     next = col < width ? next : V{};
-    C::store(line0 + t, even);
-    C::store(line1 + t, odd);
-    C::store(line2 + t, C::one_lane_on(even, next, lanes));
-    even = next;
+    if constexpr (Step == 1) mid = C::template lanes_on<1>(first, next, lanes);
+    C::store(line0 + t, first);
+    C::store(line1 + t, mid);
+    C::store(line2 + t, C::template lanes_on<2 / Step>(first, next, lanes));
+    first = next;
   }
 }
 
@@ -217,8 +229,8 @@ void pack_image_columns(const ImageColumns<T>& b, int64_t k0, int64_t kc, T* dst
             for (int64_t t = 0; t < len; t += C::lanes)
               C::store(lines[tap] + jj + t, typename C::V{});
         } else if (taps == 3) {
-          gather_run_three_taps(plane, plane_len, ih * g.xs[2], g.W, a, len, lines[0] + jj,
-                                lines[1] + jj, lines[2] + jj);
+          gather_run_three_taps<2>(plane, plane_len, ih * g.xs[2], g.W, a, len, lines[0] + jj,
+                                   lines[1] + jj, lines[2] + jj);
         } else if (!rows_vectorize) {
           gather_run_any(g, plane, ih, a, len, lines[0] + jj);
         } else if (g.sw == 1) {
@@ -236,6 +248,44 @@ void pack_image_columns(const ImageColumns<T>& b, int64_t k0, int64_t kc, T* dst
         const int64_t cols = std::min(nr, ncols - jj);
         copy_run(line + jj, d, cols);
         std::fill(d + cols, d + nr, T(0));
+      }
+    }
+  }
+}
+
+// See StageRowWindowsFn (conv2d_image_columns.h). Rows are nr long, a multiple of the vector
+// (the plan's condition), so the gathers write exactly each row.
+template <typename T>
+void stage_row_windows(const ImageColumns<T>& b, T* dst) {
+  const ConvGeom& g = b.g;
+  const int64_t nr = b.nr, oh0 = b.p0 / g.Wo, rows = b.ncols / g.Wo + g.R - 1;
+  const bool rows_vectorize = g.xs[3] == 1 && g.sw <= 2;
+  const bool three_taps = rows_vectorize && g.S == 3 && g.dw == 1;
+  const int64_t plane_len = (g.H - 1) * g.xs[2] + g.W;
+  for (int64_t y = 0; y < rows; ++y) {
+    const int64_t ih = oh0 - g.ph + y;
+    for (int64_t c = 0; c < g.Cg; ++c) {
+      T* d = dst + (y * g.Cg + c) * g.S * nr;
+      const T* plane = b.x + c * g.xs[1];
+      if (!in_range(ih, g.H)) {
+        std::fill(d, d + g.S * nr, T(0));
+      } else if (three_taps && g.sw == 1) {
+        gather_run_three_taps<1>(plane, plane_len, ih * g.xs[2], g.W, -g.pw, g.Wo, d, d + nr,
+                                 d + 2 * nr);
+      } else if (three_taps) {
+        gather_run_three_taps<2>(plane, plane_len, ih * g.xs[2], g.W, -g.pw, g.Wo, d, d + nr,
+                                 d + 2 * nr);
+      } else {
+        for (int64_t s = 0; s < g.S; ++s) {
+          const int64_t a = s * g.dw - g.pw;
+          T* line = d + s * nr;
+          if (!rows_vectorize)
+            gather_run_any(g, plane, ih, a, g.Wo, line);
+          else if (g.sw == 1)
+            gather_run<1>(plane, plane_len, ih * g.xs[2], g.W, a, g.Wo, line);
+          else
+            gather_run<2>(plane, plane_len, ih * g.xs[2], g.W, a, g.Wo, line);
+        }
       }
     }
   }

@@ -119,8 +119,38 @@ struct PackImageColumns {
   ImageColumns<T> cols;
 
   Panels<T> operator()(int64_t k0, int64_t kc, T* dst) const {
-    for_dtype<T>(image_column_kernels())(cols, k0, kc, dst);
+    for_dtype<T>(image_column_kernels()).pack(cols, k0, kc, dst);
     return {dst, kc * cols.nr};
+  }
+};
+
+// Forward B as row windows (StageRowWindowsFn): output rows are whole column panels, kernel
+// rows step one input row per output row, and panel rows are whole vectors (the stage's rows
+// are written a vector at a time).
+inline bool row_windows_apply(const ConvGeom& g, int nr, int64_t elem_size) {
+  return g.Wo == nr && g.sh == 1 && g.dh == 1 && nr * elem_size % 64 == 0;
+}
+
+// Elements of the stage for ncols positions (whole output rows).
+inline int64_t row_windows_elems(const ConvGeom& g, int64_t ncols) {
+  return (ncols / g.Wo + g.R - 1) * g.Cg * g.S * g.Wo;
+}
+
+// Reduction row j of the row-windows order (r, c, s) as a filter tap.
+inline int64_t row_windows_tap(const ConvGeom& g, int64_t j) {
+  const int64_t r = j / (g.Cg * g.S), c = j / g.S % g.Cg, s = j % g.S;
+  return filter_tap(g, c, r * g.S + s);
+}
+
+// Stages the windows once per task; every reduction block then reads its panels in place.
+template <typename T>
+struct PackRowWindows {
+  ImageColumns<T> cols;
+  T* stage;
+
+  void stage_rows() const { for_dtype<T>(image_column_kernels()).stage_row_windows(cols, stage); }
+  Panels<T> operator()(int64_t k0, int64_t, T*) const {
+    return {stage + k0 * cols.nr, cols.g.Cg * cols.g.S * cols.nr};
   }
 };
 

@@ -3,6 +3,7 @@
 
 namespace fastcnn::cpu {
 ImageColumnKernelSet image_column_kernels_avx2() {
-  return {pack_image_columns<float>, pack_image_columns<double>};
+  return {{pack_image_columns<float>, stage_row_windows<float>},
+          {pack_image_columns<double>, stage_row_windows<double>}};
 }
 }  // namespace fastcnn::cpu
