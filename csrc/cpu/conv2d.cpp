@@ -322,7 +322,7 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
         } else {
           for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj * g.ys[3];
           gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
-                          ScatterStoreTile<T>{mk, y0, g.ys[1], col_off, bias_g, relu});
+                          ScatterStoreTile<T>{mk, y0, g.ys[1], col_off, bias_g, relu, g.ys[3]});
         }
       };
       if (pl.row_windows) {

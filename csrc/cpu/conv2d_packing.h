@@ -446,7 +446,9 @@ struct StoreTile {
 };
 
 // Stores tiles into a matrix whose columns sit at arbitrary offsets (channels_last outputs
-// and weights): the tile goes through a small buffer, then element by element.
+// and weights): the tile goes through a small buffer, then element by element, or, for evenly
+// spaced columns over unit-stride rows (an NHWC output: a column is a pixel, its rows the
+// filters), by 8x8 transposes into runs of filters.
 template <typename T>
 struct ScatterStoreTile {
   const MicroKernel<T>& mk;
@@ -455,6 +457,7 @@ struct ScatterStoreTile {
   const int64_t* col_offset;  // offset of each column, relative to the task's first column
   const T* bias;              // per row, may be null
   bool relu;
+  int64_t col_stride = 0;  // > 0: col_offset[j] == j * col_stride
 
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool first, bool last) const {
@@ -464,6 +467,9 @@ struct ScatterStoreTile {
       ep.bias = bias ? bias + m0 : nullptr;
       ep.relu = relu;
       mk.run_store(kc, a, b, acc, mk.nr, rows, cols, ep);
+      if (col_stride > 0)
+        return transpose_into(acc, mk.nr, rows, cols, base + m0 * row_stride + col_offset[n0],
+                              col_stride, row_stride);
       for (int ii = 0; ii < rows; ++ii) {
         T* o = base + (m0 + ii) * row_stride;
         for (int jj = 0; jj < cols; ++jj) o[col_offset[n0 + jj]] = acc[ii * mk.nr + jj];
