@@ -1390,7 +1390,7 @@ def test_image_packer_every_isa(isa):
 def test_row_windows_every_isa(isa):
     cases = [
         [
-            [2, C, 23, (Wo - 1) * sw + dw * (S - 1) + 1 - 2 * pw],
+            [2, C, 23, W],
             [9, C, R, S],
             [1, sw],
             [ph, pw],
@@ -1403,6 +1403,6 @@ def test_row_windows_every_isa(isa):
         for sw in (1, 2, 3)
         for pw in (0, 2)
         for dw in (1, 2)
-        if (Wo - 1) * sw + dw * (S - 1) + 1 - 2 * pw >= 1
+        if (W := (Wo - 1) * sw + dw * (S - 1) + 1 - 2 * pw) >= 1
     ]
     run_under_isa(isa, _DIRECT_FORWARD_SCRIPT, cases)

@@ -302,7 +302,6 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
       group_elems);
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
-    int64_t col_off[kBlockN];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t split = t % pl.splits, unit = t / pl.splits;
       const int64_t chunk = unit % pl.col_chunks, grp = unit / pl.col_chunks % g.G,
@@ -320,9 +319,8 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
           gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
                           StoreTile<T>{mk, y0, g.ys[1], bias_g, relu});
         } else {
-          for (int64_t jj = 0; jj < ncols; ++jj) col_off[jj] = jj * g.ys[3];
           gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
-                          ScatterStoreTile<T>{mk, y0, g.ys[1], col_off, bias_g, relu, g.ys[3]});
+                          ScatterStoreTile<T>{mk, y0, g.ys[1], g.ys[3], nullptr, bias_g, relu});
         }
       };
       if (pl.row_windows) {
@@ -464,7 +462,8 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
                         bbuf, StoreTile<T>{mk, base, row_stride, nullptr, false});
       else
         gemm_blocked<T>(mk, pl.M, ncols, k_begin, k_end, 0, ceil_div(pl.M, mk.mr), pack_a, pack_b,
-                        bbuf, ScatterStoreTile<T>{mk, base, row_stride, col_off, nullptr, false});
+                        bbuf,
+                        ScatterStoreTile<T>{mk, base, row_stride, 0, col_off, nullptr, false});
     }
   });
   if (pl.splits == 1) return;

@@ -175,6 +175,36 @@ void gather_run_any(const ConvGeom& g, const T* plane, int64_t ih, int64_t a, in
   }
 }
 
+// Input rows whose columns are unit-stride, read at column stride 1 or 2: gathered a vector at
+// a time (images are dense NCHW or NHWC, the binding checks: NCHW rows lie back to back).
+inline bool rows_vectorize(const ConvGeom& g) {
+  return g.xs[3] == 1 && g.sw <= 2;
+}
+
+// Whether a kernel row's three column taps can come from shared loads.
+inline bool three_taps_fit(const ConvGeom& g) {
+  return rows_vectorize(g) && g.S == 3 && g.dw == 1;
+}
+
+// A run of n outputs from input row ih (inside the image) for `taps` consecutive column taps
+// from input column a on, into lines[0, taps): three (where three_taps_fit) from shared loads,
+// one a vector at a time where rows_vectorize, else element by element.
+template <typename T>
+void gather_row_run(const ConvGeom& g, const T* plane, int64_t ih, int64_t a, int64_t n,
+                    int64_t taps, T* const (&lines)[3]) {
+  const int64_t plane_len = (g.H - 1) * g.xs[2] + g.W, row_off = ih * g.xs[2];
+  if (taps == 3 && g.sw == 1)
+    gather_run_three_taps<1>(plane, plane_len, row_off, g.W, a, n, lines[0], lines[1], lines[2]);
+  else if (taps == 3)
+    gather_run_three_taps<2>(plane, plane_len, row_off, g.W, a, n, lines[0], lines[1], lines[2]);
+  else if (!rows_vectorize(g))
+    gather_run_any(g, plane, ih, a, n, lines[0]);
+  else if (g.sw == 1)
+    gather_run<1>(plane, plane_len, row_off, g.W, a, n, lines[0]);
+  else
+    gather_run<2>(plane, plane_len, row_off, g.W, a, n, lines[0]);
+}
+
 template <typename T>
 void copy_run(const T* src, T* dst, int64_t n) {
   using C = ColumnVec<T>;
@@ -189,10 +219,8 @@ void pack_image_columns(const ImageColumns<T>& b, int64_t k0, int64_t kc, T* dst
   const ConvGeom& g = b.g;
   const int64_t nr = b.nr, ncols = b.ncols;
   const bool flat = positions_are_flat(g);  // one run a panel
-  // Images are dense NCHW or NHWC (the binding checks): NCHW rows lie back to back.
-  const bool rows_vectorize = g.xs[3] == 1 && g.sw <= 2;
-  const int64_t plane_len = (g.H - 1) * g.xs[2] + g.W;
-  const bool three_taps = rows_vectorize && g.sw == 2 && g.S == 3 && g.dw == 1;
+  // Three taps at once at column stride 2 (stride 1 was not measured here; row windows use it).
+  const bool three_taps = three_taps_fit(g) && g.sw == 2;
   const int64_t oh0 = b.p0 / g.Wo, ow0 = b.p0 % g.Wo;
   // The input rows this chunk of positions reads, as a span of each plane.
   const int64_t ih0 = std::max<int64_t>(0, oh0 * g.sh - g.ph);
@@ -214,7 +242,7 @@ void pack_image_columns(const ImageColumns<T>& b, int64_t k0, int64_t kc, T* dst
       // The next channel's rows on their way to L2 while this one's are gathered: the
       // hardware prefetchers miss the stride-2 walk over every other row (C10's packing
       // alone, one thread: 2.8-2.9 -> 2.4-2.6 ms).
-      if (rows_vectorize && rs == 0 && c + 1 < g.Cg && ih1 > ih0) {
+      if (rows_vectorize(g) && rs == 0 && c + 1 < g.Cg && ih1 > ih0) {
         const char* next = reinterpret_cast<const char*>(plane + g.xs[1] + ih0 * g.xs[2]);
         const int64_t bytes = ((ih1 - ih0 - 1) * g.xs[2] + g.W) * int64_t{sizeof(T)};
         for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(next + o, 0, 2);
@@ -228,15 +256,8 @@ void pack_image_columns(const ImageColumns<T>& b, int64_t k0, int64_t kc, T* dst
           for (int64_t tap = 0; tap < taps; ++tap)
             for (int64_t t = 0; t < len; t += C::lanes)
               C::store(lines[tap] + jj + t, typename C::V{});
-        } else if (taps == 3) {
-          gather_run_three_taps<2>(plane, plane_len, ih * g.xs[2], g.W, a, len, lines[0] + jj,
-                                   lines[1] + jj, lines[2] + jj);
-        } else if (!rows_vectorize) {
-          gather_run_any(g, plane, ih, a, len, lines[0] + jj);
-        } else if (g.sw == 1) {
-          gather_run<1>(plane, plane_len, ih * g.xs[2], g.W, a, len, lines[0] + jj);
         } else {
-          gather_run<2>(plane, plane_len, ih * g.xs[2], g.W, a, len, lines[0] + jj);
+          gather_row_run(g, plane, ih, a, len, taps, {lines[0] + jj, lines[1] + jj, lines[2] + jj});
         }
         jj += len;
       }
@@ -259,9 +280,7 @@ template <typename T>
 void stage_row_windows(const ImageColumns<T>& b, T* dst) {
   const ConvGeom& g = b.g;
   const int64_t nr = b.nr, oh0 = b.p0 / g.Wo, rows = b.ncols / g.Wo + g.R - 1;
-  const bool rows_vectorize = g.xs[3] == 1 && g.sw <= 2;
-  const bool three_taps = rows_vectorize && g.S == 3 && g.dw == 1;
-  const int64_t plane_len = (g.H - 1) * g.xs[2] + g.W;
+  const int64_t taps = three_taps_fit(g) ? 3 : 1;
   for (int64_t y = 0; y < rows; ++y) {
     const int64_t ih = oh0 - g.ph + y;
     for (int64_t c = 0; c < g.Cg; ++c) {
@@ -269,24 +288,10 @@ void stage_row_windows(const ImageColumns<T>& b, T* dst) {
       const T* plane = b.x + c * g.xs[1];
       if (!in_range(ih, g.H)) {
         std::fill(d, d + g.S * nr, T(0));
-      } else if (three_taps && g.sw == 1) {
-        gather_run_three_taps<1>(plane, plane_len, ih * g.xs[2], g.W, -g.pw, g.Wo, d, d + nr,
-                                 d + 2 * nr);
-      } else if (three_taps) {
-        gather_run_three_taps<2>(plane, plane_len, ih * g.xs[2], g.W, -g.pw, g.Wo, d, d + nr,
-                                 d + 2 * nr);
-      } else {
-        for (int64_t s = 0; s < g.S; ++s) {
-          const int64_t a = s * g.dw - g.pw;
-          T* line = d + s * nr;
-          if (!rows_vectorize)
-            gather_run_any(g, plane, ih, a, g.Wo, line);
-          else if (g.sw == 1)
-            gather_run<1>(plane, plane_len, ih * g.xs[2], g.W, a, g.Wo, line);
-          else
-            gather_run<2>(plane, plane_len, ih * g.xs[2], g.W, a, g.Wo, line);
-        }
+        continue;
       }
+      for (int64_t s = 0; s < g.S; s += taps, d += taps * nr)
+        gather_row_run(g, plane, ih, s * g.dw - g.pw, g.Wo, taps, {d, d + nr, d + 2 * nr});
     }
   }
 }

@@ -445,19 +445,21 @@ struct StoreTile {
   }
 };
 
-// Stores tiles into a matrix whose columns sit at arbitrary offsets (channels_last outputs
-// and weights): the tile goes through a small buffer, then element by element, or, for evenly
-// spaced columns over unit-stride rows (an NHWC output: a column is a pixel, its rows the
-// filters), by 8x8 transposes into runs of filters.
+// Stores tiles into a matrix whose columns are not unit-stride: evenly spaced (an NHWC output:
+// a column is a pixel, its rows the filters) or at listed offsets (weights). The tile goes
+// through a small buffer, then into memory by 8x8 transposes (evenly spaced columns over
+// unit-stride rows: runs of filters) or element by element.
 template <typename T>
 struct ScatterStoreTile {
   const MicroKernel<T>& mk;
   T* base;
   int64_t row_stride;
-  const int64_t* col_offset;  // offset of each column, relative to the task's first column
+  int64_t col_stride;         // > 0: column j at j * col_stride; 0: at col_offset[j]
+  const int64_t* col_offset;  // offsets relative to the task's first column, or null
   const T* bias;              // per row, may be null
   bool relu;
-  int64_t col_stride = 0;  // > 0: col_offset[j] == j * col_stride
+
+  int64_t col(int64_t j) const { return col_stride > 0 ? j * col_stride : col_offset[j]; }
 
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool first, bool last) const {
@@ -468,11 +470,11 @@ struct ScatterStoreTile {
       ep.relu = relu;
       mk.run_store(kc, a, b, acc, mk.nr, rows, cols, ep);
       if (col_stride > 0)
-        return transpose_into(acc, mk.nr, rows, cols, base + m0 * row_stride + col_offset[n0],
-                              col_stride, row_stride);
+        return transpose_into(acc, mk.nr, rows, cols, base + m0 * row_stride + col(n0), col_stride,
+                              row_stride);
       for (int ii = 0; ii < rows; ++ii) {
         T* o = base + (m0 + ii) * row_stride;
-        for (int jj = 0; jj < cols; ++jj) o[col_offset[n0 + jj]] = acc[ii * mk.nr + jj];
+        for (int jj = 0; jj < cols; ++jj) o[col(n0 + jj)] = acc[ii * mk.nr + jj];
       }
       return;
     }
@@ -482,7 +484,7 @@ struct ScatterStoreTile {
       const T* t = acc + ii * mk.nr;
       const T bv = last && bias ? bias[m0 + ii] : T(0);
       for (int jj = 0; jj < cols; ++jj) {
-        T& dst = o[col_offset[n0 + jj]];
+        T& dst = o[col(n0 + jj)];
         T v = first ? t[jj] : dst + t[jj];
         if (last) {
           v += bv;
