@@ -1317,6 +1317,9 @@ def _gemm_cases() -> list:
     cases += [
         [[2, 64, 6, 7], [20, 64, 3, 3], {"padding": 1}],  # reduction 576 > one k block
         [[1, 70, 5, 9], [40, 70, 3, 3], {"padding": 1, "stride": 2}],  # strided, 630 long
+        # channels_last with too few filters for positions as rows: NHWC tiles stored
+        # transposed, the second k block added to the first
+        [[2, 64, 7, 8], [12, 64, 3, 3], {"padding": 1, "stride": 2}],
         [[3, 1, 11, 13], [32, 1, 3, 3], {"padding": 1}],  # one input channel as GEMM
         [[2, 2, 9, 8], [16, 1, 3, 3], {"padding": 1, "groups": 2}],  # same, per group
         [[2, 24, 7, 9], [40, 24, 1, 1], {}],  # 1x1: backward-input stores into dX directly

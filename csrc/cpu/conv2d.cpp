@@ -314,14 +314,10 @@ void forward(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y, boo
       const T* bias_g = bias ? bias + grp * g.Kg : nullptr;
       const int64_t panel_begin = split * panels / pl.splits,
                     panel_end = (split + 1) * panels / pl.splits;
+      // Outputs are NCHW or NHWC (the binding allocates them): NHWC tiles land transposed.
       auto run = [&](const auto& pack_b) {
-        if (g.ys[3] == 1) {
-          gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
-                          StoreTile<T>{mk, y0, g.ys[1], bias_g, relu});
-        } else {
-          gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
-                          ScatterStoreTile<T>{mk, y0, g.ys[1], g.ys[3], nullptr, bias_g, relu});
-        }
+        gemm_blocked<T>(mk, pl.M, ncols, 0, pl.Kred, panel_begin, panel_end, pack_a, pack_b, bbuf,
+                        StoreTile<T>{mk, y0, g.ys[1], bias_g, relu, false, g.ys[3]});
       };
       if (pl.row_windows) {
         const PackRowWindows<T> windows{cols, bbuf};
@@ -462,8 +458,7 @@ void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Pl
                         bbuf, StoreTile<T>{mk, base, row_stride, nullptr, false});
       else
         gemm_blocked<T>(mk, pl.M, ncols, k_begin, k_end, 0, ceil_div(pl.M, mk.mr), pack_a, pack_b,
-                        bbuf,
-                        ScatterStoreTile<T>{mk, base, row_stride, 0, col_off, nullptr, false});
+                        bbuf, ScatterStoreTile<T>{mk, base, row_stride, col_off});
     }
   });
   if (pl.splits == 1) return;

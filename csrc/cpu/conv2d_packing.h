@@ -420,9 +420,10 @@ struct ScatterPixelTile {
   }
 };
 
-// Stores tiles into a matrix whose columns are adjacent in memory (row stride `row_stride`),
-// straight from the micro-kernel's registers; on the last reduction block adds the bias
-// and applies the ReLU.
+// Stores tiles straight from the micro-kernel's registers into a matrix whose columns are
+// adjacent in memory (row stride `row_stride`) or, with col_stride != 1, whose rows are
+// (row_stride 1: an NHWC output, a column is a pixel and its rows the filters); on the last
+// reduction block adds the bias and applies the ReLU.
 template <typename T>
 struct StoreTile {
   const MicroKernel<T>& mk;
@@ -431,6 +432,7 @@ struct StoreTile {
   const T* bias;  // per row (or per column, see below), may be null
   bool relu;
   bool bias_per_column = false;
+  int64_t col_stride = 1;
 
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool first, bool last) const {
@@ -441,56 +443,30 @@ struct StoreTile {
     else if (last && bias)
       ep.bias = bias + m0;
     ep.relu = last && relu;
-    mk.run_store(kc, a, b, base + m0 * row_stride + n0, row_stride, rows, cols, ep);
+    ep.transposed = col_stride != 1;
+    mk.run_store(kc, a, b, base + m0 * row_stride + n0 * col_stride,
+                 ep.transposed ? col_stride : row_stride, rows, cols, ep);
   }
 };
 
-// Stores tiles into a matrix whose columns are not unit-stride: evenly spaced (an NHWC output:
-// a column is a pixel, its rows the filters) or at listed offsets (weights). The tile goes
-// through a small buffer, then into memory by 8x8 transposes (evenly spaced columns over
-// unit-stride rows: runs of filters) or element by element.
+// Stores tiles into a matrix whose columns sit at listed offsets (weight gradients): through a
+// small buffer, element by element.
 template <typename T>
 struct ScatterStoreTile {
   const MicroKernel<T>& mk;
   T* base;
   int64_t row_stride;
-  int64_t col_stride;         // > 0: column j at j * col_stride; 0: at col_offset[j]
-  const int64_t* col_offset;  // offsets relative to the task's first column, or null
-  const T* bias;              // per row, may be null
-  bool relu;
-
-  int64_t col(int64_t j) const { return col_stride > 0 ? j * col_stride : col_offset[j]; }
+  const int64_t* col_offset;  // relative to the task's first column
 
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
-                  bool first, bool last) const {
+                  bool first, bool) const {
     alignas(64) T acc[kMaxMR * kMaxNR];
-    if (first && last) {  // one reduction block: the micro-kernel's epilogue does bias and ReLU
-      Epilogue<T> ep;
-      ep.bias = bias ? bias + m0 : nullptr;
-      ep.relu = relu;
-      mk.run_store(kc, a, b, acc, mk.nr, rows, cols, ep);
-      if (col_stride > 0)
-        return transpose_into(acc, mk.nr, rows, cols, base + m0 * row_stride + col(n0), col_stride,
-                              row_stride);
-      for (int ii = 0; ii < rows; ++ii) {
-        T* o = base + (m0 + ii) * row_stride;
-        for (int jj = 0; jj < cols; ++jj) o[col(n0 + jj)] = acc[ii * mk.nr + jj];
-      }
-      return;
-    }
     mk.run(kc, a, b, acc);
     for (int ii = 0; ii < rows; ++ii) {
       T* o = base + (m0 + ii) * row_stride;
-      const T* t = acc + ii * mk.nr;
-      const T bv = last && bias ? bias[m0 + ii] : T(0);
       for (int jj = 0; jj < cols; ++jj) {
-        T& dst = o[col(n0 + jj)];
-        T v = first ? t[jj] : dst + t[jj];
-        if (last) {
-          v += bv;
-          if (relu && v < T(0)) v = T(0);  // NaN stays NaN, as torch.relu
-        }
-        dst = v;
+        T& dst = o[col_offset[n0 + jj]];
+        dst = first ? acc[ii * mk.nr + jj] : dst + acc[ii * mk.nr + jj];
       }
     }
   }

@@ -122,7 +122,6 @@ void multiply_own(const WinogradPlan& pl, const float* v, const float* wt, float
 void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, const float* bias,
                       float* y, bool relu, float* workspace) {
   const WinogradTransforms& tf = transforms();
-  const ConvGeom& g = pl.g;
   const int64_t chunk_elems = pl.g.C * pl.nr;  // one chunk's filters at one xi
   float* const shared = workspace;
   const int64_t shared_stride = pl.kchunks * chunk_elems;

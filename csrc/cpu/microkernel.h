@@ -16,6 +16,7 @@ struct Epilogue {
   const T* bias = nullptr;      // per row (bias[i] for row i); null: none
   const T* col_bias = nullptr;  // per column (col_bias[j] for column j); null: none
   bool relu = false;            // max(v, 0) after the bias; NaN stays NaN, as torch.relu
+  bool transposed = false;      // c is column-major: element (i, j) at c[j * ldc + i]
 };
 
 template <typename T>
@@ -25,8 +26,9 @@ struct MicroKernel {
   // a: packed [kc][mr], b: packed [kc][nr], c: row-major [mr][nr], overwritten.
   void (*run)(int64_t kc, const T* a, const T* b, T* c);
   // The same product, stored straight into the top-left rows x cols corner of a row-major
-  // matrix with row stride ldc (rows <= mr, cols <= nr; nothing outside it is touched),
-  // through the epilogue. This keeps the tile in registers from the last FMA to memory.
+  // matrix with row stride ldc (column-major with column stride ldc where ep.transposed;
+  // rows <= mr, cols <= nr; nothing outside it is touched), through the epilogue. This keeps
+  // the tile in registers from the last FMA to memory.
   void (*run_store)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int rows, int cols,
                     const Epilogue<T>& ep);
 };

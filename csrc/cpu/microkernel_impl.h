@@ -23,18 +23,14 @@ void microkernel_body(int64_t kc, const T* __restrict a, const T* __restrict b, 
     for (int j = 0; j < NR; ++j) c[i * NR + j] = acc[i][j];
 }
 
-// One row of a finished tile through the epilogue into memory.
+// One element of a finished tile through the epilogue: v the product, dst where it lands.
 template <typename T>
-inline void epilogue_row(const T* __restrict acc, T* __restrict c, int cols, const Epilogue<T>& ep,
-                         int row) {
-  const T bias = ep.bias ? ep.bias[row] : T(0);
-  for (int j = 0; j < cols; ++j) {
-    T v = ep.accumulate ? c[j] + acc[j] : acc[j];
-    v += bias;
-    if (ep.col_bias) v += ep.col_bias[j];
-    if (ep.relu) v = v < T(0) ? T(0) : v;
-    c[j] = v;
-  }
+inline void epilogue_element(T v, T& dst, const Epilogue<T>& ep, int row, int col) {
+  if (ep.accumulate) v += dst;
+  if (ep.bias) v += ep.bias[row];
+  if (ep.col_bias) v += ep.col_bias[col];
+  if (ep.relu) v = v < T(0) ? T(0) : v;
+  dst = v;
 }
 
 template <typename T, int MR, int NR>
@@ -42,7 +38,13 @@ void microkernel_store_body(int64_t kc, const T* a, const T* b, T* c, int64_t ld
                             int cols, const Epilogue<T>& ep) {
   alignas(64) T acc[MR * NR];
   microkernel_body<T, MR, NR>(kc, a, b, acc);
-  for (int i = 0; i < rows; ++i) epilogue_row(acc + i * NR, c + i * ldc, cols, ep, i);
+  if (ep.transposed) {
+    for (int j = 0; j < cols; ++j)
+      for (int i = 0; i < rows; ++i) epilogue_element(acc[i * NR + j], c[j * ldc + i], ep, i, j);
+    return;
+  }
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) epilogue_element(acc[i * NR + j], c[i * ldc + j], ep, i, j);
 }
 
 template <typename T, int MR, int NR>

@@ -5,12 +5,17 @@
 // tiles. float64 uses the generic body.
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "cpu/microkernel_impl.h"
 
 namespace fastcnn::cpu {
 namespace {
 
 constexpr int kMR = 8, kNR = 32;
+// Every lane: shuffles and max take their all-lanes masked forms because GCC 12 warns on the
+// unmasked intrinsics' undefined source operand.
+constexpr __mmask16 kAll = 0xFFFF;
 
 // Adds the product of the panels to acc, which holds the tile's starting values. NV: B vectors
 // per reduction step. Tiles of at most 16 columns (a panel's tail) take one, so they cost half a
@@ -52,23 +57,68 @@ inline __m512 finish(__m512 v, const float* c, __mmask16 m) {
   if constexpr (Accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c), v);
   // max returns its second operand when either is NaN (or both are zeros), so NaN and -0
   // pass through as torch.relu lets them; one instruction where compare-and-blend took two.
-  // (The all-lanes mask form: GCC 12 warns on the unmasked intrinsic's undefined source.)
-  if constexpr (Relu) v = _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), v);
+  if constexpr (Relu) v = _mm512_maskz_max_ps(kAll, _mm512_setzero_ps(), v);
   return v;
+}
+
+// The 8 x 16 block H of the tile (columns 16H to 16H + 15) as its 16 columns of 8.
+template <int H>
+inline void transpose_8x16(const __m512 (&acc)[kMR][2], __m256 (&col)[16]) {
+  __m512 t[kMR], u[kMR];
+  for (int i = 0; i < kMR; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_ps(kAll, acc[i][H], acc[i + 1][H]);
+    t[i + 1] = _mm512_maskz_unpackhi_ps(kAll, acc[i][H], acc[i + 1][H]);
+  }
+  // u[k] (rows 0-3) and u[4 + k] (rows 4-7): column 4 * L + k in 128-bit lane L.
+  for (int half = 0; half < 2; ++half) {
+    const __m512* th = t + 4 * half;
+    u[4 * half + 0] = _mm512_maskz_shuffle_ps(kAll, th[0], th[2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * half + 1] = _mm512_maskz_shuffle_ps(kAll, th[0], th[2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * half + 2] = _mm512_maskz_shuffle_ps(kAll, th[1], th[3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * half + 3] = _mm512_maskz_shuffle_ps(kAll, th[1], th[3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // Lanes 0 and 1 of both halves, then lanes 2 and 3: columns k, 4 + k, 8 + k, 12 + k.
+  const __m512i lanes01 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i lanes23 = _mm512_add_epi32(lanes01, _mm512_set1_epi32(8));
+  for (int k = 0; k < 4; ++k) {
+    const __m512 c01 = _mm512_permutex2var_ps(u[k], lanes01, u[4 + k]);
+    const __m512 c23 = _mm512_permutex2var_ps(u[k], lanes23, u[4 + k]);
+    col[k] = _mm512_maskz_extractf32x8_ps(0xFF, c01, 0);
+    col[4 + k] = _mm512_maskz_extractf32x8_ps(0xFF, c01, 1);
+    col[8 + k] = _mm512_maskz_extractf32x8_ps(0xFF, c23, 0);
+    col[12 + k] = _mm512_maskz_extractf32x8_ps(0xFF, c23, 1);
+  }
+}
+
+// One column of a transposed tile (its rows under mask m) through the epilogue into c.
+template <bool Accumulate, bool Relu>
+inline void store_column(__m256 v, float* c, __mmask8 m) {
+  if constexpr (Accumulate) v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, c), v);
+  if constexpr (Relu) v = _mm256_max_ps(_mm256_setzero_ps(), v);  // as in finish
+  _mm256_mask_storeu_ps(c, m, v);
 }
 
 // The epilogue's choices are template arguments and its pointers locals: the masked stores
 // may alias anything, so fields read from the Epilogue inside the row loop were reloaded and
 // branched on after every store. The accumulators start from the bias instead of adding it at
 // the end. With a 9-long reduction (one input channel, 3x3) the epilogue took a quarter of the
-// kernel's time.
-template <bool Accumulate, bool Relu>
+// kernel's time. Transposed tiles (an NHWC output: a column is a pixel, its rows 8 of its
+// filters) are transposed in registers and stored a column of 8 at a time.
+template <bool Accumulate, bool Relu, bool Transposed>
 void store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
                 int cols, const float* bias, const float* col_bias) {
   // Ask for the destination lines while the FMAs run: output tiles are usually cold.
-  for (int i = 0; i < rows; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_ET0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_ET0);
+  // A transposed tile asks for the next column panel's lines instead: the tiles of the row
+  // panels between take long enough for them to arrive (asking for its own lines, the
+  // prefetches waited on each other: 10 % of the kernel's samples).
+  if constexpr (Transposed) {
+    for (int j = kNR; j < 2 * kNR; ++j)
+      _mm_prefetch(reinterpret_cast<const char*>(c + j * ldc), _MM_HINT_ET0);
+  } else {
+    for (int i = 0; i < rows; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_ET0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_ET0);
+    }
   }
   const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
   const __mmask16 m1 = cols >= 32  ? 0xFFFF
@@ -87,6 +137,20 @@ void store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ld
     tile_8x32<2>(kc, a, b, acc);
   else
     tile_8x32<1>(kc, a, b, acc);
+  if constexpr (Transposed) {
+    const auto m = static_cast<__mmask8>((1u << rows) - 1);
+    auto store_block = [&](auto block) {
+      constexpr int h = decltype(block)::value;
+      __m256 col[16];
+      transpose_8x16<h>(acc, col);
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j)
+        if (16 * h + j < cols) store_column<Accumulate, Relu>(col[j], c + (16 * h + j) * ldc, m);
+    };
+    store_block(std::integral_constant<int, 0>{});
+    if (cols > 16) store_block(std::integral_constant<int, 1>{});
+    return;
+  }
 #pragma GCC unroll 8
   for (int i = 0; i < kMR; ++i) {
     if (i >= rows) break;
@@ -96,12 +160,21 @@ void store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ld
   }
 }
 
+template <bool Transposed>
+void run_store_8x32_as(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
+                       int cols, const Epilogue<float>& ep) {
+  const auto store =
+      ep.accumulate
+          ? (ep.relu ? &store_8x32<true, true, Transposed> : &store_8x32<true, false, Transposed>)
+          : (ep.relu ? &store_8x32<false, true, Transposed>
+                     : &store_8x32<false, false, Transposed>);
+  store(kc, a, b, c, ldc, rows, cols, ep.bias, ep.col_bias);
+}
+
 void run_store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
                     int cols, const Epilogue<float>& ep) {
-  const auto store = ep.accumulate
-                         ? (ep.relu ? &store_8x32<true, true> : &store_8x32<true, false>)
-                         : (ep.relu ? &store_8x32<false, true> : &store_8x32<false, false>);
-  store(kc, a, b, c, ldc, rows, cols, ep.bias, ep.col_bias);
+  (ep.transposed ? &run_store_8x32_as<true> : &run_store_8x32_as<false>)(kc, a, b, c, ldc, rows,
+                                                                         cols, ep);
 }
 
 }  // namespace
