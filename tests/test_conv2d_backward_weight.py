@@ -1,9 +1,9 @@
 """Backward-weight through the dot-product path (NCHW, or channels_last that the outer-product
 path leaves; positions per thread >= 4096): block edges (positions not a multiple of
-the vector width, blocks crossing images, several blocks per slice), tails in filters and
-columns, strides, dilation, asymmetric padding, groups, NaN/Inf, 1 and 2 threads, against
-torch in float64. Channels_last with more channels runs the outer-product path, tested from
-OUTER_SHAPES on."""
+the vector width, blocks crossing images, several blocks per slice), dY read in place, tails
+in filters and columns, strides, dilation, asymmetric padding, groups, NaN/Inf, 1 and 2
+threads, against torch in float64. Channels_last with more channels runs the outer-product
+path, tested from OUTER_SHAPES on."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ SHAPES = {
     "strided_dilated": (17, 4, 6, 45, 43, 3, 2, 2, (2, 0), (1, 2), 2, 2),
     "dilated": (8, 5, 9, 40, 37, 3, 3, 1, (2, 1), (1, 2), 2, 1),
     "long_slices": (2, 8, 16, 100, 97, 5, 3, 1, (2, 1), (2, 1), 1, 1),
+    # NCHW, positions per image a whole number of vectors and no more columns (c, r, s) than
+    # filters: dY read in place, blocks ending at image edges; a filter tail of 1
+    "grad_in_place": (24, 1, 21, 16, 24, 3, 3, 1, (1, 1), (1, 1), 1, 1),
+    "grad_in_place_strided": (24, 2, 19, 32, 48, 3, 3, 2, (1, 0), (0, 1), 1, 1),
 }
 
 

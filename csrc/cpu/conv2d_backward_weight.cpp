@@ -121,8 +121,8 @@ void dot_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, cons
     const T* brow[kDotColumns];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t split = t / g.G, grp = t % g.G;
-      // Direct: slices of whole vectors, so that every block is.
-      const int64_t unit = pl.direct ? lanes : 1;
+      // dY in place: slices of whole vectors, so that every block is.
+      const int64_t unit = pl.direct || pl.grad_in_place ? lanes : 1;
       const int64_t e_begin = split * (extent / unit) / pl.splits * unit,
                     e_end = split + 1 == pl.splits
                                 ? extent
@@ -149,13 +149,15 @@ void dot_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, cons
       };
       for (int64_t e0 = e_begin, len = 0; e0 < e_end; e0 += len) {
         len = std::min(step, e_end - e0);
-        if (pl.direct) {
+        if (pl.direct || pl.grad_in_place) {
           const int64_t n = e0 / g.P(), p = e0 % g.P();
           len = std::min(len, g.P() - p);
           for (int64_t j0 = 0; j0 < pl.cols; j0 += pl.col_block) {
             const int64_t ncols = std::min(pl.col_block, pl.cols - j0);
+            if (pl.grad_in_place) pack_column_rows(g, xg, j0, ncols, e0, len, len, bbuf, pl.block);
             for (int64_t jj = 0; jj < ncols; ++jj)
-              brow[jj] = xg + n * g.xs[0] + (j0 + jj) * g.xs[1] + p;
+              brow[jj] =
+                  pl.direct ? xg + n * g.xs[0] + (j0 + jj) * g.xs[1] + p : bbuf + jj * pl.block;
             gemm(g.Kg, ncols, len, dyg + n * g.ys[0] + p, g.ys[1], brow, c + j0, pl.cols);
           }
           continue;

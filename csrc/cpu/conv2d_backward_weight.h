@@ -65,6 +65,7 @@ struct DotPlan {
   int64_t splits = 1;     // slices of the positions, one partial sum each
   bool shifted = false;
   bool direct = false;  // 1x1, stride 1, unpadded: both operands read in place (see dot_plan)
+  bool grad_in_place = false;        // dY read in place, col packed per block (see dot_plan)
   int64_t Hp = 0, Wp = 0, rows = 0;  // shifted: padded grid, its rows per block
   int64_t plane = 0;                 // shifted: elements per packed channel
   int threads = 1;
@@ -101,7 +102,12 @@ inline DotPlan dot_plan(const ConvGeom& g, int64_t elem, int threads) {
   pl.direct = g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.Ho == g.H &&
               g.Wo == g.W && g.xs[3] == 1 && g.xs[2] == g.W && g.ys[3] == 1 && g.ys[2] == g.Wo &&
               g.P() % lanes == 0;
-  pl.shifted = pl.shifted && !pl.direct;
+  // When col has no more rows than dY (one input channel, 3x3: 9 rows against 32 filters),
+  // packing col per block costs less than the shifted form's copy of dY: dY's rows are read
+  // in place, blocks inside one image of whole vectors.
+  pl.grad_in_place =
+      !pl.direct && g.ys[3] == 1 && g.ys[2] == g.Wo && g.P() % lanes == 0 && pl.cols <= g.Kg;
+  pl.shifted = pl.shifted && !pl.direct && !pl.grad_in_place;
   const int64_t per_position = std::min(g.Kg, kDotRowChunk) + (pl.shifted ? 16 : pl.col_block);
   const int64_t fit = kDotL2Bytes / (per_position * elem) / lanes * lanes;
   pl.block = std::clamp<int64_t>(fit, 16 * lanes, kDotMaxRowBytes / elem);
@@ -113,7 +119,7 @@ inline DotPlan dot_plan(const ConvGeom& g, int64_t elem, int threads) {
   }
   pl.splits = std::max<int64_t>(1, std::min<int64_t>(threads, ceil_div(positions, 4 * lanes)));
   pl.threads = static_cast<int>(std::min<int64_t>(threads, pl.splits * g.G));
-  pl.a_elems = round_up(g.Kg * pl.block, lanes);
+  pl.a_elems = pl.direct || pl.grad_in_place ? 0 : round_up(g.Kg * pl.block, lanes);
   // Packed columns (also the fallback of a shifted block that holds Inf or NaN: pack_grid_planes).
   pl.b_elems = std::max(pl.col_block * pl.block, g.Cg * pl.plane);
   pl.partial_elems = round_up(g.G * g.Kg * pl.cols, lanes);

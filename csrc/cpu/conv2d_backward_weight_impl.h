@@ -72,8 +72,8 @@ void dot_tile(int64_t len, const T* __restrict a, int64_t lda, const T* const* _
       v[e] = t0 + e < MR * NR ? acc[(t0 + e) / NR][(t0 + e) % NR] : V{};
     fold<lanes, lanes>(v, lanes);
 #pragma GCC unroll 16
-    for (int e = 0; e < lanes && t0 + e < MR * NR; ++e)
-      c[(t0 + e) / NR * ldc + (t0 + e) % NR] += v[0][e];
+    for (int e = 0; e < lanes; ++e)
+      if (t0 + e < MR * NR) c[(t0 + e) / NR * ldc + (t0 + e) % NR] += v[0][e];
   }
 }
 
