@@ -1324,6 +1324,9 @@ def _gemm_cases() -> list:
         [[2, 2, 9, 8], [16, 1, 3, 3], {"padding": 1, "groups": 2}],  # same, per group
         [[2, 24, 7, 9], [40, 24, 1, 1], {}],  # 1x1: backward-input stores into dX directly
         [[2, 24, 7, 9], [40, 24, 1, 1], {"stride": 2}],
+        # channels_last 1x1: pixels read in place as A's rows, over two k blocks, per group
+        [[1, 520, 3, 5], [20, 520, 1, 1], {}],
+        [[2, 32, 5, 6], [40, 16, 1, 1], {"groups": 2}],
         [[1, 16, 12, 11], [24, 8, 3, 2], {"padding": (2, 1), "dilation": (2, 3), "groups": 2}],
         [[2, 3, 23, 21], [33, 3, 7, 7], {"padding": 3, "stride": 2}],  # stem: rows path
         [[1, 4, 12, 13], [17, 4, 5, 4], {"padding": (2, 1), "stride": (1, 2)}],  # rows

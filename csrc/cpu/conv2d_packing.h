@@ -433,6 +433,7 @@ struct StoreTile {
   bool relu;
   bool bias_per_column = false;
   int64_t col_stride = 1;
+  int64_t a_row_stride = 0;  // > 0: A panels are rows read in place, this far apart
 
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool first, bool last) const {
@@ -444,8 +445,12 @@ struct StoreTile {
       ep.bias = bias + m0;
     ep.relu = last && relu;
     ep.transposed = col_stride != 1;
-    mk.run_store(kc, a, b, base + m0 * row_stride + n0 * col_stride,
-                 ep.transposed ? col_stride : row_stride, rows, cols, ep);
+    T* c = base + m0 * row_stride + n0 * col_stride;
+    const int64_t ldc = ep.transposed ? col_stride : row_stride;
+    if (a_row_stride > 0)
+      mk.run_store_rows(kc, a, a_row_stride, b, c, ldc, rows, cols, ep);
+    else
+      mk.run_store(kc, a, b, c, ldc, rows, cols, ep);
   }
 };
 

@@ -31,6 +31,10 @@ struct MicroKernel {
   // the tile in registers from the last FMA to memory.
   void (*run_store)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int rows, int cols,
                     const Epilogue<T>& ep);
+  // run_store with A read in place instead of packed: row i (i < rows) at a + i * lda, its
+  // reduction unit-stride (the pixels of an NHWC image in a 1x1 convolution).
+  void (*run_store_rows)(int64_t kc, const T* a, int64_t lda, const T* b, T* c, int64_t ldc,
+                         int rows, int cols, const Epilogue<T>& ep);
 };
 
 struct MicroKernels {

@@ -17,34 +17,42 @@ constexpr int kMR = 8, kNR = 32;
 // unmasked intrinsics' undefined source operand.
 constexpr __mmask16 kAll = 0xFFFF;
 
-// Adds the product of the panels to acc, which holds the tile's starting values. NV: B vectors
-// per reduction step. Tiles of at most 16 columns (a panel's tail) take one, so they cost half a
-// full tile, not all of it.
-template <int NV = 2>
-inline void tile_8x32(int64_t kc, const float* a, const float* b, __m512 (&acc)[kMR][2]) {
-  auto step = [&](const float* ak, const float* bk) {
+// Adds the product of A (PackedA or RowsA) and the B panel to acc, which holds the tile's
+// starting values. NV: B vectors per reduction step. Tiles of at most 16 columns (a panel's
+// tail) take one, so they cost half a full tile, not all of it.
+template <int NV, typename A>
+inline void tile_8x32(int64_t kc, const A& a, const float* b, __m512 (&acc)[kMR][2]) {
+  auto step = [&](int64_t k) {
+    const float* bk = b + k * kNR;
     const __m512 b0 = _mm512_loadu_ps(bk);
     const __m512 b1 = NV == 2 ? _mm512_loadu_ps(bk + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int i = 0; i < kMR; ++i) {
-      const __m512 ai = _mm512_set1_ps(ak[i]);
+      const __m512 ai = _mm512_set1_ps(a(k, i));
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       if constexpr (NV == 2) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
   };
   int64_t k = 0;
-  for (; k + 4 <= kc; k += 4, a += 4 * kMR, b += 4 * kNR) {
+  for (; k + 4 <= kc; k += 4) {
+    if constexpr (A::kRows) {
+      // Rows read in place come from memory: each row's line four lines ahead, asked for
+      // two rows every four steps (a line is 16 steps).
+      const int i = static_cast<int>(k >> 2 & 3) * 2;
+      _mm_prefetch(reinterpret_cast<const char*>(a.r[i] + k + 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a.r[i + 1] + k + 64), _MM_HINT_T0);
+    }
 #pragma GCC unroll 4
-    for (int u = 0; u < 4; ++u) step(a + u * kMR, b + u * kNR);
+    for (int u = 0; u < 4; ++u) step(k + u);
   }
-  for (; k < kc; ++k, a += kMR, b += kNR) step(a, b);
+  for (; k < kc; ++k) step(k);
 }
 
 void run_8x32(int64_t kc, const float* a, const float* b, float* c) {
   __m512 acc[kMR][2];
 #pragma GCC unroll 8
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  tile_8x32(kc, a, b, acc);
+  tile_8x32<2>(kc, PackedA<float, kMR>{a}, b, acc);
 #pragma GCC unroll 8
   for (int i = 0; i < kMR; ++i) {
     _mm512_storeu_ps(c + i * kNR, acc[i][0]);
@@ -104,9 +112,9 @@ inline void store_column(__m256 v, float* c, __mmask8 m) {
 // the end. With a 9-long reduction (one input channel, 3x3) the epilogue took a quarter of the
 // kernel's time. Transposed tiles (an NHWC output: a column is a pixel, its rows 8 of its
 // filters) are transposed in registers and stored a column of 8 at a time.
-template <bool Accumulate, bool Relu, bool Transposed>
-void store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
-                int cols, const float* bias, const float* col_bias) {
+template <bool Accumulate, bool Relu, bool Transposed, typename A>
+void store_8x32(int64_t kc, const A& a, const float* b, float* c, int64_t ldc, int rows, int cols,
+                const float* bias, const float* col_bias) {
   // Ask for the destination lines while the FMAs run: output tiles are usually cold.
   // A transposed tile asks for the next column panel's lines instead: the tiles of the row
   // panels between take long enough for them to arrive (asking for its own lines, the
@@ -160,27 +168,39 @@ void store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ld
   }
 }
 
-template <bool Transposed>
-void run_store_8x32_as(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
+template <bool Transposed, typename A>
+void run_store_8x32_as(int64_t kc, const A& a, const float* b, float* c, int64_t ldc, int rows,
                        int cols, const Epilogue<float>& ep) {
-  const auto store =
-      ep.accumulate
-          ? (ep.relu ? &store_8x32<true, true, Transposed> : &store_8x32<true, false, Transposed>)
-          : (ep.relu ? &store_8x32<false, true, Transposed>
-                     : &store_8x32<false, false, Transposed>);
+  const auto store = ep.accumulate ? (ep.relu ? &store_8x32<true, true, Transposed, A>
+                                              : &store_8x32<true, false, Transposed, A>)
+                                   : (ep.relu ? &store_8x32<false, true, Transposed, A>
+                                              : &store_8x32<false, false, Transposed, A>);
   store(kc, a, b, c, ldc, rows, cols, ep.bias, ep.col_bias);
+}
+
+template <typename A>
+void run_store_8x32_with(int64_t kc, const A& a, const float* b, float* c, int64_t ldc, int rows,
+                         int cols, const Epilogue<float>& ep) {
+  (ep.transposed ? &run_store_8x32_as<true, A> : &run_store_8x32_as<false, A>)(kc, a, b, c, ldc,
+                                                                               rows, cols, ep);
 }
 
 void run_store_8x32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
                     int cols, const Epilogue<float>& ep) {
-  (ep.transposed ? &run_store_8x32_as<true> : &run_store_8x32_as<false>)(kc, a, b, c, ldc, rows,
-                                                                         cols, ep);
+  run_store_8x32_with(kc, PackedA<float, kMR>{a}, b, c, ldc, rows, cols, ep);
+}
+
+void run_store_rows_8x32(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                         int64_t ldc, int rows, int cols, const Epilogue<float>& ep) {
+  run_store_8x32_with(kc, rows_at<float, kMR>(a, lda, rows), b, c, ldc, rows, cols, ep);
 }
 
 }  // namespace
 
 MicroKernels microkernels_avx512() {
-  return {"avx512", {kMR, kNR, &run_8x32, &run_store_8x32}, make_microkernel<double, 8, 16>()};
+  return {"avx512",
+          {kMR, kNR, &run_8x32, &run_store_8x32, &run_store_rows_8x32},
+          make_microkernel<double, 8, 16>()};
 }
 
 }  // namespace fastcnn::cpu
