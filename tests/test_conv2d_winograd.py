@@ -51,7 +51,9 @@ def make(n, c, k, h, w, fmt, scale_x=1.0, bias=True):
 # columns, several tile blocks, a single block with split filter chunks, padding 0, 1, 2;
 # NCHW planes of 4 KB and 16 KB (a pixel's channels in one L1 set). NCHW rows are staged as
 # channels_last a run of tiles at a time: rows that are not whole 8-column transposes, and
-# runs that end at a tile row (or an image) inside a panel of tiles.
+# runs that end at a tile row (or an image) inside a panel of tiles. The last two transform
+# the filters per thread in channel blocks whose products add up (the second with blocks
+# of 160 and 140 channels and a last filter chunk of 12).
 SHAPES = [
     (2, 16, 24, 32, 32, 1),
     (2, 12, 10, 32, 32, 0),
@@ -65,6 +67,7 @@ SHAPES = [
     (4, 64, 64, 23, 17, 1),
     (2, 130, 48, 7, 7, 1),
     (1, 512, 512, 7, 7, 1),
+    (1, 300, 140, 6, 6, 1),
 ]
 
 
@@ -251,7 +254,9 @@ def _python(code: str, env: dict) -> subprocess.CompletedProcess:
 class TestSubprocess:
     @pytest.mark.parametrize("isa", ISAS)
     def test_every_isa(self, isa):
-        """Each ISA's transforms meet the bound in both formats, and differ from direct."""
+        """Each ISA's transforms meet the bound in both formats, and differ from direct. The
+        last shape adds per-thread filter transforms over several channel blocks on every ISA's
+        micro-kernel width."""
         order = {name: i for i, name in enumerate(ISAS)}
         if order[isa] > order[fastcnn.info()["isa"]]:
             pytest.skip(f"this CPU does not run {isa}")
@@ -260,7 +265,8 @@ class TestSubprocess:
             torch.manual_seed(0)
             worst, differs = 0.0, True
             for fmt in (torch.contiguous_format, torch.channels_last):
-                for n, c, k, h, w in [(2, 17, 33, 9, 7), (1, 64, 40, 14, 14), (3, 8, 8, 5, 5)]:
+                for n, c, k, h, w in [(2, 17, 33, 9, 7), (1, 64, 40, 14, 14), (3, 8, 8, 5, 5),
+                                      (1, 1000, 33, 5, 5)]:
                     x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
                     wt = torch.randn(k, c, 3, 3).contiguous(memory_format=fmt) / (3 * c**0.5)
                     b = torch.randn(k)

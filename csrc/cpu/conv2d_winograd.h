@@ -18,6 +18,8 @@ namespace fastcnn::cpu {
 
 // The input transform stages one panel (the micro-kernel's mr tiles) at a time, up to this many.
 constexpr int kWinogradMaxPanelRows = 16;
+// The filter transform repacks this many channels of a filter chunk at a time.
+constexpr int64_t kWinogradStageChannels = 16;
 
 // Layout of one call: the geometry plus the blocking, computed identically for sizing and running.
 struct WinogradPlan {
@@ -30,23 +32,26 @@ struct WinogradPlan {
   int64_t blocks = 0, ksplits = 1, tasks = 0;
   int threads = 1;
   // Shared: all filters are transformed once up front, for every block to use. Otherwise (a
-  // single block: few tiles) each thread transforms the chunks it multiplies one row of xi at
-  // a time, into its own buffer that stays in L2.
+  // single block: few tiles) each thread transforms the chunks it multiplies, own_channels
+  // channels at a time, into its own buffer that stays in L2, and the products add up over
+  // those channel blocks.
   bool shared_u = true;
+  int64_t own_channels = 0;
+  int64_t own_xi_stride() const { return own_channels * nr + 16; }
   int64_t m_stride = 0;  // mr * nr padded, so the 36 products of a tile map to distinct L1 sets
-  int64_t u_elems = 0, v_elems = 0, m_elems = 0, wt_elems = 0;  // 16-float multiples
-  int64_t thread_elems() const { return v_elems + m_elems + wt_elems + (shared_u ? 0 : u_elems); }
+  int64_t u_elems = 0, v_elems = 0, m_elems = 0, stage_elems = 0;  // 16-float multiples
+  int64_t thread_elems() const {
+    return v_elems + m_elems + stage_elems + (shared_u ? 0 : u_elems);
+  }
   int64_t total_elems() const { return (shared_u ? u_elems : 0) + threads * thread_elems(); }
 };
 
 // The transforms, written once (conv2d_winograd_impl.h) and compiled per ISA.
 struct WinogradTransforms {
-  // The filters of chunk kchunk as wt[c][r][s][nr] (wt_elems), zero past the last filter.
-  void (*repack)(const WinogradPlan& pl, const float* w, int64_t kchunk, float* wt);
-  // Rows [row0, row1) of their transform (xi = 6 * row + column) from wt:
-  // u[(xi - 6 * row0) * xi_stride + c * nr + j].
-  void (*weights)(const WinogradPlan& pl, const float* wt, int row0, int row1, float* u,
-                  int64_t xi_stride);
+  // Channels [c0, c1) of filter chunk kchunk transformed, zero past the last filter:
+  // u[xi * xi_stride + (c - c0) * nr + j]. stage: stage_elems floats of scratch.
+  void (*weights)(const WinogradPlan& pl, const float* w, int64_t kchunk, int64_t c0, int64_t c1,
+                  float* u, int64_t xi_stride, float* stage);
   // V[xi][panel][c][mr] of the block starting at tile0; tiles past the last are zero.
   void (*input)(const WinogradPlan& pl, const float* x, int64_t tile0, float* v);
   // One panel (mr tiles from tile0) of filter chunk kchunk, from its products

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 
 #include "cpu/conv2d_winograd.h"
@@ -263,54 +262,66 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
   }
 }
 
-// The filters of chunk `kchunk` as wt[c][r][s][nr] (zero past the last filter), read in
-// memory order: one whole filter (in L1) at a time when filters lie apart (walking nr filters
-// side by side measured slower: their rows lie a filter apart, so the loads thrash L1 sets and
-// the TLB); channel by channel when channels lie farther apart than filters, as in the flipped,
-// exchanged view that backward-input passes.
-void repack_chunk(const WinogradPlan& pl, const float* w, int64_t kchunk, float* wt) {
-  const ConvGeom& g = pl.g;
-  const int64_t nr = pl.nr, k0 = kchunk * nr, nk = std::min(nr, g.K - k0);
-  auto pack = [&](int64_t j, int64_t c) {
-    const float* wkc = w + (k0 + j) * g.ws[0] + c * g.ws[1];
+// Channels [c0, c0 + n) of filters [k0, k0 + nk) as stage[(c - c0) * 9 + 3 * r + s][j]
+// (row stride nr), zero from filter nk on. Weights come as NCHW or NHWC (validate() gives
+// nothing else), seen directly by the forward or flipped and exchanged by backward-input: four
+// views, each moved by 8x8 transposes (filters into lanes) over its runs, or by copies where
+// filters are innermost.
+void repack_stage(const ConvGeom& g, int64_t nr, const float* w, int64_t k0, int64_t nk, int64_t c0,
+                  int64_t n, float* stage) {
+  const float* src = w + k0 * g.ws[0] + c0 * g.ws[1];
+  const int64_t taps = 9 * n;
+  auto tap = [&](int rs) { return rs / 3 * g.ws[2] + rs % 3 * g.ws[3]; };
+  if (g.ws[1] == 9 && g.ws[2] == 3 && g.ws[3] == 1) {
+    transpose_into(src, g.ws[0], nk, taps, stage, nr, 1);
+  } else if (g.ws[1] == 1) {
     for (int rs = 0; rs < 9; ++rs)
-      wt[(c * 9 + rs) * nr + j] = j < nk ? wkc[rs / 3 * g.ws[2] + rs % 3 * g.ws[3]] : 0.f;
-  };
-  if (std::abs(g.ws[1]) > std::abs(g.ws[0])) {
-    for (int64_t c = 0; c < g.C; ++c)
-      for (int64_t j = 0; j < nr; ++j) pack(j, c);
-  } else {
-    for (int64_t j = 0; j < nr; ++j)
-      for (int64_t c = 0; c < g.C; ++c) pack(j, c);
+      transpose_into(src + tap(rs), g.ws[0], nk, n, stage + rs * nr, 9 * nr, 1);
+  } else if (g.ws[2] == -3 && g.ws[3] == -1) {
+    for (int64_t c = 0; c < n; ++c) {
+      // Each channel's run is short and a filter away from the next: the next stage's runs
+      // are asked for ahead.
+      if (c0 + n + c < g.C)
+        for (int64_t t = 0; t < 9 * nk; t += 16)
+          __builtin_prefetch(src + (n + c) * g.ws[1] - 8 + t);
+      transpose_into(src + c * g.ws[1] - 8, g.ws[0], nk, 9, stage + (c * 9 + 8) * nr, -nr, 1);
+    }
+  } else {  // filters innermost: the flipped view of channels_last weights
+    for (int64_t c = 0; c < n; ++c)
+      for (int rs = 0; rs < 9; ++rs)
+        std::copy_n(src + c * g.ws[1] + tap(rs), nk, stage + (c * 9 + rs) * nr);
   }
+  if (nk < nr)
+    for (int64_t t = 0; t < taps; ++t) std::fill(stage + t * nr + nk, stage + (t + 1) * nr, 0.f);
 }
 
-// Rows [row0, row1) of the 6x6 transformed filters (xi = 6 * row + column) from a repacked
-// chunk: u[(xi - 6 * row0) * xi_stride + c * nr + j].
-void weights_rows(const WinogradPlan& pl, const float* wt, int row0, int row1, float* u,
-                  int64_t xi_stride) {
-  const int64_t nr = pl.nr;
-  Vec gg[3][3], cols[6][3], r[6];
-  for (int64_t c = 0; c < pl.g.C; ++c) {
-    for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
-      const int n = static_cast<int>(std::min<int64_t>(kLanes, nr - j0));
-      const float* src = wt + c * 9 * nr + j0;
-      for (int rs = 0; rs < 9; ++rs)
-        gg[rs / 3][rs % 3] = n == kLanes ? load(src + rs * nr) : load_lanes(src + rs * nr, 1, n);
-      for (int s = 0; s < 3; ++s) {
-        const Vec col[3] = {gg[0][s], gg[1][s], gg[2][s]};
-        Vec out[6];
-        weight_1d(col, out);
-        for (int i = 0; i < 6; ++i) cols[i][s] = out[i];
-      }
-      for (int i = row0; i < row1; ++i) {
-        weight_1d(cols[i], r);
-        for (int j = 0; j < 6; ++j) {
-          float* dst = u + ((i - row0) * 6 + j) * xi_stride + c * nr + j0;
-          if (n == kLanes)
-            store(dst, r[j]);
-          else
-            store_lanes(dst, 1, n, r[j]);
+// Channels [c0, c1) of filter chunk kchunk transformed: u[xi * xi_stride + (c - c0) * nr + j].
+// kWinogradStageChannels channels at a time are repacked into the stage (in L1), then each
+// channel's 9 taps of kLanes filters are transformed to all 36 values at once.
+void weights(const WinogradPlan& pl, const float* w, int64_t kchunk, int64_t c0, int64_t c1,
+             float* u, int64_t xi_stride, float* stage) {
+  const int64_t nr = pl.nr, k0 = kchunk * nr, nk = std::min(nr, pl.g.K - k0);
+  Vec gg[3][3], t[6][6];
+  for (int64_t cs = c0; cs < c1; cs += kWinogradStageChannels) {
+    const int64_t n = std::min<int64_t>(kWinogradStageChannels, c1 - cs);
+    repack_stage(pl.g, nr, w, k0, nk, cs, n, stage);
+    for (int64_t c = 0; c < n; ++c) {
+      for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
+        const int nl = static_cast<int>(std::min<int64_t>(kLanes, nr - j0));
+        const float* src = stage + c * 9 * nr + j0;
+        for (int rs = 0; rs < 9; ++rs)
+          gg[rs / 3][rs % 3] =
+              nl == kLanes ? load(src + rs * nr) : load_lanes(src + rs * nr, 1, nl);
+        transform_2d<3, 6, weight_1d>(gg, t);
+        float* dst = u + (cs - c0 + c) * nr + j0;
+        if (nl == kLanes) {
+#pragma GCC unroll 6
+          for (int i = 0; i < 6; ++i)
+#pragma GCC unroll 6
+            for (int j = 0; j < 6; ++j) store(dst + (6 * i + j) * xi_stride, t[i][j]);
+        } else {
+          for (int xi = 0; xi < 36; ++xi)
+            store_lanes(dst + xi * xi_stride, 1, nl, t[xi / 6][xi % 6]);
         }
       }
     }
@@ -329,7 +340,7 @@ void output_any(const WinogradPlan& pl, const float* m, int64_t xi_stride, int64
 }
 
 WinogradTransforms make_winograd_transforms() {
-  return {&repack_chunk, &weights_rows, &input_any, &output_any};
+  return {&weights, &input_any, &output_any};
 }
 
 }  // namespace
