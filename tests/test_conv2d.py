@@ -98,6 +98,16 @@ GEOMETRIES = {
     "wide_dilated": Geometry(C=12, K=7, H=9, W=8, dilation=(2, 3), padding=(2, 1)),
     "wide_valid_rect": Geometry(C=10, K=6, R=2, S=4, padding="valid"),
     "wide_pad_gt_span": Geometry(C=8, K=4, H=4, W=5, R=2, S=1, padding=(1, 3)),
+    # Strided with at least 8 channels: backward-input runs phase by phase, each a forward
+    # convolution of the output gradient with a flipped sub-filter (odd sizes, phases that
+    # skip the gradient's first row or column, phases no tap reaches, strides 2 to 4, and
+    # stride 5, beyond the phases' limit).
+    "phases_odd": Geometry(C=9, K=7, H=9, W=8, stride=2, padding=1),
+    "phases_skip": Geometry(C=8, K=5, H=7, W=6, stride=2, padding=2),
+    "phases_1x1_padded": Geometry(C=8, K=6, H=7, W=6, R=1, S=1, stride=2, padding=1),
+    "phases_untouched": Geometry(C=8, K=5, H=8, W=10, R=2, S=2, stride=3),
+    "phases_rect": Geometry(C=10, K=6, H=11, W=9, R=5, S=3, stride=(4, 2), padding=(2, 1)),
+    "stride5_wide": Geometry(C=8, K=4, H=11, W=12, stride=5, padding=1),
     # At most 4 channels and at least 64 taps: the stem's rows path (float32).
     "stem_rows": Geometry(C=3, K=37, H=23, W=19, R=7, S=7, stride=2, padding=3),
     "stem_rows_rect": Geometry(C=4, K=5, H=9, W=14, R=5, S=4, stride=(1, 2), padding=(2, 1)),

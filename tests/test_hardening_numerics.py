@@ -83,12 +83,14 @@ class TestSpecialValues:
             (16, 16, 1, 3),
             (6, 6, (2, 1), 3),
             (6, 6, 1, 9),
+            (1, 9, 2, 3),
         ],
-        ids=["gemm", "groups", "stride1", "stem", "dw", "dw-stride2", "dw-81-taps"],
+        ids=["gemm", "groups", "stride1", "stem", "dw", "dw-stride2", "dw-81-taps", "phases"],
     )
     def test_conv2d(self, dtype, fmt, activation, groups, channels, stride, kernel):
-        """Stride 1 runs backward-input as a forward convolution, the stem on the rows path,
-        depthwise on its vector kernels, or on its loops (NHWC with fewer channels than a
+        """Stride 1 runs backward-input as a forward convolution (strided, with 8 channels and
+        more, phase by phase: with these weights it keeps the exact path), the stem on the rows
+        path, depthwise on its vector kernels, or on its loops (NHWC with fewer channels than a
         vector, more than 64 taps). Torch's exact pattern is the direct algorithm's promise:
         the Winograd paths keep only non-finite outputs non-finite (test_conv2d_winograd.py,
         test_conv2d_stem.py), so the stem runs forced direct."""

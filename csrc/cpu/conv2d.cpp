@@ -4,6 +4,7 @@
 // partial sums to the workspace and are added in a fixed order, so results depend only on
 // the thread count.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -272,8 +273,7 @@ void forward_pixel_rows(const ConvGeom& g, const T* x, const T* w, const T* bias
   // A 1x1, stride-1, unpadded convolution over a dense NHWC image: position p is pixel p, so
   // A's rows are the image's pixels, read in place instead of packed (C11's input gradient
   // spent a third of its time packing dY).
-  const bool pixels_are_rows = g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 &&
-                               g.Ho == g.H && g.Wo == g.W && g.xs[2] == g.W * g.xs[3];
+  const bool pixels_are_rows = positions_are_flat(g);
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* abuf = ws + pl.a_elems + tid * pl.thread_elems;
     for (int64_t t = begin; t < end; ++t) {
@@ -393,8 +393,7 @@ void backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx, const Pla
   });
   // In a 1x1, stride-1, unpadded convolution over NCHW rows the columns (c, p) of dcol are
   // the pixels of dX themselves: tiles land there directly, with no zeroing or scatter.
-  const bool direct = g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.Ho == g.H && g.Wo == g.W &&
-                      g.ph == 0 && g.pw == 0 && g.xs[3] == 1 && g.xs[2] == g.W;
+  const bool direct = positions_are_flat(g) && g.xs[3] == 1;
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     T* bbuf = ws + pl.a_elems + tid * pl.thread_elems;
     for (int64_t t = begin; t < end; ++t) {
@@ -549,6 +548,151 @@ void run_forward(const char* op, const ConvGeom& g, DType dtype, const void* x, 
     run(static_cast<float*>(workspace));
 }
 
+// Backward-input of a strided convolution, phase by phase: the pixels of dX at rows
+// a + sh * i and columns b + sw * j receive only the taps r = (a + ph) mod sh + sh * t (and
+// likewise s), so each phase is a stride-1 forward convolution of dY with that sub-filter,
+// flipped, K and C exchanged (strides over the same weight memory, as for stride 1). The
+// phases run on the forward kernels into the workspace, one dense tensor each in dX's memory
+// format, and are then interleaved into dX; a phase no tap reaches is zero. This replaces the
+// scatter-add of a GEMM's columns into dX. It applies to one group, no dilation, strides up
+// to kMaxPhaseStride, and enough input channels (the forward's filters) to fill a tile.
+constexpr int64_t kMaxPhaseStride = 4;
+struct PhaseAxis {
+  int64_t taps = 0;   // sub-filter length: 0 when no tap reaches the phase
+  int64_t first = 0;  // its first tap in the filter
+  int64_t pad = 0;    // the forward's padding before dY's first element
+  int64_t skip = 0;   // dY elements the forward skips (a padding below zero)
+  int64_t out = 0;    // the phase's pixels along this axis
+};
+
+PhaseAxis phase_axis(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad,
+                     int64_t phase) {
+  PhaseAxis ax;
+  ax.out = phase < in ? (in - phase + stride - 1) / stride : 0;
+  ax.first = (phase + pad) % stride;
+  if (ax.first >= kernel) return ax;
+  ax.taps = (kernel - ax.first + stride - 1) / stride;
+  // Phase pixel i reads dY at i + q - t for tap t (q = (phase + pad - first) / stride): with
+  // the taps flipped, a forward convolution padded by taps - 1 - q.
+  ax.pad = ax.taps - 1 - (phase + pad - ax.first) / stride;
+  if (ax.pad < 0) ax.skip = -ax.pad, ax.pad = 0;
+  if (ax.skip >= out) ax.taps = 0;  // every dY element it would read lies past the end
+  return ax;
+}
+
+bool phases_apply(const ConvGeom& g) {
+  return (g.sh > 1 || g.sw > 1) && g.sh <= kMaxPhaseStride && g.sw <= kMaxPhaseStride &&
+         g.dh == 1 && g.dw == 1 && g.G == 1 && g.C >= 8;
+}
+
+// Phase (a, b): its geometry and where its buffer starts in the workspace.
+struct Phase {
+  PhaseAxis h, w;
+  ConvGeom f;  // the forward over dY into the phase's buffer
+  int64_t weight_offset = 0, input_offset = 0, buffer_offset = 0;
+  bool empty() const { return h.taps == 0 || w.taps == 0 || h.out == 0 || w.out == 0; }
+};
+
+Phase phase_at(const ConvGeom& g, int64_t a, int64_t b, int64_t buffer_offset, bool channels_last) {
+  Phase ph;
+  ph.h = phase_axis(g.H, g.Ho, g.R, g.sh, g.ph, a);
+  ph.w = phase_axis(g.W, g.Wo, g.S, g.sw, g.pw, b);
+  ph.buffer_offset = buffer_offset;
+  ConvGeom& f = ph.f;
+  f = g;
+  f.C = f.Cg = g.K, f.H = g.Ho - ph.h.skip, f.W = g.Wo - ph.w.skip, f.xs = g.ys;
+  f.K = f.Kg = g.C, f.Ho = ph.h.out, f.Wo = ph.w.out;
+  f.R = ph.h.taps, f.S = ph.w.taps, f.sh = f.sw = 1, f.ph = ph.h.pad, f.pw = ph.w.pad;
+  f.ws = {g.ws[1], g.ws[0], -g.sh * g.ws[2], -g.sw * g.ws[3]};
+  const int64_t plane = f.Ho * f.Wo;
+  f.ys = channels_last ? std::array<int64_t, 4>{plane * f.K, 1, f.Wo * f.K, f.K}
+                       : std::array<int64_t, 4>{plane * f.K, plane, f.Wo, 1};
+  ph.weight_offset =
+      (ph.h.first + g.sh * (f.R - 1)) * g.ws[2] + (ph.w.first + g.sw * (f.S - 1)) * g.ws[3];
+  ph.input_offset = ph.h.skip * g.ys[2] + ph.w.skip * g.ys[3];
+  return ph;
+}
+
+// Calls f(phase) for every phase, buffers laid out one after the other.
+template <typename F>
+int64_t for_each_phase(const ConvGeom& g, int64_t elem, bool channels_last, const F& f) {
+  int64_t offset = 0;
+  for (int64_t a = 0; a < g.sh; ++a)
+    for (int64_t b = 0; b < g.sw; ++b) {
+      const Phase ph = phase_at(g, a, b, offset, channels_last);
+      f(ph);
+      offset += aligned(g.N * g.C * ph.h.out * ph.w.out, elem);
+    }
+  return offset;
+}
+
+size_t phases_workspace_bytes(const ConvGeom& g, DType dtype, int threads) {
+  const int64_t elem = dtype_size(dtype);
+  size_t forward = 0;
+  const int64_t buffers = for_each_phase(g, elem, g.xs[1] == 1, [&](const Phase& ph) {
+    if (!ph.empty()) forward = std::max(forward, forward_route(ph.f, dtype, threads).bytes);
+  });
+  return buffers * elem + forward;
+}
+
+// dX from the phase buffers, a row of dX at a time.
+template <typename T>
+void interleave_phases(const ConvGeom& g, const T* ws, const Phase* phases, T* dx, int threads) {
+  parallel_for(g.N * g.H, threads_for(g.N * g.C * g.H * g.W, 1 << 15, threads),
+               [&](int, int64_t begin, int64_t end) {
+                 for (int64_t t = begin; t < end; ++t) {
+                   const int64_t n = t / g.H, ih = t % g.H, a = ih % g.sh, i = ih / g.sh;
+                   T* row = dx + n * g.xs[0] + ih * g.xs[2];
+                   for (int64_t b = 0; b < g.sw && b < g.W; ++b) {
+                     const Phase& ph = phases[a * g.sw + b];
+                     const int64_t cols = ph.w.out;
+                     if (ph.empty()) {
+                       for (int64_t j = 0; j < cols; ++j)
+                         for (int64_t c = 0; c < g.C; ++c)
+                           row[c * g.xs[1] + (b + g.sw * j) * g.xs[3]] = T(0);
+                       continue;
+                     }
+                     const T* src = ws + ph.buffer_offset + n * ph.f.ys[0] + i * ph.f.ys[2];
+                     if (g.xs[1] == 1) {  // channels_last: pixels of C channels
+                       for (int64_t j = 0; j < cols; ++j)
+                         std::copy_n(src + j * ph.f.ys[3], g.C, row + (b + g.sw * j) * g.xs[3]);
+                     } else {
+                       for (int64_t c = 0; c < g.C; ++c)
+                         for (int64_t j = 0; j < cols; ++j)
+                           row[c * g.xs[1] + b + g.sw * j] = src[c * ph.f.ys[1] + j];
+                     }
+                   }
+                 }
+               });
+}
+
+void backward_input_by_phases(const ConvGeom& g, DType dtype, const void* dy, const void* w,
+                              void* dx, void* workspace, size_t workspace_bytes, int threads) {
+  const int64_t elem = dtype_size(dtype);
+  const bool channels_last = g.xs[1] == 1;
+  std::array<Phase, kMaxPhaseStride * kMaxPhaseStride> phases;
+  int count = 0;
+  const int64_t buffers =
+      for_each_phase(g, elem, channels_last, [&](const Phase& ph) { phases[count++] = ph; });
+  char* forward_ws = static_cast<char*>(workspace) + buffers * elem;
+  const size_t forward_bytes = workspace_bytes - buffers * elem;
+  for (int i = 0; i < count; ++i) {
+    const Phase& ph = phases[i];
+    if (ph.empty()) continue;
+    run_forward(kConvBackwardInput.op, ph.f, dtype,
+                static_cast<const char*>(dy) + ph.input_offset * elem,
+                static_cast<const char*>(w) + ph.weight_offset * elem, nullptr,
+                static_cast<char*>(workspace) + ph.buffer_offset * elem, false, forward_ws,
+                forward_bytes, threads);
+  }
+  if (dtype == DType::Float64)
+    interleave_phases(g, static_cast<const double*>(workspace), phases.data(),
+                      static_cast<double*>(dx), threads);
+  else
+    interleave_phases(g, static_cast<const float*>(workspace), phases.data(),
+                      static_cast<float*>(dx), threads);
+}
+
 }  // namespace
 
 size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const TensorView& weight,
@@ -559,9 +703,12 @@ size_t conv2d_workspace_bytes(ConvPass pass, const TensorView& input, const Tens
   if (pass == ConvPass::Forward) return forward_route(g, input.dtype, threads).bytes;
   const size_t plan_bytes =
       plan_for(pass, g, input.dtype, threads).total_elems() * dtype_size(input.dtype);
-  if (pass == ConvPass::BackwardInput)
+  if (pass == ConvPass::BackwardInput) {
     if (const auto as_forward = backward_input_as_forward(g, p))  // either form may run
       return std::max(plan_bytes, forward_route(as_forward->g, input.dtype, threads).bytes);
+    if (phases_apply(g))
+      return std::max(plan_bytes, phases_workspace_bytes(g, input.dtype, threads));
+  }
   return plan_bytes;
 }
 
@@ -593,6 +740,13 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
                        nullptr, grad_input.data, false, workspace, workspace_bytes, threads);
   }
   const Plan pl = plan_for(ConvPass::BackwardInput, g, grad_input.dtype, threads);
+  if (phases_apply(g) && forward_form_exact(g, weight)) {
+    check_workspace(kConvBackwardInput.op, workspace, workspace_bytes,
+                    phases_workspace_bytes(g, grad_input.dtype, threads));
+    if (grad_input.numel() == 0) return;
+    return backward_input_by_phases(g, grad_input.dtype, grad_output.data, weight.data,
+                                    grad_input.data, workspace, workspace_bytes, threads);
+  }
   check_workspace(kConvBackwardInput.op, workspace, workspace_bytes,
                   pl.total_elems() * dtype_size(grad_input.dtype));
   if (grad_input.numel() == 0) return;
