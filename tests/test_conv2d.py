@@ -108,6 +108,9 @@ GEOMETRIES = {
     "phases_untouched": Geometry(C=8, K=5, H=8, W=10, R=2, S=2, stride=3),
     "phases_rect": Geometry(C=10, K=6, H=11, W=9, R=5, S=3, stride=(4, 2), padding=(2, 1)),
     "stride5_wide": Geometry(C=8, K=4, H=11, W=12, stride=5, padding=1),
+    # 7x7 stride 2: phases of 4x4 to 3x3 taps (float32's 3x3 phase on Winograd), few filters
+    "phases_7x7": Geometry(C=8, K=9, H=15, W=13, R=7, S=7, stride=2, padding=3),
+    "phases_7x7_few_filters": Geometry(C=8, K=3, H=15, W=13, R=7, S=7, stride=2, padding=3),
     # At most 4 channels and at least 64 taps: the stem's rows path (float32).
     "stem_rows": Geometry(C=3, K=37, H=23, W=19, R=7, S=7, stride=2, padding=3),
     "stem_rows_rect": Geometry(C=4, K=5, H=9, W=14, R=5, S=4, stride=(1, 2), padding=(2, 1)),

@@ -207,6 +207,24 @@ class TestGradients:
             (gx_direct,) = torch.autograd.grad(fastcnn.ops.conv2d(x, wt, padding=pad), x, go)
         assert not torch.equal(gx, gx_direct)  # different rounding: Winograd ran
 
+    @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
+    def test_strided_input_gradient_phases_against_float64(self, fmt):
+        """A strided backward-input runs phase by phase: a 5x5 stride-2 layer's phase with
+        3x3 taps is a 3x3 stride-1 forward convolution, so it takes Winograd, within the bound."""
+        x = torch.randn(2, 16, 13, 11).contiguous(memory_format=fmt).requires_grad_()
+        wt = (torch.randn(12, 16, 5, 5) / 20).contiguous(memory_format=fmt)
+        go = torch.randn(F.conv2d(x, wt, stride=2, padding=2).shape).contiguous(memory_format=fmt)
+        (gx,) = torch.autograd.grad(fastcnn.ops.conv2d(x, wt, stride=2, padding=2), x, go)
+        x64 = x.detach().double().requires_grad_()
+        y64 = F.conv2d(x64, wt.double(), stride=2, padding=2)
+        (gx64,) = torch.autograd.grad(y64, x64, go.double())
+        assert relative_error(gx, gx64) < BOUND
+        with use_conv_algorithm("direct"):
+            (gx_direct,) = torch.autograd.grad(
+                fastcnn.ops.conv2d(x, wt, stride=2, padding=2), x, go
+            )
+        assert not torch.equal(gx, gx_direct)  # different rounding: Winograd ran
+
 
 class TestSwitch:
     def test_default_and_context_manager(self):

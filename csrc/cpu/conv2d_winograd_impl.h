@@ -264,9 +264,10 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
 
 // Channels [c0, c0 + n) of filters [k0, k0 + nk) as stage[(c - c0) * 9 + 3 * r + s][j]
 // (row stride nr), zero from filter nk on. Weights come as NCHW or NHWC (validate() gives
-// nothing else), seen directly by the forward or flipped and exchanged by backward-input: four
-// views, each moved by 8x8 transposes (filters into lanes) over its runs, or by copies where
-// filters are innermost.
+// nothing else), seen directly by the forward or flipped and exchanged by backward-input
+// (for a strided layer, one phase's taps of them): views with runs move by 8x8 transposes
+// (filters into lanes), or by copies where filters are innermost; a phase's taps of NCHW
+// weights lie apart and go one by one.
 void repack_stage(const ConvGeom& g, int64_t nr, const float* w, int64_t k0, int64_t nk, int64_t c0,
                   int64_t n, float* stage) {
   const float* src = w + k0 * g.ws[0] + c0 * g.ws[1];
@@ -286,10 +287,15 @@ void repack_stage(const ConvGeom& g, int64_t nr, const float* w, int64_t k0, int
           __builtin_prefetch(src + (n + c) * g.ws[1] - 8 + t);
       transpose_into(src + c * g.ws[1] - 8, g.ws[0], nk, 9, stage + (c * 9 + 8) * nr, -nr, 1);
     }
-  } else {  // filters innermost: the flipped view of channels_last weights
+  } else if (g.ws[0] == 1) {  // filters innermost: the flipped view of channels_last weights
     for (int64_t c = 0; c < n; ++c)
       for (int rs = 0; rs < 9; ++rs)
         std::copy_n(src + c * g.ws[1] + tap(rs), nk, stage + (c * 9 + rs) * nr);
+  } else {  // a strided backward-input's phase of NCHW weights: taps two or more apart
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t j = 0; j < nk; ++j)
+        for (int rs = 0; rs < 9; ++rs)
+          stage[(c * 9 + rs) * nr + j] = src[j * g.ws[0] + c * g.ws[1] + tap(rs)];
   }
   if (nk < nr)
     for (int64_t t = 0; t < taps; ++t) std::fill(stage + t * nr + nk, stage + (t + 1) * nr, 0.f);
