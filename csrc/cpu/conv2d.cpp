@@ -593,7 +593,7 @@ struct Phase {
   bool empty() const { return h.taps == 0 || w.taps == 0 || h.out == 0 || w.out == 0; }
 };
 
-Phase phase_at(const ConvGeom& g, int64_t a, int64_t b, int64_t buffer_offset, bool channels_last) {
+Phase phase_at(const ConvGeom& g, int64_t a, int64_t b, int64_t buffer_offset) {
   Phase ph;
   ph.h = phase_axis(g.H, g.Ho, g.R, g.sh, g.ph, a);
   ph.w = phase_axis(g.W, g.Wo, g.S, g.sw, g.pw, b);
@@ -605,8 +605,8 @@ Phase phase_at(const ConvGeom& g, int64_t a, int64_t b, int64_t buffer_offset, b
   f.R = ph.h.taps, f.S = ph.w.taps, f.sh = f.sw = 1, f.ph = ph.h.pad, f.pw = ph.w.pad;
   f.ws = {g.ws[1], g.ws[0], -g.sh * g.ws[2], -g.sw * g.ws[3]};
   const int64_t plane = f.Ho * f.Wo;
-  f.ys = channels_last ? std::array<int64_t, 4>{plane * f.K, 1, f.Wo * f.K, f.K}
-                       : std::array<int64_t, 4>{plane * f.K, plane, f.Wo, 1};
+  f.ys = g.xs[1] == 1 ? std::array<int64_t, 4>{plane * f.K, 1, f.Wo * f.K, f.K}  // as dX
+                      : std::array<int64_t, 4>{plane * f.K, plane, f.Wo, 1};
   ph.weight_offset =
       (ph.h.first + g.sh * (f.R - 1)) * g.ws[2] + (ph.w.first + g.sw * (f.S - 1)) * g.ws[3];
   ph.input_offset = ph.h.skip * g.ys[2] + ph.w.skip * g.ys[3];
@@ -615,11 +615,11 @@ Phase phase_at(const ConvGeom& g, int64_t a, int64_t b, int64_t buffer_offset, b
 
 // Calls f(phase) for every phase, buffers laid out one after the other.
 template <typename F>
-int64_t for_each_phase(const ConvGeom& g, int64_t elem, bool channels_last, const F& f) {
+int64_t for_each_phase(const ConvGeom& g, int64_t elem, const F& f) {
   int64_t offset = 0;
   for (int64_t a = 0; a < g.sh; ++a)
     for (int64_t b = 0; b < g.sw; ++b) {
-      const Phase ph = phase_at(g, a, b, offset, channels_last);
+      const Phase ph = phase_at(g, a, b, offset);
       f(ph);
       offset += aligned(g.N * g.C * ph.h.out * ph.w.out, elem);
     }
@@ -629,51 +629,53 @@ int64_t for_each_phase(const ConvGeom& g, int64_t elem, bool channels_last, cons
 size_t phases_workspace_bytes(const ConvGeom& g, DType dtype, int threads) {
   const int64_t elem = dtype_size(dtype);
   size_t forward = 0;
-  const int64_t buffers = for_each_phase(g, elem, g.xs[1] == 1, [&](const Phase& ph) {
+  const int64_t buffers = for_each_phase(g, elem, [&](const Phase& ph) {
     if (!ph.empty()) forward = std::max(forward, forward_route(ph.f, dtype, threads).bytes);
   });
   return buffers * elem + forward;
 }
 
-// dX from the phase buffers, a row of dX at a time.
+// Row ih of image n of dX from the phase buffers (zeros where no tap reaches).
+template <typename T>
+void interleave_row(const ConvGeom& g, const T* ws, const Phase* phases, int64_t n, int64_t ih,
+                    T* dx) {
+  const int64_t a = ih % g.sh, i = ih / g.sh;
+  T* row = dx + n * g.xs[0] + ih * g.xs[2];
+  for (int64_t b = 0; b < g.sw && b < g.W; ++b) {
+    const Phase& ph = phases[a * g.sw + b];
+    const int64_t cols = ph.w.out;
+    if (ph.empty()) {
+      for (int64_t j = 0; j < cols; ++j)
+        for (int64_t c = 0; c < g.C; ++c) row[c * g.xs[1] + (b + g.sw * j) * g.xs[3]] = T(0);
+      continue;
+    }
+    const T* src = ws + ph.buffer_offset + n * ph.f.ys[0] + i * ph.f.ys[2];
+    if (g.xs[1] == 1) {  // channels_last: pixels of C channels
+      for (int64_t j = 0; j < cols; ++j)
+        std::copy_n(src + j * ph.f.ys[3], g.C, row + (b + g.sw * j) * g.xs[3]);
+    } else {
+      for (int64_t c = 0; c < g.C; ++c)
+        for (int64_t j = 0; j < cols; ++j)
+          row[c * g.xs[1] + b + g.sw * j] = src[c * ph.f.ys[1] + j];
+    }
+  }
+}
+
 template <typename T>
 void interleave_phases(const ConvGeom& g, const T* ws, const Phase* phases, T* dx, int threads) {
   parallel_for(g.N * g.H, threads_for(g.N * g.C * g.H * g.W, 1 << 15, threads),
                [&](int, int64_t begin, int64_t end) {
-                 for (int64_t t = begin; t < end; ++t) {
-                   const int64_t n = t / g.H, ih = t % g.H, a = ih % g.sh, i = ih / g.sh;
-                   T* row = dx + n * g.xs[0] + ih * g.xs[2];
-                   for (int64_t b = 0; b < g.sw && b < g.W; ++b) {
-                     const Phase& ph = phases[a * g.sw + b];
-                     const int64_t cols = ph.w.out;
-                     if (ph.empty()) {
-                       for (int64_t j = 0; j < cols; ++j)
-                         for (int64_t c = 0; c < g.C; ++c)
-                           row[c * g.xs[1] + (b + g.sw * j) * g.xs[3]] = T(0);
-                       continue;
-                     }
-                     const T* src = ws + ph.buffer_offset + n * ph.f.ys[0] + i * ph.f.ys[2];
-                     if (g.xs[1] == 1) {  // channels_last: pixels of C channels
-                       for (int64_t j = 0; j < cols; ++j)
-                         std::copy_n(src + j * ph.f.ys[3], g.C, row + (b + g.sw * j) * g.xs[3]);
-                     } else {
-                       for (int64_t c = 0; c < g.C; ++c)
-                         for (int64_t j = 0; j < cols; ++j)
-                           row[c * g.xs[1] + b + g.sw * j] = src[c * ph.f.ys[1] + j];
-                     }
-                   }
-                 }
+                 for (int64_t t = begin; t < end; ++t)
+                   interleave_row(g, ws, phases, t / g.H, t % g.H, dx);
                });
 }
 
 void backward_input_by_phases(const ConvGeom& g, DType dtype, const void* dy, const void* w,
                               void* dx, void* workspace, size_t workspace_bytes, int threads) {
   const int64_t elem = dtype_size(dtype);
-  const bool channels_last = g.xs[1] == 1;
   std::array<Phase, kMaxPhaseStride * kMaxPhaseStride> phases;
   int count = 0;
-  const int64_t buffers =
-      for_each_phase(g, elem, channels_last, [&](const Phase& ph) { phases[count++] = ph; });
+  const int64_t buffers = for_each_phase(g, elem, [&](const Phase& ph) { phases[count++] = ph; });
   char* forward_ws = static_cast<char*>(workspace) + buffers * elem;
   const size_t forward_bytes = workspace_bytes - buffers * elem;
   for (int i = 0; i < count; ++i) {
@@ -739,7 +741,6 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
     return run_forward(kConvBackwardInput.op, as_forward->g, grad_input.dtype, grad_output.data, w,
                        nullptr, grad_input.data, false, workspace, workspace_bytes, threads);
   }
-  const Plan pl = plan_for(ConvPass::BackwardInput, g, grad_input.dtype, threads);
   if (phases_apply(g) && forward_form_exact(g, weight)) {
     check_workspace(kConvBackwardInput.op, workspace, workspace_bytes,
                     phases_workspace_bytes(g, grad_input.dtype, threads));
@@ -747,6 +748,7 @@ void conv2d_backward_input(const TensorView& grad_output, const TensorView& weig
     return backward_input_by_phases(g, grad_input.dtype, grad_output.data, weight.data,
                                     grad_input.data, workspace, workspace_bytes, threads);
   }
+  const Plan pl = plan_for(ConvPass::BackwardInput, g, grad_input.dtype, threads);
   check_workspace(kConvBackwardInput.op, workspace, workspace_bytes,
                   pl.total_elems() * dtype_size(grad_input.dtype));
   if (grad_input.numel() == 0) return;
