@@ -120,6 +120,15 @@ void for_each_plane(const PoolGeom& g, int threads, const F& f) {
   });
 }
 
+// Whether the windows are 2x2 with stride 2, no padding or dilation, and lie inside the
+// input (a ceil_mode window hanging over an odd edge does not).
+bool windows_2x2(const PoolGeom& g, const Pool2dParams& p) {
+  for (int i = 0; i < 2; ++i)
+    if (p.kernel[i] != 2 || p.stride[i] != 2 || p.padding[i] != 0 || p.dilation[i] != 1)
+      return false;
+  return 2 * g.Ho <= g.H && 2 * g.Wo <= g.W;
+}
+
 template <typename T>
 void forward(const PoolGeom& g, const Pool2dParams& p, const T* x, T* y, int64_t* idx,
              int threads) {
@@ -134,9 +143,14 @@ void forward(const PoolGeom& g, const Pool2dParams& p, const T* x, T* y, int64_t
     });
     return;
   }
+  const bool pairs = idx == nullptr && windows_2x2(g, p);
   for_each_plane(g, threads, [&](int64_t n, int64_t c) {
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
       const int64_t o = n * g.ys[0] + c * g.ys[1] + oh * g.ys[2];
+      if (pairs) {
+        k.nchw_row_2x2(x + n * g.xs[0] + c * g.xs[1] + 2 * oh * g.W, g.W, g.Wo, y + o);
+        continue;
+      }
       k.nchw_row(x + n * g.xs[0] + c * g.xs[1], row_windows(g, p, oh), 0, g.Wo, y + o,
                  idx ? idx + o : nullptr);
     }
@@ -218,6 +232,19 @@ void backward_recomputed(const PoolGeom& g, const Pool2dParams& p, const T* dy, 
                             dy + n * g.ys[0] + oh * g.ys[2], dx + n * g.xs[0], tiles);
       }
       zero_rows(g, dx, n, zeroed, g.H, c0, c1);
+    });
+    return;
+  }
+  if (windows_2x2(g, p)) {
+    for_each_plane(g, threads, [&](int64_t n, int64_t c) {
+      T* dxp = dx + n * g.xs[0] + c * g.xs[1];
+      const T* xp = x + n * g.xs[0] + c * g.xs[1];
+      const T* dyp = dy + n * g.ys[0] + c * g.ys[1];
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        k.nchw_row_backward_2x2(xp + 2 * oh * g.W, g.W, g.Wo, dyp + oh * g.ys[2],
+                                dxp + 2 * oh * g.W);
+      // An odd last row lies in no window.
+      std::memset(dxp + 2 * g.Ho * g.W, 0, sizeof(T) * (g.H - 2 * g.Ho) * g.W);
     });
     return;
   }

@@ -37,6 +37,12 @@ struct MaxPoolKernels {
   // dx are stored (the gradient or 0) instead of added to.
   void (*nhwc_row_backward)(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,
                             int64_t Wo, int64_t out_stride, const T* dy, T* dx, bool tiles);
+  // NCHW, 2x2 stride-2 windows without padding or dilation, one output row of a plane whose
+  // rows are W elements long: x points at the row pair the windows cover. The forward writes
+  // y[0, Wo) (no indices); the backward recomputes the argmax and writes both rows of dx
+  // whole, columns [0, W).
+  void (*nchw_row_2x2)(const T* x, int64_t W, int64_t Wo, T* y);
+  void (*nchw_row_backward_2x2)(const T* x, int64_t W, int64_t Wo, const T* dy, T* dx);
 };
 
 struct MaxPoolKernelSet {

@@ -466,9 +466,102 @@ void nhwc_row_backward(const T* image, const RowWindows& g, int64_t C, int64_t c
     nhwc_row_backward_with<T, false>(image, g, C, c0, c1, Wo, out_stride, dy, dx);
 }
 
+// 2x2 stride-2 windows without padding or dilation over NCHW planes, one output row at a
+// time: x0 points at the row pair the windows cover (the second row lies W further). They
+// read each input element once, so a vector of outputs needs only its two rows' de-interleaved
+// columns: no per-tap loads, no border masks, no indices.
+
+// The four taps of the windows of outputs [j, j + width), in window order (row 0's two,
+// then row 1's).
+template <typename T>
+struct Taps2x2 {
+  using P = PoolVec<T>;
+  typename P::V tap[4];
+
+  Taps2x2(const T* x0, int64_t W, int64_t j)
+      : tap{P::load_even(x0 + 2 * j), P::load_odd(x0 + 2 * j), P::load_even(x0 + W + 2 * j),
+            P::load_odd(x0 + W + 2 * j)} {}
+};
+
+// Calls vector(j) for vectors of outputs [j, j + width) covering [0, Wo), the last one ending
+// at Wo and overlapping its neighbour if need be (its outputs are written twice, alike), or
+// scalar(j) for each output of a row narrower than a vector.
+template <typename T, typename V, typename S>
+void for_each_2x2_vector(int64_t Wo, const V& vector, const S& scalar) {
+  constexpr int64_t width = PoolVec<T>::width;
+  if (Wo < width) {
+    for (int64_t j = 0; j < Wo; ++j) scalar(j);
+    return;
+  }
+  for (int64_t j = 0; j < Wo; j += width) vector(std::min(j, Wo - width));
+}
+
+// The argmax of one window's taps in window order, by the forward's rule (takes()).
+template <typename T>
+int argmax_2x2(const T (&x)[4]) {
+  int tap = 0;
+  for (int t = 1; t < 4; ++t)
+    if (x[t] > x[tap] || x[t] != x[t]) tap = t;
+  return tap;
+}
+
+template <typename T>
+void nchw_row_2x2(const T* x0, int64_t W, int64_t Wo, T* y) {
+  using P = PoolVec<T>;
+  const T* x1 = x0 + W;
+  for_each_2x2_vector<T>(
+      Wo,
+      [&](int64_t j) {
+        const Taps2x2<T> x(x0, W, j);
+        P::store(y + j, P::max(P::max(x.tap[0], x.tap[1]), P::max(x.tap[2], x.tap[3])));
+      },
+      [&](int64_t j) {
+        const T x[4] = {x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]};
+        y[j] = x[argmax_2x2(x)];
+      });
+}
+
+// The backward writes both rows of dx whole, columns [0, W): dy to each window's argmax, 0 to
+// its other taps and to a column past the last window. No zeroing pass, no scatter.
+template <typename T>
+void nchw_row_backward_2x2(const T* x0, int64_t W, int64_t Wo, const T* dy, T* dx0) {
+  using P = PoolVec<T>;
+  const T* x1 = x0 + W;
+  T* dx1 = dx0 + W;
+  for_each_2x2_vector<T>(
+      Wo,
+      [&](int64_t j) {
+        const Taps2x2<T> x(x0, W, j);
+        typename P::M took[4];
+        typename P::V best = x.tap[0];
+        for (int t = 1; t < 4; ++t) {
+          took[t] = P::takes(x.tap[t], best);
+          best = P::select(took[t], x.tap[t], best);
+        }
+        // The last tap that took the running maximum is the argmax.
+        typename P::V grad[4], rest = P::load(dy + j);
+        for (int t = 3; t > 0; --t) {
+          grad[t] = P::select(took[t], rest, P::zero());
+          rest = P::select(took[t], P::zero(), rest);
+        }
+        grad[0] = rest;
+        P::store_interleaved(dx0 + 2 * j, grad[0], grad[1]);
+        P::store_interleaved(dx1 + 2 * j, grad[2], grad[3]);
+      },
+      [&](int64_t j) {
+        const int64_t c = 2 * j;
+        const T x[4] = {x0[c], x0[c + 1], x1[c], x1[c + 1]};
+        const int tap = argmax_2x2(x);
+        T* d[4] = {dx0 + c, dx0 + c + 1, dx1 + c, dx1 + c + 1};
+        for (int t = 0; t < 4; ++t) *d[t] = t == tap ? dy[j] : T(0);
+      });
+  for (int64_t c = 2 * Wo; c < W; ++c) dx0[c] = dx1[c] = T(0);
+}
+
 template <typename T>
 MaxPoolKernels<T> max_pool2d_kernels_for() {
-  return {&nchw_row<T>, &nhwc_row<T>, &nhwc_row_backward<T>};
+  return {&nchw_row<T>, &nhwc_row<T>, &nhwc_row_backward<T>, &nchw_row_2x2<T>,
+          &nchw_row_backward_2x2<T>};
 }
 
 }  // namespace

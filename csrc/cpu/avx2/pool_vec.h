@@ -39,6 +39,20 @@ struct PoolVec<float> {
     return _mm256_castpd_ps(
         _mm256_permute4x64_pd(_mm256_castps_pd(pairs), _MM_SHUFFLE(3, 1, 2, 0)));
   }
+  // p[1], p[3], ..., p[15]: reads p[0..16).
+  static V load_odd(const float* p) {
+    const __m256 pairs =
+        _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(pairs), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+  // p[2 * i] = even[i], p[2 * i + 1] = odd[i]: writes p[0..16). The unpacks interleave within
+  // 128-bit lanes (pairs 0, 1, 4, 5 and 2, 3, 6, 7); the lane permutes put them in order.
+  static void store_interleaved(float* p, V even, V odd) {
+    const __m256 lo = _mm256_unpacklo_ps(even, odd), hi = _mm256_unpackhi_ps(even, odd);
+    _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  }
   static V gather(const float* p, I offsets) { return _mm256_i32gather_ps(p, offsets, 4); }
   // The same loads of the columns col + lane (load, load_even) or col + offsets (gather) of a
   // row of W elements, reading -inf outside [0, W) without touching memory there.
@@ -124,6 +138,15 @@ struct PoolVec<double> {
   static V load_even(const double* p) {
     const __m256d pairs = _mm256_unpacklo_pd(_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4));
     return _mm256_permute4x64_pd(pairs, _MM_SHUFFLE(3, 1, 2, 0));
+  }
+  static V load_odd(const double* p) {
+    const __m256d pairs = _mm256_unpackhi_pd(_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4));
+    return _mm256_permute4x64_pd(pairs, _MM_SHUFFLE(3, 1, 2, 0));
+  }
+  static void store_interleaved(double* p, V even, V odd) {
+    const __m256d lo = _mm256_unpacklo_pd(even, odd), hi = _mm256_unpackhi_pd(even, odd);
+    _mm256_storeu_pd(p, _mm256_permute2f128_pd(lo, hi, 0x20));
+    _mm256_storeu_pd(p + 4, _mm256_permute2f128_pd(lo, hi, 0x31));
   }
   static V gather(const double* p, I offsets) {
     return _mm256_i64gather_pd(p, static_cast<__m256i>(offsets), 8);

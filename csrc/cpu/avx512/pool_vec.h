@@ -32,6 +32,20 @@ struct PoolVec<float> {
         _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     return _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_loadu_ps(p + 16));
   }
+  // p[1], p[3], ..., p[31]: reads p[0..32).
+  static V load_odd(const float* p) {
+    const __m512i odd =
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_permutex2var_ps(_mm512_loadu_ps(p), odd, _mm512_loadu_ps(p + 16));
+  }
+  // p[2 * i] = even[i], p[2 * i + 1] = odd[i]: writes p[0..32).
+  static void store_interleaved(float* p, V even, V odd) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    _mm512_storeu_ps(p, _mm512_permutex2var_ps(even, lo, odd));
+    _mm512_storeu_ps(p + 16, _mm512_permutex2var_ps(even, hi, odd));
+  }
   static V gather(const float* p, I offsets) { return _mm512_i32gather_ps(offsets, p, 4); }
   // The same loads of the columns col + lane (load, load_even) or col + offsets (gather) of a
   // row of W elements, reading -inf outside [0, W) without touching memory there.
@@ -111,6 +125,16 @@ struct PoolVec<double> {
   static V load_even(const double* p) {
     const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
     return _mm512_permutex2var_pd(_mm512_loadu_pd(p), even, _mm512_loadu_pd(p + 8));
+  }
+  static V load_odd(const double* p) {
+    const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    return _mm512_permutex2var_pd(_mm512_loadu_pd(p), odd, _mm512_loadu_pd(p + 8));
+  }
+  static void store_interleaved(double* p, V even, V odd) {
+    const __m512i lo = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i hi = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    _mm512_storeu_pd(p, _mm512_permutex2var_pd(even, lo, odd));
+    _mm512_storeu_pd(p + 8, _mm512_permutex2var_pd(even, hi, odd));
   }
   static V gather(const double* p, I offsets) { return _mm512_i64gather_pd(offsets, p, 8); }
   static __mmask8 inside(__m512i cols, int64_t W) {
