@@ -248,23 +248,13 @@ void backward_recomputed(const PoolGeom& g, const Pool2dParams& p, const T* dy, 
     });
     return;
   }
-  constexpr int64_t kChunk = 256;  // outputs whose indices are scattered at once
   for_each_plane(g, threads, [&](int64_t n, int64_t c) {
     T* dxp = dx + n * g.xs[0] + c * g.xs[1];
     const T* xp = x + n * g.xs[0] + c * g.xs[1];
     std::memset(dxp, 0, sizeof(T) * g.H * g.W);
-    T values[kChunk];
-    int64_t index[kChunk];
-    for (int64_t oh = 0; oh < g.Ho; ++oh) {
-      const RowWindows rows = row_windows(g, p, oh);
-      const T* dyp = dy + n * g.ys[0] + c * g.ys[1] + oh * g.ys[2];
-      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += kChunk) {
-        const int64_t ow1 = std::min(g.Wo, ow0 + kChunk);
-        k.nchw_row(xp, rows, ow0, ow1, values, index);
-        for (int64_t j = 0; j < ow1 - ow0; ++j)
-          if (index[j] >= 0) dxp[index[j]] += dyp[ow0 + j];
-      }
-    }
+    for (int64_t oh = 0; oh < g.Ho; ++oh)
+      k.nchw_row_backward(xp, row_windows(g, p, oh), g.Wo,
+                          dy + n * g.ys[0] + c * g.ys[1] + oh * g.ys[2], dxp);
   });
 }
 

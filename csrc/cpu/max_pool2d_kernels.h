@@ -27,6 +27,9 @@ struct MaxPoolKernels {
   // y[ow - ow0] and idx[ow - ow0]; idx may be null.
   void (*nchw_row)(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y,
                    int64_t* idx);
+  // NCHW backward with the argmax recomputed from the plane: dx[argmax] += dy[ow] for the
+  // outputs ow in [0, Wo) of one row; dx points at the plane of the gradient.
+  void (*nchw_row_backward)(const T* plane, const RowWindows& g, int64_t Wo, const T* dy, T* dx);
   // NHWC: outputs ow in [0, Wo), channels [c0, c1) of one row of one image (pixel stride C).
   // y and idx point at the output row, whose pixels are out_stride apart; idx may be null.
   void (*nhwc_row)(const T* image, const RowWindows& g, int64_t C, int64_t c0, int64_t c1,

@@ -123,68 +123,102 @@ void nchw_vector_row(const T* plane, const RowWindows& g, int64_t r, int64_t ow,
 // Outputs computed per pass over the input rows: their running maxima stay in L1.
 constexpr int64_t kRowChunk = 256;
 
-// NCHW, outputs [ow0, ow1) with ow1 - ow0 in [1, kRowChunk]. The input rows of the windows
-// are read one after the other, each from left to right, so the plane streams through in
-// order (interleaving the rows of a window defeats the hardware prefetchers). A row narrower
-// than a vector (pooling 16x16 planes and smaller) takes one vector of border loads, its
-// lanes past the row's end discarded.
+// NCHW, the windows of outputs [ow0, ow1) with ow1 - ow0 in [1, kRowChunk]: their maxima
+// and, with kIndex, their indices, one slot of width lanes per vector. The input rows of the
+// windows are read one after the other, each from left to right, so the plane streams
+// through in order (interleaving the rows of a window defeats the hardware prefetchers). A
+// row narrower than a vector (pooling 16x16 planes and smaller) takes one vector of border
+// loads, its lanes past the row's end discarded.
+template <typename T, Step kStep, bool kIndex>
+struct ChunkWindows {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  static constexpr int64_t width = P::width;
+  // Vectors start every width outputs; the last one ends at n, overlapping its neighbour if
+  // need be. Each keeps its running maxima and indices in its own slot (v * width): sharing
+  // the overlapped outputs' memory would make its loads wait on stores they partly overlap.
+  int64_t n, vectors;
+  T best[kRowChunk];
+  Index index[kIndex ? kRowChunk : 1];
+
+  int64_t start_of(int64_t v) const { return std::max<int64_t>(0, std::min(v * width, n - width)); }
+
+  ChunkWindows(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1)
+      : n(ow1 - ow0), vectors((ow1 - ow0 + width - 1) / width) {
+    constexpr T kLowest = -std::numeric_limits<T>::infinity();
+    const int64_t stride = stride_of<kStep>(g);
+    // Outputs [a, b) read only inside the row.
+    const int64_t a = (g.pad + stride - 1) / stride;
+    const int64_t last = g.W - vector_span<T, kStep>(g) + g.pad + (width - 1) * stride;
+    const int64_t b = last >= 0 ? last / stride + 1 : 0;
+    auto interior = [&](int64_t v) {
+      const int64_t ow = ow0 + start_of(v);
+      return ow >= a && ow + width <= b;
+    };
+    const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
+    for (int64_t v = 0; v < vectors; ++v) {
+      P::store(best + v * width, P::set1(kLowest));
+      if constexpr (kIndex) {
+        const int64_t first = g.first_row * g.W + (ow0 + start_of(v)) * g.stride - g.pad;
+        P::istore(index + v * width, P::iadd(P::iset1(static_cast<Index>(first)), lanes));
+      }
+    }
+    for (int64_t r = 0; r < g.rows; ++r)
+      for (int64_t v = 0; v < vectors; ++v) {
+        const int64_t ow = ow0 + start_of(v);
+        Index* ip = kIndex ? index + v * width : nullptr;
+        if (interior(v))
+          nchw_vector_row<T, kStep, kIndex, false>(plane, g, r, ow, best + v * width, ip);
+        else
+          nchw_vector_row<T, kStep, kIndex, true>(plane, g, r, ow, best + v * width, ip);
+      }
+    if constexpr (kIndex) {
+      for (int64_t v = 0; v < vectors; ++v) {
+        // A lane left at -inf never took a value: its index is the window's first tap inside
+        // the input (or -1 for none), as the scalar rule gives.
+        if (interior(v) || P::all(P::takes(P::load(best + v * width), P::set1(kLowest)))) continue;
+        const int64_t j = start_of(v);
+        for (int64_t l = 0; l < std::min(width, n - j); ++l)
+          if (best[v * width + l] == kLowest)
+            index[v * width + l] =
+                static_cast<Index>(window_scalar(plane, 1, g, ow0 + j + l).index);
+      }
+    }
+  }
+};
+
 template <typename T, Step kStep, bool kIndex>
 void nchw_chunk(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y, int64_t* idx) {
   using P = PoolVec<T>;
-  using Index = typename P::Index;
-  constexpr int64_t width = P::width;
-  constexpr T kLowest = -std::numeric_limits<T>::infinity();
-  const int64_t stride = stride_of<kStep>(g);
-  // Outputs [a, b) read only inside the row.
-  const int64_t a = (g.pad + stride - 1) / stride;
-  const int64_t last = g.W - vector_span<T, kStep>(g) + g.pad + (width - 1) * stride;
-  const int64_t b = last >= 0 ? last / stride + 1 : 0;
-  const int64_t n = ow1 - ow0;
-  // Vectors start every width outputs; the last one ends at ow1, overlapping its neighbour
-  // if need be (folding a row in twice changes nothing).
-  auto start_of = [&](int64_t v) { return std::max<int64_t>(0, std::min(v * width, n - width)); };
-  const int64_t vectors = (n + width - 1) / width;
-  auto interior = [&](int64_t v) {
-    const int64_t ow = ow0 + start_of(v);
-    return ow >= a && ow + width <= b;
-  };
-  T best[kRowChunk];
-  Index index[kIndex ? kRowChunk : 1];
-  int64_t narrow_index[kIndex ? width : 1];  // a narrow row's indices, before the n kept
-  const typename P::I lanes = P::iota(static_cast<Index>(g.stride));
-  for (int64_t v = 0; v < vectors; ++v) {
-    const int64_t j = start_of(v);
-    P::store(best + j, P::set1(kLowest));
+  const ChunkWindows<T, kStep, kIndex> m(plane, g, ow0, ow1);
+  if (m.n < P::width) {
+    std::copy(m.best, m.best + m.n, y);
     if constexpr (kIndex) {
-      const int64_t first = g.first_row * g.W + (ow0 + j) * g.stride - g.pad;
-      P::istore(index + j, P::iadd(P::iset1(static_cast<Index>(first)), lanes));
+      int64_t narrow[P::width];
+      P::store_index(narrow, P::iload(m.index));
+      std::copy(narrow, narrow + m.n, idx);
     }
+    return;
   }
-  for (int64_t r = 0; r < g.rows; ++r)
-    for (int64_t v = 0; v < vectors; ++v) {
-      const int64_t j = start_of(v);
-      Index* ip = kIndex ? index + j : nullptr;
-      if (interior(v))
-        nchw_vector_row<T, kStep, kIndex, false>(plane, g, r, ow0 + j, best + j, ip);
-      else
-        nchw_vector_row<T, kStep, kIndex, true>(plane, g, r, ow0 + j, best + j, ip);
-    }
-  for (int64_t j = 0; j < n; ++j) y[j] = best[j];
-  if constexpr (kIndex) {
-    if (n < width) {
-      P::store_index(narrow_index, P::iload(index));
-      std::copy(narrow_index, narrow_index + n, idx);
-    } else {
-      for (int64_t v = 0; v < vectors; ++v)
-        P::store_index(idx + start_of(v), P::iload(index + start_of(v)));
-    }
-    for (int64_t v = 0; v < vectors; ++v) {
-      const int64_t j = start_of(v);
-      if (interior(v)) continue;
-      // A lane left at -inf never took a value: its index is the window's first tap inside
-      // the input (or -1 for none), as the scalar rule gives.
-      for (int64_t l = j; l < std::min(j + width, n); ++l)
-        if (best[l] == kLowest) idx[l] = window_scalar(plane, 1, g, ow0 + l).index;
+  for (int64_t v = 0; v < m.vectors; ++v) {
+    P::store(y + m.start_of(v), P::load(m.best + v * P::width));
+    if constexpr (kIndex) P::store_index(idx + m.start_of(v), P::iload(m.index + v * P::width));
+  }
+}
+
+// The backward of the same windows: dx[index] += dy for each of their outputs, with the
+// indices as the vector lanes hold them. An output the last vector shares with its neighbour
+// is added once.
+template <typename T, Step kStep>
+void nchw_chunk_backward(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, const T* dy,
+                         T* dx) {
+  constexpr int64_t width = PoolVec<T>::width;
+  const ChunkWindows<T, kStep, true> m(plane, g, ow0, ow1);
+  for (int64_t v = 0; v < m.vectors; ++v) {
+    const int64_t j = m.start_of(v);
+    for (int64_t l = std::max<int64_t>(0, v * width - j); l < std::min(width, m.n - j); ++l) {
+      const int64_t i = m.index[v * width + l];
+      if (i >= 0) dx[i] += dy[j + l];
     }
   }
 }
@@ -304,21 +338,40 @@ void nchw_row_with(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1
   });
 }
 
+// Calls f(std::integral_constant<Step, ...>) for the windows' stride.
+template <typename F>
+void with_step(const RowWindows& g, const F& f) {
+  if (g.stride == 1)
+    f(std::integral_constant<Step, Step::One>{});
+  else if (g.stride == 2)
+    f(std::integral_constant<Step, Step::Two>{});
+  else
+    f(std::integral_constant<Step, Step::Any>{});
+}
+
 template <typename T>
 void nchw_row(const T* plane, const RowWindows& g, int64_t ow0, int64_t ow1, T* y, int64_t* idx) {
-  auto run = [&](auto step) {
+  with_step(g, [&](auto step) {
     constexpr Step kStep = decltype(step)::value;
     if (idx)
       nchw_row_with<T, kStep, true>(plane, g, ow0, ow1, y, idx);
     else
       nchw_row_with<T, kStep, false>(plane, g, ow0, ow1, y, idx);
-  };
-  if (g.stride == 1)
-    run(std::integral_constant<Step, Step::One>{});
-  else if (g.stride == 2)
-    run(std::integral_constant<Step, Step::Two>{});
-  else
-    run(std::integral_constant<Step, Step::Any>{});
+  });
+}
+
+template <typename T>
+void nchw_row_backward(const T* plane, const RowWindows& g, int64_t Wo, const T* dy, T* dx) {
+  if (g.rows == 0 || !fits_index_lanes<T>(g)) {
+    for (int64_t ow = 0; ow < Wo; ++ow)
+      if (const int64_t i = window_scalar(plane, 1, g, ow).index; i >= 0) dx[i] += dy[ow];
+    return;
+  }
+  with_step(g, [&](auto step) {
+    for_each_chunk(0, Wo, kRowChunk, [&](int64_t from, int64_t to) {
+      nchw_chunk_backward<T, decltype(step)::value>(plane, g, from, to, dy + from, dx);
+    });
+  });
 }
 
 // NHWC: the max of one window over channels [c, c + kVectors * width), in registers, with its
@@ -560,8 +613,8 @@ void nchw_row_backward_2x2(const T* x0, int64_t W, int64_t Wo, const T* dy, T* d
 
 template <typename T>
 MaxPoolKernels<T> max_pool2d_kernels_for() {
-  return {&nchw_row<T>, &nhwc_row<T>, &nhwc_row_backward<T>, &nchw_row_2x2<T>,
-          &nchw_row_backward_2x2<T>};
+  return {&nchw_row<T>,          &nchw_row_backward<T>, &nhwc_row<T>,
+          &nhwc_row_backward<T>, &nchw_row_2x2<T>,      &nchw_row_backward_2x2<T>};
 }
 
 }  // namespace

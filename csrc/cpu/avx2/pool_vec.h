@@ -81,6 +81,8 @@ struct PoolVec<float> {
   static M takes(V v, V best) {
     return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   }
+  // Whether every lane of m is set.
+  static bool all(M m) { return _mm256_movemask_ps(m) == 0xFF; }
   static V select(M m, V a, V b) { return _mm256_blendv_ps(b, a, m); }
   // The larger of v and best, NaN if either is: vmaxps returns its second operand (best) when
   // one is NaN, and lanes where v is NaN take v.
@@ -172,6 +174,7 @@ struct PoolVec<double> {
   static M takes(V v, V best) {
     return _mm256_or_pd(_mm256_cmp_pd(v, best, _CMP_GT_OQ), _mm256_cmp_pd(v, v, _CMP_UNORD_Q));
   }
+  static bool all(M m) { return _mm256_movemask_pd(m) == 0xF; }
   static V select(M m, V a, V b) { return _mm256_blendv_pd(b, a, m); }
   static V max(V v, V best) {
     return _mm256_blendv_pd(_mm256_max_pd(v, best), v, _mm256_cmp_pd(v, v, _CMP_UNORD_Q));

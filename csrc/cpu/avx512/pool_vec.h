@@ -70,6 +70,8 @@ struct PoolVec<float> {
   static M takes(V v, V best) {
     return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
+  // Whether every lane of m is set.
+  static bool all(M m) { return m == 0xFFFF; }
   static V select(M m, V a, V b) { return _mm512_mask_blend_ps(m, b, a); }
   // The larger of v and best, NaN if either is: vmaxps returns its second operand (best) when
   // one is NaN, and lanes where v is NaN keep v.
@@ -156,6 +158,7 @@ struct PoolVec<double> {
   static M takes(V v, V best) {
     return _mm512_cmp_pd_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q);
   }
+  static bool all(M m) { return m == 0xFF; }
   static V select(M m, V a, V b) { return _mm512_mask_blend_pd(m, b, a); }
   static V max(V v, V best) {
     return _mm512_mask_max_pd(v, _mm512_cmp_pd_mask(v, v, _CMP_ORD_Q), v, best);

@@ -32,6 +32,7 @@ struct PoolVec {
   static V load_even(const T* row, int64_t col, int64_t W) { return load(row, col, W); }
   static V gather(const T* row, int64_t col, I, int64_t W) { return load(row, col, W); }
   static M takes(V v, V best) { return v > best || v != v; }
+  static bool all(M m) { return m; }
   static V select(M m, V a, V b) { return m ? a : b; }
   // The larger of v and best, NaN if either is.
   static V max(V v, V best) { return takes(v, best) ? v : best; }
