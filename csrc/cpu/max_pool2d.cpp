@@ -143,14 +143,18 @@ void forward(const PoolGeom& g, const Pool2dParams& p, const T* x, T* y, int64_t
     });
     return;
   }
-  const bool pairs = idx == nullptr && windows_2x2(g, p);
+  if (idx == nullptr && windows_2x2(g, p)) {
+    for_each_plane(g, threads, [&](int64_t n, int64_t c) {
+      const T* xp = x + n * g.xs[0] + c * g.xs[1];
+      T* yp = y + n * g.ys[0] + c * g.ys[1];
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        k.nchw_row_2x2(xp + 2 * oh * g.W, g.W, g.Wo, yp + oh * g.ys[2]);
+    });
+    return;
+  }
   for_each_plane(g, threads, [&](int64_t n, int64_t c) {
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
       const int64_t o = n * g.ys[0] + c * g.ys[1] + oh * g.ys[2];
-      if (pairs) {
-        k.nchw_row_2x2(x + n * g.xs[0] + c * g.xs[1] + 2 * oh * g.W, g.W, g.Wo, y + o);
-        continue;
-      }
       k.nchw_row(x + n * g.xs[0] + c * g.xs[1], row_windows(g, p, oh), 0, g.Wo, y + o,
                  idx ? idx + o : nullptr);
     }

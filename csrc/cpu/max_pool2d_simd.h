@@ -24,6 +24,13 @@ ColTaps col_taps(const RowWindows& g, int64_t w0) {
   return {lo, std::max(lo, hi)};
 }
 
+// The update rule of a max that keeps the first maximum in window order and lets a NaN win
+// (the last NaN), for one element: what PoolVec::takes does per lane.
+template <typename T>
+bool takes_scalar(T v, T best) {
+  return v > best || v != v;
+}
+
 template <typename T>
 struct Best {
   T value;
@@ -43,7 +50,7 @@ Best<T> window_scalar(const T* x, int64_t pixel, const RowWindows& g, int64_t ow
     for (int64_t s = cols.lo; s < cols.hi; ++s) {
       const int64_t flat = row + w0 + s * g.dilation;
       const T v = x[flat * pixel];
-      if (v > best.value || v != v) best = {v, flat};
+      if (takes_scalar(v, best.value)) best = {v, flat};
     }
   }
   return best;
@@ -554,7 +561,7 @@ template <typename T>
 int argmax_2x2(const T (&x)[4]) {
   int tap = 0;
   for (int t = 1; t < 4; ++t)
-    if (x[t] > x[tap] || x[t] != x[t]) tap = t;
+    if (takes_scalar(x[t], x[tap])) tap = t;
   return tap;
 }
 

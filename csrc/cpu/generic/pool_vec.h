@@ -23,7 +23,10 @@ struct PoolVec {
   static V add(V a, V b) { return a + b; }
   static V load_even(const T* p) { return p[0]; }
   static V load_odd(const T* p) { return p[1]; }
-  static void store_interleaved(T* p, V even, V odd) { p[0] = even, p[1] = odd; }
+  static void store_interleaved(T* p, V even, V odd) {
+    p[0] = even;
+    p[1] = odd;
+  }
   static V gather(const T* p, I) { return *p; }
   // The same loads of column col of a row of W elements, reading -inf outside [0, W).
   static V load(const T* row, int64_t col, int64_t W) {
