@@ -3,7 +3,9 @@ path leaves; positions per thread >= 4096): block edges (positions not a multipl
 the vector width, blocks crossing images, several blocks per slice), dY read in place, tails
 in filters and columns, strides, dilation, asymmetric padding, groups, NaN/Inf, 1 and 2
 threads, against torch in float64. Channels_last with more channels runs the outer-product
-path, tested from OUTER_SHAPES on."""
+path, tested from OUTER_SHAPES on. The algorithm is forced direct: float32 3x3 stride-1 layers
+with enough tiles would otherwise take the Winograd weight gradient, whose error is measured
+over the whole tensor (test_conv2d_winograd_backward_weight.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,18 @@ import torch
 from _isa import ISAS, run_under_isa  # tests/_isa.py (pytest puts tests/ on sys.path)
 
 import fastcnn  # noqa: F401  (registers torch.ops.fastcnn)
+from fastcnn.ops import use_conv_algorithm
 from fastcnn.ops.conv2d import _weight_gradient_via_channels_last
 
 DTYPES = [torch.float32, torch.float64]
 CL = torch.channels_last
+
+
+@pytest.fixture(autouse=True)
+def _direct():
+    with use_conv_algorithm("direct"):
+        yield
+
 
 # (N, C, K, H, W, R, S, stride, pad_begin, pad_end, dilation, groups)
 SHAPES = {

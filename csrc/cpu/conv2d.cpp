@@ -20,6 +20,7 @@
 #include "cpu/conv2d_rows.h"
 #include "cpu/conv2d_stem_winograd.h"
 #include "cpu/conv2d_winograd.h"
+#include "cpu/conv2d_winograd_backward_weight.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
 
@@ -111,6 +112,8 @@ struct Plan {
   bool pixel_rows = false;     // NHWC: GEMM rows are positions, columns filters or (r, s, c)
   std::optional<DotPlan> dot;  // backward-weight as dot products along positions
   std::optional<OuterPlan> outer;  // backward-weight as outer products over NHWC rows
+  // Winograd's weight gradient, the outer products its fallback for Inf and NaN
+  std::optional<WinogradWeightPlan> winograd;
   int64_t total_elems() const { return a_elems + threads * thread_elems + partial_elems; }
 };
 
@@ -166,6 +169,10 @@ Plan make_plan(ConvPass pass, const ConvGeom& g, int mr, int nr, int64_t elem, i
   if (pass == ConvPass::BackwardWeight && outer_backward_weight_applies(g, elem)) {
     pl.outer = outer_plan(g, elem, threads);
     pl.a_elems = aligned(pl.outer->total_elems(), elem);
+    if (winograd_backward_weight_applies(g, elem == sizeof(float))) {
+      pl.winograd = winograd_weight_plan(g, threads);
+      pl.a_elems = std::max(pl.a_elems, aligned(pl.winograd->total_elems(), elem));
+    }
     pl.threads = threads;
     return pl;
   }
@@ -432,6 +439,8 @@ template <typename T>
 void backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, const Plan& pl, T* ws) {
   if (pl.depthwise) return depthwise_backward_weight(g, dy, x, dw, ws, pl.threads);
   if (pl.dot) return dot_backward_weight(g, dy, x, dw, *pl.dot, ws);
+  if constexpr (std::is_same_v<T, float>)
+    if (pl.winograd && winograd_backward_weight(*pl.winograd, dy, x, dw, ws)) return;
   if (pl.outer) return outer_backward_weight(g, dy, x, dw, *pl.outer, ws);
   const MicroKernel<T>& mk = microkernel<T>();
   T* partial = ws + pl.threads * pl.thread_elems;

@@ -231,7 +231,10 @@ def conv2d(
     output channels run forward as Winograd F(4x4, 3x3): against a float64 convolution of the
     same inputs, ``max |y - y64| / max |y64|`` stays below 1e-4. Their input gradient runs as
     the forward convolution of the output gradient with flipped filters, so it takes Winograd
-    too, under the same bound. float32 stride-2 stems (at most 4 input channels, 5 to 8 kernel
+    too, under the same bound; so does their weight gradient (the forward's adjoint) where it
+    has at least 128 output tiles of 4x4 and channels_last operands (NCHW ones with at least
+    32 input and output channels are copied so), unless dY or X holds Inf or NaN. float32
+    stride-2 stems (at most 4 input channels, 5 to 8 kernel
     columns, at least 64 taps per window) run forward as a 1-D Winograd F(5, 4) along the
     output rows, within 1e-5 by the same measure. Force direct convolution with
     :func:`fastcnn.ops.use_conv_algorithm` (``"direct"``) or ``FASTCNN_CONV_ALGO=direct``.

@@ -9,14 +9,17 @@ direct convolution, the path every other shape takes. The choice is process-wide
 ``torch.backends`` flags; it is read from the environment variable ``FASTCNN_CONV_ALGO`` once,
 when fastcnn is imported. The input gradient of a stride-1 convolution runs as a forward
 convolution (of the output gradient, with flipped filters), so the choice applies to it too;
-the weight gradient is always direct.
+so it does to the weight gradient of the same 3x3 layers, which runs as Winograd F(4x4, 3x3)
+(the forward's adjoint) where dY and X are channels_last or copied so (NCHW with at least 32
+input and output channels) and there are at least 128 output tiles of 4x4.
 
 Accuracy of ``"auto"``: Winograd rounds differently from direct summation. Against a float64
 convolution of the same float32 inputs, ``max |y - y64| / max |y64|`` over one output
-tensor stays below 1e-4 for F(4x4, 3x3) (measured 1e-6 to 2e-5 on random inputs and
-post-ReLU activations) and below 1e-5 for the stems (measured 1e-6 to 2e-6); an infinity in
-the input may come out as NaN and turn the rest of its tile NaN. Choose ``"direct"`` where
-that is not close enough.
+tensor stays below 1e-4 for F(4x4, 3x3), outputs and weight gradients alike (measured 1e-6
+to 2e-5 on random inputs and post-ReLU activations), and below 1e-5 for the stems (measured
+1e-6 to 2e-6); in the forward an infinity in the input may come out as NaN and turn the rest
+of its tile NaN (the weight gradient runs direct summation when its inputs hold Inf or NaN).
+Choose ``"direct"`` where that is not close enough.
 """
 
 from __future__ import annotations

@@ -1,0 +1,64 @@
+// Winograd F(4x4, 3x3) weight gradient for float32 3x3 stride-1 convolutions over
+// channels-innermost dY and X: the adjoint of the forward's
+//   Y = A^T [ sum_c (G g_kc G^T) .* (B^T d_c B) ] A
+// in the filters, summed over the output's 4x4 tiles:
+//   dW[k, c] = G^T [ sum over tiles of (A dY_k A^T) .* (B^T X_c B) ] G.
+// The sums over tiles at each of the 36 points xi are outer-product GEMMs of exactly the form
+// the channels-innermost kernel runs (conv2d_backward_weight_nhwc.h):
+//   S[xi][k][c] += sum over tiles t of Z[xi][t][k] * V[xi][t][c],
+// with Z = A dY A^T (a tile's 16 gradients to 36 values) and V = B^T X B (the forward's input
+// transform, as rows of channels). 36 multiplies per tile and channel pair where direct
+// summation does 144. Tiles go in blocks: the threads transform a block's tiles, each tile's
+// values written as one contiguous record (stored point by point, 36 rows apart, they touched
+// 72 pages per tile), then each thread multiplies its own points' GEMMs, reading the points'
+// rows in place from the records, into its own sums: no partial sums are added and the result
+// does not depend on the thread count. The last step maps each 6x6 sum to 3x3.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/conv2d_geom.h"
+
+namespace fastcnn::cpu {
+
+// Layout of one call, computed identically for sizing and running.
+struct WinogradWeightPlan {
+  ConvGeom g;
+  int64_t tiles_h = 0, tiles_w = 0, tiles = 0;
+  int64_t block = 0, blocks = 0;  // tiles per block
+  int64_t width = 0;              // the outer-product kernel's panel width along filters
+  int64_t parts = 1;              // slices of the filters' panels per point, one task each
+  int threads = 1;
+  int64_t v_elems = 0, z_elems = 0;  // a block's transformed tiles
+  int64_t s_stride = 0;              // the sums' per point, off multiples of 4 KB
+  int64_t total_elems() const { return v_elems + z_elems + 36 * s_stride; }
+};
+
+// The transforms, written once (conv2d_winograd_backward_weight_impl.h) and compiled per ISA.
+struct WinogradWeightTransforms {
+  // Tiles [t0, t1) of the call as records of the block starting at tile block0, each tile's
+  // 36 points in a row: v[((t - block0) * 36 + xi) * C + c] = (B^T X B)[xi] and likewise
+  // z[(... + xi) * K + k] = (A dY A^T)[xi]. Returns false when a tile's inputs hold Inf or NaN.
+  bool (*tiles)(const WinogradWeightPlan& pl, const float* dy, const float* x, int64_t block0,
+                int64_t t0, int64_t t1, float* v, float* z);
+  // dW[k, c] = G^T S[k, c] G for filters [k0, k1), from the sums s (xi stride s_stride).
+  void (*weights)(const WinogradWeightPlan& pl, const float* s, int64_t k0, int64_t k1, float* dw);
+};
+
+WinogradWeightTransforms winograd_weight_transforms_generic();
+#if defined(FASTCNN_X86)
+WinogradWeightTransforms winograd_weight_transforms_avx2();
+WinogradWeightTransforms winograd_weight_transforms_avx512();
+#endif
+
+// True when this weight gradient takes the Winograd path: float32, 3x3, stride 1, no
+// dilation, one group, channels innermost in dY and X, enough channels, filters and tiles,
+// and the algorithm not forced direct.
+bool winograd_backward_weight_applies(const ConvGeom& g, bool float32);
+WinogradWeightPlan winograd_weight_plan(const ConvGeom& g, int threads);
+// Runs it; returns false, with dW unwritten, when dY or X holds Inf or NaN, whose products
+// with the zero padding and the tiles' other values direct summation keeps apart.
+bool winograd_backward_weight(const WinogradWeightPlan& pl, const float* dy, const float* x,
+                              float* dw, float* workspace);
+
+}  // namespace fastcnn::cpu

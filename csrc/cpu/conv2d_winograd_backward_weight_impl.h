@@ -1,0 +1,136 @@
+// The Winograd weight gradient's transforms, written once over kLanes lanes (channels for X,
+// filters for dY and dW) and compiled per ISA next to the forward's (whose vector type, input
+// transform and 2-D helper they share; conv2d_winograd_impl.h).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/conv2d_backward_weight_nhwc.h"
+#include "cpu/conv2d_winograd_backward_weight.h"
+#include "cpu/conv2d_winograd_impl.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+// r = A g: a column of four output gradients to six values, the adjoint of output_1d.
+inline void grad_1d(const Vec* g, Vec* r) {
+  const Vec even = g[0] + g[2], odd = g[1] + g[3];
+  const Vec even4 = g[0] + 4.f * g[2], odd4 = 2.f * g[1] + 8.f * g[3];
+  r[0] = g[0];
+  r[1] = even + odd;
+  r[2] = even - odd;
+  r[3] = even4 + odd4;
+  r[4] = even4 - odd4;
+  r[5] = g[3];
+}
+
+// r = G^T s: six sums to three taps, the adjoint of weight_1d.
+inline void weight_grad_1d(const Vec* s, Vec* r) {
+  const Vec s12 = s[1] + s[2], d12 = s[1] - s[2], s34 = s[3] + s[4], d34 = s[3] - s[4];
+  r[0] = 0.25f * s[0] - (1.f / 6.f) * s12 + (1.f / 24.f) * s34;
+  r[1] = (1.f / 12.f) * d34 - (1.f / 6.f) * d12;
+  r[2] = (1.f / 6.f) * (s34 - s12) + s[5];
+}
+
+// The lanes of an element-wise running sum of x - x: zero while every x was finite.
+inline bool all_zero(Vec bad) {
+  alignas(64) float b[kLanes];
+  store(b, bad);
+  bool zero = true;
+  for (float f : b) zero = zero && f == 0.f;
+  return zero;
+}
+
+// n values from p (channels or filters, contiguous), zero above.
+inline Vec load_run(const float* p, int n) {
+  return n == kLanes ? load(p) : load_lanes(p, 1, n);
+}
+inline void store_run(float* p, int n, Vec v) {
+  if (n == kLanes)
+    store(p, v);
+  else
+    store_lanes(p, 1, n, v);
+}
+
+bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const float* x,
+                       int64_t block0, int64_t t0, int64_t t1, float* v, float* z) {
+  const ConvGeom& g = pl.g;
+  const int64_t per_image = pl.tiles_h * pl.tiles_w;
+  Vec bad{};
+  Vec d[6][6], r[6][6], e[4][4];
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t n = t / per_image, oy = t % per_image / pl.tiles_w * 4, ox = t % pl.tiles_w * 4;
+    float* vt = v + (t - block0) * 36 * g.C;
+    const float* xn = x + n * g.xs[0];
+    for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
+      const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
+      Vec sum{};
+      for (int i = 0; i < 6; ++i) {
+        const int64_t ih = oy - g.ph + i;
+        for (int j = 0; j < 6; ++j) {
+          const int64_t iw = ox - g.pw + j;
+          d[i][j] = in_range(ih, g.H) && in_range(iw, g.W)
+                        ? load_run(xn + ih * g.xs[2] + iw * g.xs[3] + c0, nl)
+                        : Vec{};
+          sum += d[i][j];
+        }
+      }
+      bad += sum - sum;
+      transform_2d<6, 6, input_1d>(d, r);
+      for (int xi = 0; xi < 36; ++xi) store_run(vt + xi * g.C + c0, nl, r[xi / 6][xi % 6]);
+    }
+    float* zt = z + (t - block0) * 36 * g.K;
+    const float* dyn = dy + n * g.ys[0];
+    for (int64_t k0 = 0; k0 < g.K; k0 += kLanes) {
+      const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.K - k0));
+      Vec sum{};
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) {
+          e[i][j] = oy + i < g.Ho && ox + j < g.Wo
+                        ? load_run(dyn + (oy + i) * g.ys[2] + (ox + j) * g.ys[3] + k0, nl)
+                        : Vec{};
+          sum += e[i][j];
+        }
+      bad += sum - sum;
+      transform_2d<4, 6, grad_1d>(e, r);
+      for (int xi = 0; xi < 36; ++xi) store_run(zt + xi * g.K + k0, nl, r[xi / 6][xi % 6]);
+    }
+  }
+  return all_zero(bad);
+}
+
+// Filters [k0, k1) a vector at a time (k0 a multiple of kLanes), each channel's 36 sums read
+// from the outer-product kernel's panels.
+void weight_grad_weights(const WinogradWeightPlan& pl, const float* s, int64_t k0, int64_t k1,
+                         float* dw) {
+  const ConvGeom& g = pl.g;
+  Vec sums[6][6], taps[3][3];
+  for (int64_t k = k0; k < k1; k += kLanes) {
+    const int nl = static_cast<int>(std::min<int64_t>(kLanes, k1 - k));
+    // A vector of filters lies in one panel when the panels hold whole vectors.
+    const bool contiguous = nl == kLanes && pl.width % kLanes == 0;
+    for (int64_t c = 0; c < g.C; ++c) {
+      for (int xi = 0; xi < 36; ++xi) {
+        const float* sx = s + xi * pl.s_stride;
+        if (contiguous) {
+          sums[xi / 6][xi % 6] = load(sx + outer_at(k, c, g.C, pl.width));
+          continue;
+        }
+        alignas(64) float b[kLanes] = {};
+        for (int l = 0; l < nl; ++l) b[l] = sx[outer_at(k + l, c, g.C, pl.width)];
+        sums[xi / 6][xi % 6] = load(b);
+      }
+      transform_2d<6, 3, weight_grad_1d>(sums, taps);
+      for (int rs = 0; rs < 9; ++rs)
+        store_lanes(dw + k * g.ws[0] + filter_tap(g, c, rs), g.ws[0], nl, taps[rs / 3][rs % 3]);
+    }
+  }
+}
+
+WinogradWeightTransforms make_winograd_weight_transforms() {
+  return {&weight_grad_tiles, &weight_grad_weights};
+}
+
+}  // namespace
+}  // namespace fastcnn::cpu
