@@ -33,6 +33,15 @@ int64_t point_stride(int64_t elems) {
   return s % 1024 == 0 ? s + 16 : s;
 }
 
+// A tile's record an odd number of cache lines long: a GEMM steps through one point's rows
+// of consecutive records, which then fall in every L1 set in turn. At 36 * 256 floats (C7),
+// a multiple of 4 KB, they all fell in one set, whose ways the prefetches 8 tiles ahead
+// overflowed.
+int64_t record_elems(int64_t elems) {
+  const int64_t s = round_up(elems, 16);
+  return s / 16 % 2 == 0 ? s + 16 : s;
+}
+
 }  // namespace
 
 bool winograd_backward_weight_applies(const ConvGeom& g, bool float32) {
@@ -55,13 +64,15 @@ WinogradWeightPlan winograd_weight_plan(const ConvGeom& g, int threads) {
   pl.blocks = ceil_div(pl.tiles, block);
   pl.block = ceil_div(pl.tiles, pl.blocks);  // blocks of (nearly) equal size
   pl.width = outer_kernels().width_f32;
-  // Tasks (point, slice of filter panels) that divide evenly among the threads.
-  const int64_t panels = ceil_div(g.K, pl.width);
+  // Tasks (point, slice of channel panels) that divide evenly among the threads.
+  const int64_t panels = ceil_div(g.C, pl.width);
   pl.parts = std::min<int64_t>(panels, threads / std::gcd<int64_t>(36, threads));
   pl.threads = static_cast<int>(std::min<int64_t>(threads, 36 * pl.parts));
-  pl.v_elems = round_up(pl.block * 36 * g.C, 16);
-  pl.z_elems = round_up(pl.block * 36 * g.K, 16);
-  pl.s_stride = point_stride(round_up(g.K, pl.width) * g.C);
+  pl.v_record = record_elems(36 * g.C);
+  pl.z_record = record_elems(36 * g.K);
+  pl.v_elems = pl.block * pl.v_record;
+  pl.z_elems = pl.block * pl.z_record;
+  pl.s_stride = point_stride(round_up(g.C, pl.width) * g.K);
   return pl;
 }
 
@@ -73,7 +84,7 @@ bool winograd_backward_weight(const WinogradWeightPlan& pl, const float* dy, con
   float* const v = workspace;
   float* const z = v + pl.v_elems;
   float* const s = z + pl.z_elems;
-  const int64_t panels = ceil_div(g.K, pl.width);
+  const int64_t panels = ceil_div(g.C, pl.width);
   for (int64_t b = 0; b < pl.blocks; ++b) {
     const int64_t t0 = b * pl.block, t1 = std::min(pl.tiles, t0 + pl.block);
     std::atomic<bool> finite{true};
@@ -85,16 +96,16 @@ bool winograd_backward_weight(const WinogradWeightPlan& pl, const float* dy, con
       for (int64_t task = begin; task < end; ++task) {
         const int64_t xi = task / pl.parts, part = task % pl.parts;
         const int64_t i0 = part * panels / pl.parts * pl.width,
-                      i1 = std::min(g.K, (part + 1) * panels / pl.parts * pl.width);
-        float* sums = s + xi * pl.s_stride + i0 * g.C;  // whole panels from i0
-        if (b == 0) std::fill(sums, sums + (round_up(i1, pl.width) - i0) * g.C, 0.f);
-        const OuterRun<float> run{z + xi * g.K + i0, v + xi * g.C, t1 - t0};
-        gemm(i1 - i0, g.C, &run, 1, 36 * g.K, 36 * g.C, sums, g.C);
+                      i1 = std::min(g.C, (part + 1) * panels / pl.parts * pl.width);
+        float* sums = s + xi * pl.s_stride + i0 * g.K;  // whole panels from i0
+        if (b == 0) std::fill(sums, sums + (round_up(i1, pl.width) - i0) * g.K, 0.f);
+        const OuterRun<float> run{v + xi * g.C + i0, z + xi * g.K, t1 - t0};
+        gemm(i1 - i0, g.K, &run, 1, pl.v_record, pl.z_record, sums, g.K);
       }
     });
   }
-  parallel_for(ceil_div(g.K, 16), pl.threads, [&](int, int64_t begin, int64_t end) {
-    tf.weights(pl, s, begin * 16, std::min(g.K, end * 16), dw);
+  parallel_for(panels, pl.threads, [&](int, int64_t begin, int64_t end) {
+    tf.weights(pl, s, begin * pl.width, std::min(g.C, end * pl.width), dw);
   });
   return true;
 }

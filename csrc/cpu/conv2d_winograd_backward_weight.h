@@ -26,23 +26,25 @@ struct WinogradWeightPlan {
   ConvGeom g;
   int64_t tiles_h = 0, tiles_w = 0, tiles = 0;
   int64_t block = 0, blocks = 0;  // tiles per block
-  int64_t width = 0;              // the outer-product kernel's panel width along filters
-  int64_t parts = 1;              // slices of the filters' panels per point, one task each
+  int64_t width = 0;              // the outer-product kernel's panel width along channels
+  int64_t parts = 1;              // slices of the channels' panels per point, one task each
   int threads = 1;
-  int64_t v_elems = 0, z_elems = 0;  // a block's transformed tiles
-  int64_t s_stride = 0;              // the sums' per point, off multiples of 4 KB
+  int64_t v_record = 0, z_record = 0;  // floats per tile: its 36 points' rows and padding
+  int64_t v_elems = 0, z_elems = 0;    // a block's transformed tiles
+  int64_t s_stride = 0;                // the sums' per point, off multiples of 4 KB
   int64_t total_elems() const { return v_elems + z_elems + 36 * s_stride; }
 };
 
 // The transforms, written once (conv2d_winograd_backward_weight_impl.h) and compiled per ISA.
 struct WinogradWeightTransforms {
   // Tiles [t0, t1) of the call as records of the block starting at tile block0, each tile's
-  // 36 points in a row: v[((t - block0) * 36 + xi) * C + c] = (B^T X B)[xi] and likewise
-  // z[(... + xi) * K + k] = (A dY A^T)[xi]. Returns false when a tile's inputs hold Inf or NaN.
+  // 36 points in a row: v[(t - block0) * v_record + xi * C + c] = (B^T X B)[xi] and likewise
+  // z[(t - block0) * z_record + xi * K + k] = (A dY A^T)[xi]. Returns false when a tile's inputs
+  // hold Inf or NaN.
   bool (*tiles)(const WinogradWeightPlan& pl, const float* dy, const float* x, int64_t block0,
                 int64_t t0, int64_t t1, float* v, float* z);
-  // dW[k, c] = G^T S[k, c] G for filters [k0, k1), from the sums s (xi stride s_stride).
-  void (*weights)(const WinogradWeightPlan& pl, const float* s, int64_t k0, int64_t k1, float* dw);
+  // dW[k, c] = G^T S[k, c] G for channels [c0, c1), from the sums s (xi stride s_stride).
+  void (*weights)(const WinogradWeightPlan& pl, const float* s, int64_t c0, int64_t c1, float* dw);
 };
 
 WinogradWeightTransforms winograd_weight_transforms_generic();

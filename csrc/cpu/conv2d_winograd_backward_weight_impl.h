@@ -61,7 +61,7 @@ bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const floa
   Vec d[6][6], r[6][6], e[4][4];
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t n = t / per_image, oy = t % per_image / pl.tiles_w * 4, ox = t % pl.tiles_w * 4;
-    float* vt = v + (t - block0) * 36 * g.C;
+    float* vt = v + (t - block0) * pl.v_record;
     const float* xn = x + n * g.xs[0];
     for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
       const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
@@ -80,7 +80,7 @@ bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const floa
       transform_2d<6, 6, input_1d>(d, r);
       for (int xi = 0; xi < 36; ++xi) store_run(vt + xi * g.C + c0, nl, r[xi / 6][xi % 6]);
     }
-    float* zt = z + (t - block0) * 36 * g.K;
+    float* zt = z + (t - block0) * pl.z_record;
     const float* dyn = dy + n * g.ys[0];
     for (int64_t k0 = 0; k0 < g.K; k0 += kLanes) {
       const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.K - k0));
@@ -100,31 +100,31 @@ bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const floa
   return all_zero(bad);
 }
 
-// Filters [k0, k1) a vector at a time (k0 a multiple of kLanes), each channel's 36 sums read
-// from the outer-product kernel's panels.
-void weight_grad_weights(const WinogradWeightPlan& pl, const float* s, int64_t k0, int64_t k1,
+// Channels [c0, c1) (c0 at a panel) a vector at a time, each filter's 36 sums read from the
+// outer-product kernel's panels: filter by filter through a panel, so that each point's sums
+// are read in order.
+void weight_grad_weights(const WinogradWeightPlan& pl, const float* s, int64_t c0, int64_t c1,
                          float* dw) {
   const ConvGeom& g = pl.g;
   Vec sums[6][6], taps[3][3];
-  for (int64_t k = k0; k < k1; k += kLanes) {
-    const int nl = static_cast<int>(std::min<int64_t>(kLanes, k1 - k));
-    // A vector of filters lies in one panel when the panels hold whole vectors.
-    const bool contiguous = nl == kLanes && pl.width % kLanes == 0;
-    for (int64_t c = 0; c < g.C; ++c) {
-      for (int xi = 0; xi < 36; ++xi) {
-        const float* sx = s + xi * pl.s_stride;
-        if (contiguous) {
-          sums[xi / 6][xi % 6] = load(sx + outer_at(k, c, g.C, pl.width));
-          continue;
+  for (int64_t panel = c0; panel < c1; panel += pl.width) {
+    const int64_t panel_end = std::min(c1, panel + pl.width);
+    for (int64_t k = 0; k < g.K; ++k)
+      for (int64_t c = panel; c < panel_end; c += kLanes) {
+        // Vectors stay in their panel, where they are contiguous.
+        const int nl = static_cast<int>(std::min<int64_t>(kLanes, panel_end - c));
+        const int64_t at = outer_at(c, k, g.K, pl.width);
+        for (int xi = 0; xi < 36; ++xi)
+          sums[xi / 6][xi % 6] = load_run(s + xi * pl.s_stride + at, nl);
+        transform_2d<6, 3, weight_grad_1d>(sums, taps);
+        for (int rs = 0; rs < 9; ++rs) {
+          float* dst = dw + k * g.ws[0] + filter_tap(g, c, rs);
+          if (g.ws[1] == 1)  // channels_last filters
+            store_run(dst, nl, taps[rs / 3][rs % 3]);
+          else
+            store_lanes(dst, g.ws[1], nl, taps[rs / 3][rs % 3]);
         }
-        alignas(64) float b[kLanes] = {};
-        for (int l = 0; l < nl; ++l) b[l] = sx[outer_at(k + l, c, g.C, pl.width)];
-        sums[xi / 6][xi % 6] = load(b);
       }
-      transform_2d<6, 3, weight_grad_1d>(sums, taps);
-      for (int rs = 0; rs < 9; ++rs)
-        store_lanes(dw + k * g.ws[0] + filter_tap(g, c, rs), g.ws[0], nl, taps[rs / 3][rs % 3]);
-    }
   }
 }
 
