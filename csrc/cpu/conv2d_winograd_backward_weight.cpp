@@ -33,11 +33,13 @@ int64_t point_stride(int64_t elems) {
   return s % 1024 == 0 ? s + 16 : s;
 }
 
-// A tile's record an odd number of cache lines long: a GEMM steps through one point's rows
-// of consecutive records, which then fall in every L1 set in turn. At 36 * 256 floats (C7),
-// a multiple of 4 KB, they all fell in one set, whose ways the prefetches 8 tiles ahead
-// overflowed.
-int64_t record_elems(int64_t elems) {
+// Tiles per group, and at most this many groups per block (a GEMM's runs, on the stack).
+constexpr int64_t kGroupTiles = 32;
+constexpr int64_t kMaxGroups = 64;
+
+// A point's rows in a group an odd number of cache lines long: a tile's transform stores its
+// 36 rows one point apart, which then fall in different L1 sets.
+int64_t odd_lines(int64_t elems) {
   const int64_t s = round_up(elems, 16);
   return s / 16 % 2 == 0 ? s + 16 : s;
 }
@@ -68,10 +70,12 @@ WinogradWeightPlan winograd_weight_plan(const ConvGeom& g, int threads) {
   const int64_t panels = ceil_div(g.C, pl.width);
   pl.parts = std::min<int64_t>(panels, threads / std::gcd<int64_t>(36, threads));
   pl.threads = static_cast<int>(std::min<int64_t>(threads, 36 * pl.parts));
-  pl.v_record = record_elems(36 * g.C);
-  pl.z_record = record_elems(36 * g.K);
-  pl.v_elems = pl.block * pl.v_record;
-  pl.z_elems = pl.block * pl.z_record;
+  pl.group = std::max(kGroupTiles, ceil_div(pl.block, kMaxGroups));
+  pl.groups = ceil_div(pl.block, pl.group);
+  pl.v_point = odd_lines(pl.group * g.C);
+  pl.z_point = odd_lines(pl.group * g.K);
+  pl.v_elems = pl.groups * 36 * pl.v_point;
+  pl.z_elems = pl.groups * 36 * pl.z_point;
   pl.s_stride = point_stride(round_up(g.C, pl.width) * g.K);
   return pl;
 }
@@ -93,14 +97,18 @@ bool winograd_backward_weight(const WinogradWeightPlan& pl, const float* dy, con
     });
     if (!finite.load()) return false;
     parallel_for(36 * pl.parts, pl.threads, [&](int, int64_t begin, int64_t end) {
+      OuterRun<float> runs[kMaxGroups];
       for (int64_t task = begin; task < end; ++task) {
         const int64_t xi = task / pl.parts, part = task % pl.parts;
         const int64_t i0 = part * panels / pl.parts * pl.width,
                       i1 = std::min(g.C, (part + 1) * panels / pl.parts * pl.width);
         float* sums = s + xi * pl.s_stride + i0 * g.K;  // whole panels from i0
         if (b == 0) std::fill(sums, sums + (round_up(i1, pl.width) - i0) * g.K, 0.f);
-        const OuterRun<float> run{v + xi * g.C + i0, z + xi * g.K, t1 - t0};
-        gemm(i1 - i0, g.K, &run, 1, pl.v_record, pl.z_record, sums, g.K);
+        const int64_t groups = ceil_div(t1 - t0, pl.group);
+        for (int64_t q = 0; q < groups; ++q)
+          runs[q] = {v + (q * 36 + xi) * pl.v_point + i0, z + (q * 36 + xi) * pl.z_point,
+                     std::min(pl.group, t1 - t0 - q * pl.group)};
+        gemm(i1 - i0, g.K, runs, groups, g.C, g.K, sums, g.K);
       }
     });
   }

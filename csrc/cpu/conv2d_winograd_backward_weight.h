@@ -8,11 +8,13 @@
 //   S[xi][k][c] += sum over tiles t of Z[xi][t][k] * V[xi][t][c],
 // with Z = A dY A^T (a tile's 16 gradients to 36 values) and V = B^T X B (the forward's input
 // transform, as rows of channels). 36 multiplies per tile and channel pair where direct
-// summation does 144. Tiles go in blocks: the threads transform a block's tiles, each tile's
-// values written as one contiguous record (stored point by point, 36 rows apart, they touched
-// 72 pages per tile), then each thread multiplies its own points' GEMMs, reading the points'
-// rows in place from the records, into its own sums: no partial sums are added and the result
-// does not depend on the thread count. The last step maps each 6x6 sum to 3x3.
+// summation does 144. Tiles go in blocks: the threads transform a block's tiles, then each
+// thread multiplies its own points' GEMMs into its own sums: no partial sums are added and the
+// result does not depend on the thread count. The last step maps each 6x6 sum to 3x3.
+// A block's transformed tiles lie in groups of `group` tiles, point by point within a group:
+// a GEMM reads a point's rows as one contiguous run per group. Point-major over the whole
+// block, a tile's transform wrote 36 rows on 36 pages far apart; tile-major (one record per
+// tile), a GEMM's every step read a new page and its run of 784 tiles (C5) outgrew the TLB.
 #pragma once
 
 #include <cstdint>
@@ -29,18 +31,19 @@ struct WinogradWeightPlan {
   int64_t width = 0;              // the outer-product kernel's panel width along channels
   int64_t parts = 1;              // slices of the channels' panels per point, one task each
   int threads = 1;
-  int64_t v_record = 0, z_record = 0;  // floats per tile: its 36 points' rows and padding
-  int64_t v_elems = 0, z_elems = 0;    // a block's transformed tiles
-  int64_t s_stride = 0;                // the sums' per point, off multiples of 4 KB
+  int64_t group = 0, groups = 0;     // tiles per group, groups per block
+  int64_t v_point = 0, z_point = 0;  // floats per point of a group: group rows and padding
+  int64_t v_elems = 0, z_elems = 0;  // a block's transformed tiles
+  int64_t s_stride = 0;              // the sums' per point, off multiples of 4 KB
   int64_t total_elems() const { return v_elems + z_elems + 36 * s_stride; }
 };
 
 // The transforms, written once (conv2d_winograd_backward_weight_impl.h) and compiled per ISA.
 struct WinogradWeightTransforms {
-  // Tiles [t0, t1) of the call as records of the block starting at tile block0, each tile's
-  // 36 points in a row: v[(t - block0) * v_record + xi * C + c] = (B^T X B)[xi] and likewise
-  // z[(t - block0) * z_record + xi * K + k] = (A dY A^T)[xi]. Returns false when a tile's inputs
-  // hold Inf or NaN.
+  // Tiles [t0, t1) of the call into the block starting at tile block0: for b = t - block0,
+  // v[(b / group * 36 + xi) * v_point + b % group * C + c] = (B^T X B)[xi] and likewise z
+  // with z_point and K for (A dY A^T)[xi]. Returns false when a tile's inputs hold Inf or
+  // NaN.
   bool (*tiles)(const WinogradWeightPlan& pl, const float* dy, const float* x, int64_t block0,
                 int64_t t0, int64_t t1, float* v, float* z);
   // dW[k, c] = G^T S[k, c] G for channels [c0, c1), from the sums s (xi stride s_stride).

@@ -61,7 +61,9 @@ bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const floa
   Vec d[6][6], r[6][6], e[4][4];
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t n = t / per_image, oy = t % per_image / pl.tiles_w * 4, ox = t % pl.tiles_w * 4;
-    float* vt = v + (t - block0) * pl.v_record;
+    // The tile's group's first row, and its row in the group.
+    const int64_t first = (t - block0) / pl.group * 36, row = (t - block0) % pl.group;
+    float* vt = v + first * pl.v_point + row * g.C;
     const float* xn = x + n * g.xs[0];
     for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
       const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
@@ -78,9 +80,9 @@ bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const floa
       }
       bad += sum - sum;
       transform_2d<6, 6, input_1d>(d, r);
-      for (int xi = 0; xi < 36; ++xi) store_run(vt + xi * g.C + c0, nl, r[xi / 6][xi % 6]);
+      for (int xi = 0; xi < 36; ++xi) store_run(vt + xi * pl.v_point + c0, nl, r[xi / 6][xi % 6]);
     }
-    float* zt = z + (t - block0) * pl.z_record;
+    float* zt = z + first * pl.z_point + row * g.K;
     const float* dyn = dy + n * g.ys[0];
     for (int64_t k0 = 0; k0 < g.K; k0 += kLanes) {
       const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.K - k0));
@@ -94,7 +96,7 @@ bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const floa
         }
       bad += sum - sum;
       transform_2d<4, 6, grad_1d>(e, r);
-      for (int xi = 0; xi < 36; ++xi) store_run(zt + xi * g.K + k0, nl, r[xi / 6][xi % 6]);
+      for (int xi = 0; xi < 36; ++xi) store_run(zt + xi * pl.z_point + k0, nl, r[xi / 6][xi % 6]);
     }
   }
   return all_zero(bad);
