@@ -148,6 +148,43 @@ def test_non_finite_inputs_fall_back_to_direct(where, value):
     torch.testing.assert_close(dw, _direct(dy, x, w_shape, pad), rtol=0, atol=0, equal_nan=True)
 
 
+def test_training_magnitudes():
+    """A training step's operands: gradients spread over 1e-14 to 1e-4, activations with
+    exact zeros and values down to 1e-9. The transforms' differences of such values multiply
+    into denormals, which the path flushes to zero; the bound still holds."""
+    dy, x, w_shape, pad = _case((4, 32, 32, 32, 32, 1))
+    gen = torch.Generator().manual_seed(2)
+    dy = dy * 10 ** (torch.rand(dy.shape, generator=gen) * 10 - 14)
+    x = x.relu() * 10 ** (torch.rand(x.shape, generator=gen) * 9 - 9)
+    dy, x = (t.contiguous(memory_format=CL) for t in (dy, x))
+    dw = _weight_grad(dy, x, w_shape, pad)
+    assert _relative_error(dw, _float64(dy, x, w_shape, pad)) < BOUND
+    assert not torch.equal(dw, _direct(dy, x, w_shape, pad))
+
+
+@pytest.mark.parametrize("which", ["dy", "x"])
+def test_tiny_magnitudes_sum_directly(which):
+    """Below 2^-40 in dY or X, flushing denormals would matter: direct summation's bits."""
+    dy, x, w_shape, pad = _case(SHAPES[0])
+    if which == "dy":
+        dy = dy / dy.abs().max() * 2.0**-41
+    else:
+        x = x / x.abs().max() * 2.0**-41
+    dw = _weight_grad(dy, x, w_shape, pad)
+    assert torch.equal(dw, _direct(dy, x, w_shape, pad))
+    assert _relative_error(dw, _float64(dy, x, w_shape, pad)) < 1e-5
+
+
+def test_leaves_denormals_on():
+    """The path flushes denormals only inside its own work: afterwards torch's arithmetic,
+    in this thread and in the worker threads, keeps them."""
+    dy, x, w_shape, pad = _case(SHAPES[0])
+    _weight_grad(dy, x, w_shape, pad)
+    tiny = torch.full((1 << 20,), 1e-39)
+    assert (tiny * 1.0 == tiny).all() and (tiny != 0).all()
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0
+
+
 @pytest.mark.parametrize(
     "shape, kwargs",
     [

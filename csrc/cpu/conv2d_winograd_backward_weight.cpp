@@ -2,10 +2,11 @@
 #include "cpu/conv2d_winograd_backward_weight.h"
 
 #include <algorithm>
-#include <atomic>
 #include <numeric>
+#include <vector>
 
 #include "cpu/conv2d_backward_weight_nhwc.h"
+#include "cpu/flush_denormals.h"
 #include "cpu/isa_select.h"
 #include "cpu/parallel.h"
 #include "fastcnn/ops.h"
@@ -23,15 +24,21 @@ const WinogradWeightTransforms& transforms() {
 // point (36 * K * C sums; C9's 37.7 MB): below this many tiles per block the sums' traffic,
 // not the multiplies, sets the time.
 constexpr int64_t kMinTiles = 128;
-// A block's transformed tiles (36 floats per tile and channel or filter): the points' rows
-// are read back from L2 or L3 by the GEMMs right after the threads wrote them.
-constexpr int64_t kBlockBytes = 16 << 20;
+// A block's transformed tiles (36 floats per tile and channel or filter), so that the GEMMs
+// read the points' rows back from L2 right after the threads wrote them. Blocks of 16 MB ran
+// as fast in a loop over one layer, whose workspace stayed in L3 from call to call, but took
+// twice as long inside a training step, where the step's other traffic had evicted it.
+constexpr int64_t kBlockBytes = 1 << 20;
 
 // The sums' per-point stride off multiples of 4 KB (one L1 set for a channel's 36 loads).
 int64_t point_stride(int64_t elems) {
   const int64_t s = round_up(elems, 16);
   return s % 1024 == 0 ? s + 16 : s;
 }
+
+// Below this largest magnitude of X or of dY, flushing denormals to zero could move the
+// weight gradient by more than its rounding does: such calls sum directly.
+constexpr float kMinMagnitude = 0x1p-40f;
 
 // Tiles per group, and at most this many groups per block (a GEMM's runs, on the stack).
 constexpr int64_t kGroupTiles = 32;
@@ -89,14 +96,20 @@ bool winograd_backward_weight(const WinogradWeightPlan& pl, const float* dy, con
   float* const z = v + pl.v_elems;
   float* const s = z + pl.z_elems;
   const int64_t panels = ceil_div(g.C, pl.width);
+  std::vector<WinogradWeightScan> scans(pl.threads);
   for (int64_t b = 0; b < pl.blocks; ++b) {
     const int64_t t0 = b * pl.block, t1 = std::min(pl.tiles, t0 + pl.block);
-    std::atomic<bool> finite{true};
-    parallel_for(t1 - t0, pl.threads, [&](int, int64_t begin, int64_t end) {
-      if (!tf.tiles(pl, dy, x, t0, t0 + begin, t0 + end, v, z)) finite.store(false);
+    parallel_for(t1 - t0, pl.threads, [&](int thread, int64_t begin, int64_t end) {
+      const FlushDenormals flush;
+      const WinogradWeightScan seen = tf.tiles(pl, dy, x, t0, t0 + begin, t0 + end, v, z);
+      WinogradWeightScan& mine = scans[thread];
+      mine = {mine.finite && seen.finite, std::max(mine.x_max, seen.x_max),
+              std::max(mine.dy_max, seen.dy_max)};
     });
-    if (!finite.load()) return false;
+    for (const WinogradWeightScan& seen : scans)
+      if (!seen.finite) return false;
     parallel_for(36 * pl.parts, pl.threads, [&](int, int64_t begin, int64_t end) {
+      const FlushDenormals flush;
       OuterRun<float> runs[kMaxGroups];
       for (int64_t task = begin; task < end; ++task) {
         const int64_t xi = task / pl.parts, part = task % pl.parts;
@@ -112,7 +125,12 @@ bool winograd_backward_weight(const WinogradWeightPlan& pl, const float* dy, con
       }
     });
   }
+  float x_max = 0.f, dy_max = 0.f;
+  for (const WinogradWeightScan& seen : scans)
+    x_max = std::max(x_max, seen.x_max), dy_max = std::max(dy_max, seen.dy_max);
+  if (x_max < kMinMagnitude || dy_max < kMinMagnitude) return false;
   parallel_for(panels, pl.threads, [&](int, int64_t begin, int64_t end) {
+    const FlushDenormals flush;
     tf.weights(pl, s, begin * pl.width, std::min(g.C, end * pl.width), dw);
   });
   return true;

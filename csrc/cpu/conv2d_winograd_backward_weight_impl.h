@@ -42,6 +42,18 @@ inline bool all_zero(Vec bad) {
   return zero;
 }
 
+// m, raised lane by lane to |v|.
+inline Vec max_abs(Vec m, Vec v) {
+  const Vec a = v < 0.f ? -v : v;
+  return a > m ? a : m;
+}
+
+inline float max_lane(Vec m) {
+  alignas(64) float b[kLanes];
+  store(b, m);
+  return *std::max_element(b, b + kLanes);
+}
+
 // n values from p (channels or filters, contiguous), zero above.
 inline Vec load_run(const float* p, int n) {
   return n == kLanes ? load(p) : load_lanes(p, 1, n);
@@ -53,11 +65,11 @@ inline void store_run(float* p, int n, Vec v) {
     store_lanes(p, 1, n, v);
 }
 
-bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const float* x,
-                       int64_t block0, int64_t t0, int64_t t1, float* v, float* z) {
+WinogradWeightScan weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const float* x,
+                                     int64_t block0, int64_t t0, int64_t t1, float* v, float* z) {
   const ConvGeom& g = pl.g;
   const int64_t per_image = pl.tiles_h * pl.tiles_w;
-  Vec bad{};
+  Vec bad{}, x_max{}, dy_max{};
   Vec d[6][6], r[6][6], e[4][4];
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t n = t / per_image, oy = t % per_image / pl.tiles_w * 4, ox = t % pl.tiles_w * 4;
@@ -76,6 +88,7 @@ bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const floa
                         ? load_run(xn + ih * g.xs[2] + iw * g.xs[3] + c0, nl)
                         : Vec{};
           sum += d[i][j];
+          x_max = max_abs(x_max, d[i][j]);
         }
       }
       bad += sum - sum;
@@ -93,13 +106,14 @@ bool weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const floa
                         ? load_run(dyn + (oy + i) * g.ys[2] + (ox + j) * g.ys[3] + k0, nl)
                         : Vec{};
           sum += e[i][j];
+          dy_max = max_abs(dy_max, e[i][j]);
         }
       bad += sum - sum;
       transform_2d<4, 6, grad_1d>(e, r);
       for (int xi = 0; xi < 36; ++xi) store_run(zt + xi * pl.z_point + k0, nl, r[xi / 6][xi % 6]);
     }
   }
-  return all_zero(bad);
+  return {all_zero(bad), max_lane(x_max), max_lane(dy_max)};
 }
 
 // Channels [c0, c1) (c0 at a panel) a vector at a time, each filter's 36 sums read from the
