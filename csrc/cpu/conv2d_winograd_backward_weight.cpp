@@ -25,9 +25,9 @@ const WinogradWeightTransforms& transforms() {
 // not the multiplies, sets the time.
 constexpr int64_t kMinTiles = 128;
 // A block's transformed tiles (36 floats per tile and channel or filter), so that the GEMMs
-// read the points' rows back from L2 right after the threads wrote them. Blocks of 16 MB ran
-// as fast in a loop over one layer, whose workspace stayed in L3 from call to call, but took
-// twice as long inside a training step, where the step's other traffic had evicted it.
+// read the points' rows back from L2 right after the threads wrote them. Blocks of 16 MB,
+// read back from L3 or memory, took up to twice as long: inside a training step, whose other
+// traffic evicts the workspace between calls, on every layer measured.
 constexpr int64_t kBlockBytes = 1 << 20;
 
 // The sums' per-point stride off multiples of 4 KB (one L1 set for a channel's 36 loads).
