@@ -101,10 +101,7 @@ bool winograd_backward_weight(const WinogradWeightPlan& pl, const float* dy, con
     const int64_t t0 = b * pl.block, t1 = std::min(pl.tiles, t0 + pl.block);
     parallel_for(t1 - t0, pl.threads, [&](int thread, int64_t begin, int64_t end) {
       const FlushDenormals flush;
-      const WinogradWeightScan seen = tf.tiles(pl, dy, x, t0, t0 + begin, t0 + end, v, z);
-      WinogradWeightScan& mine = scans[thread];
-      mine = {mine.finite && seen.finite, std::max(mine.x_max, seen.x_max),
-              std::max(mine.dy_max, seen.dy_max)};
+      scans[thread].add(tf.tiles(pl, dy, x, t0, t0 + begin, t0 + end, v, z));
     });
     for (const WinogradWeightScan& seen : scans)
       if (!seen.finite) return false;
@@ -125,10 +122,9 @@ bool winograd_backward_weight(const WinogradWeightPlan& pl, const float* dy, con
       }
     });
   }
-  float x_max = 0.f, dy_max = 0.f;
-  for (const WinogradWeightScan& seen : scans)
-    x_max = std::max(x_max, seen.x_max), dy_max = std::max(dy_max, seen.dy_max);
-  if (x_max < kMinMagnitude || dy_max < kMinMagnitude) return false;
+  WinogradWeightScan all;
+  for (const WinogradWeightScan& seen : scans) all.add(seen);
+  if (all.x_max < kMinMagnitude || all.dy_max < kMinMagnitude) return false;
   parallel_for(panels, pl.threads, [&](int, int64_t begin, int64_t end) {
     const FlushDenormals flush;
     tf.weights(pl, s, begin * pl.width, std::min(g.C, end * pl.width), dw);

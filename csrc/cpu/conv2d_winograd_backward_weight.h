@@ -17,6 +17,7 @@
 // tile), a GEMM's every step read a new page and its run of 784 tiles (C5) outgrew the TLB.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cpu/conv2d_geom.h"
@@ -43,6 +44,11 @@ struct WinogradWeightPlan {
 struct WinogradWeightScan {
   bool finite = true;
   float x_max = 0.f, dy_max = 0.f;
+  void add(const WinogradWeightScan& other) {
+    finite = finite && other.finite;
+    x_max = std::max(x_max, other.x_max);
+    dy_max = std::max(dy_max, other.dy_max);
+  }
 };
 
 // The transforms, written once (conv2d_winograd_backward_weight_impl.h) and compiled per ISA.

@@ -54,15 +54,25 @@ inline float max_lane(Vec m) {
   return *std::max_element(b, b + kLanes);
 }
 
-// n values from p (channels or filters, contiguous), zero above.
-inline Vec load_run(const float* p, int n) {
-  return n == kLanes ? load(p) : load_lanes(p, 1, n);
-}
-inline void store_run(float* p, int n, Vec v) {
-  if (n == kLanes)
-    store(p, v);
-  else
-    store_lanes(p, 1, n, v);
+// One tile's In x In window of an h x w image from pixel (y0, x0), each pixel's n values at
+// p + y * ys + x * xs (zeros outside the image), through Fn to 6 x 6, stored point by point
+// at dst (point stride `point`). bad gathers x - x of the window's sum (zero while finite),
+// largest the window's magnitudes.
+template <int In, void (*Fn)(const Vec*, Vec*)>
+inline void transform_window(const float* p, int64_t ys, int64_t xs, int64_t h, int64_t w,
+                             int64_t y0, int64_t x0, int n, float* dst, int64_t point, Vec& bad,
+                             Vec& largest) {
+  Vec in[In][In], out[6][6], sum{};
+  for (int i = 0; i < In; ++i)
+    for (int j = 0; j < In; ++j) {
+      const bool inside = in_range(y0 + i, h) && in_range(x0 + j, w);
+      in[i][j] = inside ? load_run(p + (y0 + i) * ys + (x0 + j) * xs, n) : Vec{};
+      sum += in[i][j];
+      largest = max_abs(largest, in[i][j]);
+    }
+  bad += sum - sum;
+  transform_2d<In, 6, Fn>(in, out);
+  for (int xi = 0; xi < 36; ++xi) store_run(dst + xi * point, n, out[xi / 6][xi % 6]);
 }
 
 WinogradWeightScan weight_grad_tiles(const WinogradWeightPlan& pl, const float* dy, const float* x,
@@ -70,48 +80,20 @@ WinogradWeightScan weight_grad_tiles(const WinogradWeightPlan& pl, const float* 
   const ConvGeom& g = pl.g;
   const int64_t per_image = pl.tiles_h * pl.tiles_w;
   Vec bad{}, x_max{}, dy_max{};
-  Vec d[6][6], r[6][6], e[4][4];
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t n = t / per_image, oy = t % per_image / pl.tiles_w * 4, ox = t % pl.tiles_w * 4;
     // The tile's group's first row, and its row in the group.
     const int64_t first = (t - block0) / pl.group * 36, row = (t - block0) % pl.group;
-    float* vt = v + first * pl.v_point + row * g.C;
-    const float* xn = x + n * g.xs[0];
-    for (int64_t c0 = 0; c0 < g.C; c0 += kLanes) {
-      const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.C - c0));
-      Vec sum{};
-      for (int i = 0; i < 6; ++i) {
-        const int64_t ih = oy - g.ph + i;
-        for (int j = 0; j < 6; ++j) {
-          const int64_t iw = ox - g.pw + j;
-          d[i][j] = in_range(ih, g.H) && in_range(iw, g.W)
-                        ? load_run(xn + ih * g.xs[2] + iw * g.xs[3] + c0, nl)
-                        : Vec{};
-          sum += d[i][j];
-          x_max = max_abs(x_max, d[i][j]);
-        }
-      }
-      bad += sum - sum;
-      transform_2d<6, 6, input_1d>(d, r);
-      for (int xi = 0; xi < 36; ++xi) store_run(vt + xi * pl.v_point + c0, nl, r[xi / 6][xi % 6]);
-    }
-    float* zt = z + first * pl.z_point + row * g.K;
-    const float* dyn = dy + n * g.ys[0];
-    for (int64_t k0 = 0; k0 < g.K; k0 += kLanes) {
-      const int nl = static_cast<int>(std::min<int64_t>(kLanes, g.K - k0));
-      Vec sum{};
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) {
-          e[i][j] = oy + i < g.Ho && ox + j < g.Wo
-                        ? load_run(dyn + (oy + i) * g.ys[2] + (ox + j) * g.ys[3] + k0, nl)
-                        : Vec{};
-          sum += e[i][j];
-          dy_max = max_abs(dy_max, e[i][j]);
-        }
-      bad += sum - sum;
-      transform_2d<4, 6, grad_1d>(e, r);
-      for (int xi = 0; xi < 36; ++xi) store_run(zt + xi * pl.z_point + k0, nl, r[xi / 6][xi % 6]);
-    }
+    for (int64_t c0 = 0; c0 < g.C; c0 += kLanes)
+      transform_window<6, input_1d>(
+          x + n * g.xs[0] + c0, g.xs[2], g.xs[3], g.H, g.W, oy - g.ph, ox - g.pw,
+          static_cast<int>(std::min<int64_t>(kLanes, g.C - c0)),
+          v + first * pl.v_point + row * g.C + c0, pl.v_point, bad, x_max);
+    for (int64_t k0 = 0; k0 < g.K; k0 += kLanes)
+      transform_window<4, grad_1d>(dy + n * g.ys[0] + k0, g.ys[2], g.ys[3], g.Ho, g.Wo, oy, ox,
+                                   static_cast<int>(std::min<int64_t>(kLanes, g.K - k0)),
+                                   z + first * pl.z_point + row * g.K + k0, pl.z_point, bad,
+                                   dy_max);
   }
   return {all_zero(bad), max_lane(x_max), max_lane(dy_max)};
 }

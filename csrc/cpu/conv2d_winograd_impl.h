@@ -41,6 +41,16 @@ inline void store_lanes(float* p, int64_t stride, int n, Vec v) {
   else
     for (int l = 0; l < n; ++l) p[l * stride] = b[l];
 }
+// n contiguous values from p, zero above; and their store.
+inline Vec load_run(const float* p, int n) {
+  return n == kLanes ? load(p) : load_lanes(p, 1, n);
+}
+inline void store_run(float* p, int n, Vec v) {
+  if (n == kLanes)
+    store(p, v);
+  else
+    store_lanes(p, 1, n, v);
+}
 
 // r = B^T d.
 inline void input_1d(const Vec* d, Vec* r) {
@@ -227,15 +237,11 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
       const int64_t k0 = kchunk * nr + j0;
       const int nl = static_cast<int>(std::min<int64_t>({kLanes, nr - j0, g.K - k0}));
       if (nl <= 0) break;
-      const Vec bl = bias == nullptr ? Vec{}
-                     : nl == kLanes  ? load(bias + k0)
-                                     : load_lanes(bias + k0, 1, nl);
+      const Vec bl = bias == nullptr ? Vec{} : load_run(bias + k0, nl);
       float* yt = y + at0.n * g.ys[0] + k0 * g.ys[1] + at0.y * g.ys[2] + at0.x * g.ys[3];
       for (int64_t b = b0; b < b1; ++b) {
         const float* src = m + b * nr + j0;  // + xi * xi_stride
-        for (int xi = 0; xi < 36; ++xi)
-          mm[xi / 6][xi % 6] =
-              nl == kLanes ? load(src + xi * xi_stride) : load_lanes(src + xi * xi_stride, 1, nl);
+        for (int xi = 0; xi < 36; ++xi) mm[xi / 6][xi % 6] = load_run(src + xi * xi_stride, nl);
         transform_2d<6, 4, output_1d>(mm, o);
         const int col = static_cast<int>(4 * (b - b0));
         for (int i = 0; i < 4; ++i) {
@@ -315,9 +321,7 @@ void weights(const WinogradPlan& pl, const float* w, int64_t kchunk, int64_t c0,
       for (int64_t j0 = 0; j0 < nr; j0 += kLanes) {
         const int nl = static_cast<int>(std::min<int64_t>(kLanes, nr - j0));
         const float* src = stage + c * 9 * nr + j0;
-        for (int rs = 0; rs < 9; ++rs)
-          gg[rs / 3][rs % 3] =
-              nl == kLanes ? load(src + rs * nr) : load_lanes(src + rs * nr, 1, nl);
+        for (int rs = 0; rs < 9; ++rs) gg[rs / 3][rs % 3] = load_run(src + rs * nr, nl);
         transform_2d<3, 6, weight_1d>(gg, t);
         float* dst = u + (cs - c0 + c) * nr + j0;
         if (nl == kLanes) {
