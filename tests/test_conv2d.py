@@ -780,6 +780,16 @@ class TestConv2dFuzz:
         assume(out_shape[2] >= 1 and out_shape[3] >= 1)
         _check_against_both(x, w, b, problem["activation"], g.kwargs(), _reductions(g, out_shape))
 
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+    def test_depthwise_padding_wider_than_the_output(self, layout):
+        """A tap whose padding covers more columns than the output has (W = 2, pw = 4): the
+        padded outputs it adds to stay inside the row. Found by the fuzz above under
+        AddressSanitizer, which reported a read past the output."""
+        x = _make((3, 2, 7, 2), torch.float32, "contiguous")
+        w = _make((6, 1, 3, 4), torch.float32, layout)
+        kwargs = dict(padding="same", dilation=(1, 3), groups=2)
+        _check_against_both(x, w, None, None, kwargs, (12, 36, 42, 42))  # see _reductions
+
 
 # --------------------------------------------------------------------------------------------
 # Errors of the Python API

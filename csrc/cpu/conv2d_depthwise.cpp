@@ -6,28 +6,18 @@
 
 #include <algorithm>
 
+#include "cpu/conv2d_packing.h"
 #include "cpu/isa_select.h"
 #include "cpu/parallel.h"
 
 namespace fastcnn::cpu {
 namespace {
 
-// Output columns [lo, hi) whose input column ow * stride + offset lies inside [0, size).
-struct Span {
-  int64_t lo, hi;
-};
-Span valid_columns(int64_t offset, int64_t stride, int64_t size, int64_t out_size) {
-  const int64_t lo = offset >= 0 ? 0 : ceil_div(-offset, stride);
-  const int64_t hi =
-      size - 1 - offset < 0 ? 0 : std::min(out_size, (size - 1 - offset) / stride + 1);
-  return {lo, std::max(lo, hi)};
-}
-
 // Padding is explicit zeros, as on the vector paths: a tap over it adds w * 0 (and, to the
 // weight gradient, dy * 0), which is NaN when that factor is Inf or NaN. f(i) runs for the
 // outputs [0, n) outside `inside`.
 template <typename F>
-void for_each_padded(Span inside, int64_t n, const F& f) {
+void for_each_padded(ValidColumns inside, int64_t n, const F& f) {
   for (int64_t i = 0; i < inside.lo; ++i) f(i);
   for (int64_t i = inside.hi; i < n; ++i) f(i);
 }
@@ -147,7 +137,8 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
             for (int64_t s = 0; s < g.S; ++s) {
               const T wv = tap(g, w, k, r, s);
               const int64_t off = s * g.dw - g.pw;
-              const Span span = row_in ? valid_columns(off, g.sw, g.W, g.Wo) : Span{0, 0};
+              const ValidColumns span =
+                  row_in ? valid_columns(g, s * g.dw, g.Wo) : ValidColumns{0, 0};
               if (row_in)
                 axpy(span.hi - span.lo, wv, in + ih * g.xs[2] + (span.lo * g.sw + off) * g.xs[3],
                      g.sw * g.xs[3], o + span.lo * g.ys[3], g.ys[3]);
@@ -213,7 +204,7 @@ void depthwise_backward_input(const ConvGeom& g, const T* dy, const T* w, T* dx,
               for (int64_t s = 0; s < g.S; ++s) {
                 const T wv = tap(g, w, k, r, s);
                 const int64_t off = s * g.dw - g.pw;
-                const Span span = valid_columns(off, g.sw, g.W, g.Wo);
+                const ValidColumns span = valid_columns(g, s * g.dw, g.Wo);
                 axpy(span.hi - span.lo, wv, d + span.lo * g.ys[3], g.ys[3],
                      row + (span.lo * g.sw + off) * g.xs[3], g.sw * g.xs[3]);
               }
@@ -289,7 +280,7 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
         for (int64_t r = 0; r < g.R; ++r)
           for (int64_t s = 0; s < g.S; ++s) {
             const int64_t off = s * g.dw - g.pw;
-            const Span span = valid_columns(off, g.sw, g.W, g.Wo);
+            const ValidColumns span = valid_columns(g, s * g.dw, g.Wo);
             T acc = T(0);
             for (int64_t n = 0; n < g.N; ++n) {
               const T* in = x + n * g.xs[0] + k / g.Kg * g.xs[1];
@@ -297,7 +288,7 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
                 const int64_t ih = oh * g.sh - g.ph + r * g.dh;
                 const T* d = dy + n * g.ys[0] + k * g.ys[1] + oh * g.ys[2];
                 const bool row_in = in_range(ih, g.H);
-                const Span inside = row_in ? span : Span{0, 0};
+                const ValidColumns inside = row_in ? span : ValidColumns{0, 0};
                 if (row_in)
                   acc +=
                       dot(inside.hi - inside.lo, d + inside.lo * g.ys[3], g.ys[3],
