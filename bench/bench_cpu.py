@@ -72,6 +72,11 @@ RTOL = 1e-4
 # Absolute tolerance per unit of output RMS and square root of the reduction length: float32
 # sums of n terms in different orders differ by ~eps * sqrt(n) * rms; this allows ~16 eps.
 ATOL_PER_SQRT_N = 2e-6
+# Winograd paths (3x3 stride-1 layers, the stem's 1-D form) promise less: max |error| under
+# 1e-4 of max |output| (README, Conventions). Their error runs up to ~15x the bound above, and
+# after a ReLU the RMS that scales it halves, so a correct Winograd result crossed it in about
+# one call in 50.
+WINOGRAD_BOUND = 1e-4
 MATMUL_N = 2048
 COPY_BYTES = 800_000_000
 CONTENDED = 0.1  # cores used by other processes above which a timing is not trusted
@@ -163,14 +168,17 @@ def time_pair(fast: Fn, ref: Fn, min_run_time: float) -> tuple[float, float]:
 
 
 def check(actual: Output, expected: Output, reduction: int) -> None:
-    """``assert_close`` on each output; the tolerance grows with the reduction length."""
+    """``assert_close`` on each output; the tolerance grows with the reduction length, and is
+    at least the Winograd paths' documented bound."""
     pairs = zip(actual, expected) if isinstance(expected, tuple) else [(actual, expected)]
     for a, e in pairs:
         if reduction == EXACT:
             torch.testing.assert_close(a, e, rtol=0, atol=0)
             continue
         rms = e.double().pow(2).mean().sqrt().item()
-        atol = ATOL_PER_SQRT_N * math.sqrt(reduction) * rms
+        atol = max(
+            ATOL_PER_SQRT_N * math.sqrt(reduction) * rms, WINOGRAD_BOUND * e.abs().max().item()
+        )
         torch.testing.assert_close(a, e, rtol=RTOL, atol=atol)
 
 
