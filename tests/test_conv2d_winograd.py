@@ -121,6 +121,28 @@ class TestAccuracy:
             assert (~torch.isfinite(y))[~torch.isfinite(ref)].all()
             assert torch.isfinite(y[0, :, :4]).all()  # tiles whose windows miss it stay finite
 
+    @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
+    @pytest.mark.parametrize(
+        "shape", [(1, 512, 512, 7, 7), (2, 130, 48, 7, 7), (1, 24, 40, 3, 3), (4, 64, 64, 23, 17)]
+    )
+    def test_thread_counts_give_the_same_bits(self, shape, fmt):
+        """A single block's input is transformed once, a share of its panels per thread (the
+        first three shapes: 1 to 4 panels); every output still comes from one thread's sums,
+        so every thread count gives the same bits, and each within the bound."""
+        n, c, k, h, w = shape
+        x, wt, b = make(n, c, k, h, w, fmt)
+        saved = torch.get_num_threads()
+        try:
+            ys = []
+            for threads in (1, 2, 3, 4):
+                torch.set_num_threads(threads)
+                ys.append(fastcnn.ops.conv2d(x, wt, b, padding=1, activation="relu"))
+        finally:
+            torch.set_num_threads(saved)
+        assert relative_error(ys[0], conv64(x, wt, b, 1, relu=True)) < BOUND
+        for y in ys[1:]:
+            assert torch.equal(y, ys[0])
+
     def test_matches_direct(self):
         x, wt, b = make(2, 32, 48, 15, 10, torch.channels_last)
         y = fastcnn.ops.conv2d(x, wt, b, padding=1, activation="relu")

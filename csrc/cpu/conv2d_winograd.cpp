@@ -79,6 +79,7 @@ WinogradPlan winograd_plan(const ConvGeom& g, int threads) {
   pl.tasks = pl.blocks * pl.ksplits;
   pl.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pl.tasks)));
   pl.shared_u = pl.blocks > 1;
+  pl.shared_v = pl.blocks == 1 && pl.threads > 1;
   // Channel blocks of equal size (whole stages), each at most kOwnBlockBytes transformed.
   const int64_t max_channels =
       std::max<int64_t>(kWinogradStageChannels, kOwnBlockBytes / (36 * pl.nr * 4));
@@ -142,13 +143,14 @@ void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, co
   const int64_t chunk_elems = pl.g.C * pl.nr;  // one chunk's filters at one xi
   float* const shared = workspace;
   const int64_t shared_stride = pl.kchunks * chunk_elems;
-  float* const scratch = workspace + (pl.shared_u ? pl.u_elems : 0);  // per-thread buffers
+  float* const shared_v = workspace + (pl.shared_u ? pl.u_elems : 0);
+  float* const scratch = workspace + pl.shared_elems();  // per-thread buffers
   auto buffers = [&](int tid) {
     struct {
       float *v, *m, *stage, *own;
     } b;
-    b.v = scratch + tid * pl.thread_elems();
-    b.m = b.v + pl.v_elems;
+    b.v = pl.shared_v ? shared_v : scratch + tid * pl.thread_elems();
+    b.m = scratch + tid * pl.thread_elems() + (pl.shared_v ? 0 : pl.v_elems);
     b.stage = b.m + pl.m_elems;
     b.own = b.stage + pl.stage_elems;
     return b;
@@ -159,13 +161,17 @@ void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, co
       for (int64_t kc = begin; kc < end; ++kc)
         tf.weights(pl, w, kc, 0, pl.g.C, shared + kc * chunk_elems, shared_stride, stage);
     });
+  if (pl.shared_v)
+    parallel_for(pl.panels, pl.threads, [&](int, int64_t begin, int64_t end) {
+      tf.input(pl, x, 0, begin, end, shared_v);
+    });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     const auto b = buffers(tid);
-    int64_t transformed = -1;  // the block whose input v holds
+    int64_t transformed = pl.shared_v ? 0 : -1;  // the block whose input v holds
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task / pl.ksplits, split = task % pl.ksplits;
       const int64_t tile0 = blk * pl.block;
-      if (blk != transformed) tf.input(pl, x, tile0, b.v), transformed = blk;
+      if (blk != transformed) tf.input(pl, x, tile0, 0, pl.panels, b.v), transformed = blk;
       const int64_t kc0 = split * pl.kchunks / pl.ksplits;
       const int64_t kc1 = (split + 1) * pl.kchunks / pl.ksplits;
       for (int64_t kc = kc0; kc < kc1; ++kc) {

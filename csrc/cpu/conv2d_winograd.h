@@ -36,14 +36,18 @@ struct WinogradPlan {
   // channels at a time, into its own buffer that stays in L2, and the products add up over
   // those channel blocks.
   bool shared_u = true;
+  // A single block split over threads by filter chunks: its input is transformed once, each
+  // thread taking a share of the panels, into one buffer that all threads read.
+  bool shared_v = false;
   int64_t own_channels = 0;
   int64_t own_xi_stride() const { return own_channels * nr + 16; }
   int64_t m_stride = 0;  // mr * nr padded, so the 36 products of a tile map to distinct L1 sets
   int64_t u_elems = 0, v_elems = 0, m_elems = 0, stage_elems = 0;  // 16-float multiples
+  int64_t shared_elems() const { return (shared_u ? u_elems : 0) + (shared_v ? v_elems : 0); }
   int64_t thread_elems() const {
-    return v_elems + m_elems + stage_elems + (shared_u ? 0 : u_elems);
+    return (shared_v ? 0 : v_elems) + m_elems + stage_elems + (shared_u ? 0 : u_elems);
   }
-  int64_t total_elems() const { return (shared_u ? u_elems : 0) + threads * thread_elems(); }
+  int64_t total_elems() const { return shared_elems() + threads * thread_elems(); }
 };
 
 // The transforms, written once (conv2d_winograd_impl.h) and compiled per ISA.
@@ -52,8 +56,10 @@ struct WinogradTransforms {
   // u[xi * xi_stride + (c - c0) * nr + j]. stage: stage_elems floats of scratch.
   void (*weights)(const WinogradPlan& pl, const float* w, int64_t kchunk, int64_t c0, int64_t c1,
                   float* u, int64_t xi_stride, float* stage);
-  // V[xi][panel][c][mr] of the block starting at tile0; tiles past the last are zero.
-  void (*input)(const WinogradPlan& pl, const float* x, int64_t tile0, float* v);
+  // Panels [p0, p1) of V[xi][panel][c][mr] of the block starting at tile0; tiles past the
+  // last are zero.
+  void (*input)(const WinogradPlan& pl, const float* x, int64_t tile0, int64_t p0, int64_t p1,
+                float* v);
   // One panel (mr tiles from tile0) of filter chunk kchunk, from its products
   // M[xi * xi_stride + tile * nr + j]: y = A^T M A (+ bias, ReLU).
   void (*output)(const WinogradPlan& pl, const float* m, int64_t xi_stride, int64_t tile0,

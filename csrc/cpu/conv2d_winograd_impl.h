@@ -210,9 +210,10 @@ void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
 }
 
 template <bool kUnit>
-void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, float* v) {
+void input_block(const WinogradPlan& pl, const float* x, int64_t tile0, int64_t p0, int64_t p1,
+                 float* v) {
   const int64_t panel_elems = pl.g.C * pl.mr, xi_stride = pl.panels * panel_elems;
-  for (int64_t p = 0; p < pl.panels; ++p)
+  for (int64_t p = p0; p < p1; ++p)
     input_panel<kUnit>(pl, x, tile0 + p * pl.mr, v + p * panel_elems, xi_stride);
 }
 
@@ -338,9 +339,10 @@ void weights(const WinogradPlan& pl, const float* w, int64_t kchunk, int64_t c0,
   }
 }
 
-void input_any(const WinogradPlan& pl, const float* x, int64_t tile0, float* v) {
-  if (pl.g.xs[1] == 1) return input_block<true>(pl, x, tile0, v);
-  input_block<false>(pl, x, tile0, v);
+void input_any(const WinogradPlan& pl, const float* x, int64_t tile0, int64_t p0, int64_t p1,
+               float* v) {
+  if (pl.g.xs[1] == 1) return input_block<true>(pl, x, tile0, p0, p1, v);
+  input_block<false>(pl, x, tile0, p0, p1, v);
 }
 
 void output_any(const WinogradPlan& pl, const float* m, int64_t xi_stride, int64_t tile0,
