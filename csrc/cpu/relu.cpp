@@ -1,4 +1,6 @@
 // ReLU and its backward over flat, contiguous element ranges (any dense layout flattens).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -19,12 +21,34 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 16;
 
-// Ops whose operands and output together take at least this many bytes (twice the dev
-// machine's 32 MB last-level cache) write their output with non-temporal stores: it would not
-// stay in cache anyway, and ordinary stores read every output line before writing it. relu
-// backward over 25.7 MB operands (77 MB in all): 1.52 -> 1.04 ms; relu forward over the same
-// (51 MB, much of it still cached between calls) measured slower streamed, 0.93 -> 1.08 ms.
+// Ops whose operands and output together take at least stream_bytes() write their output
+// with non-temporal stores: it would not stay in cache anyway, and ordinary stores read every
+// output line before writing it. From 64 MiB on every CPU measured gained (relu backward over
+// 25.7 MB operands, 77 MB in all: 1.52 -> 1.04 ms on a Zen 4 with a 32 MB L3). Below that the
+// CPUs differ: relu forward over the same operands (51 MB in all) measured slower streamed on
+// that Zen 4 (0.93 -> 1.08 ms) and faster on an Ice Lake Xeon with a 48 MB L3 (2.1-2.2 ->
+// 1.2-1.7 ms), so Intel CPUs stream from their L3's size.
 constexpr int64_t kStreamBytes = int64_t{64} << 20;
+
+// The L3's size as the C library reports it; kStreamBytes where it reports none.
+int64_t l3_bytes() {
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (l3 > 0) return l3;
+#endif
+  return kStreamBytes;
+}
+
+int64_t stream_bytes() {
+  static const int64_t bytes = [] {
+#if defined(FASTCNN_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_is("intel")) return std::min(kStreamBytes, l3_bytes());
+#endif
+    return kStreamBytes;
+  }();
+  return bytes;
+}
 
 void check_flat(const char* op, const char* name, const TensorView& t, const TensorView& ref) {
   check_cpu_float(op, name, t);
@@ -38,7 +62,7 @@ void check_flat(const char* op, const char* name, const TensorView& t, const Ten
 // `tensors` is how many n-element tensors the op reads and writes.
 template <typename T, typename F>
 void for_each_range(int64_t n, int tensors, int threads, const F& run) {
-  const bool streamed = tensors * n * int64_t{sizeof(T)} >= kStreamBytes;
+  const bool streamed = tensors * n * int64_t{sizeof(T)} >= stream_bytes();
   parallel_for(ceil_div(n, kGrain), threads_for(n, kGrain, threads),
                [&](int, int64_t b, int64_t e) {
                  const int64_t begin = b * kGrain;
