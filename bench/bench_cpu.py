@@ -16,8 +16,10 @@ autograd on both sides; global average pooling G3 forward and backward (against
 ``nn.AdaptiveAvgPool2d(1)``, which torch computes as a mean, and that mean's backward);
 R1: ReLU forward, ReLU backward, and guided-ReLU backward (against ReLU's backward followed
 by ``clamp(min=0)``). GPU-only rows and end-to-end models are not part of this script.
-After the rows, each convolution's fused ReLU is timed against fastcnn's own conv + bias,
-in alternating back-to-back rounds ("fused ReLU cost": how much longer the fused call takes).
+A row's fastcnn and torch timings are taken in rounds that alternate which side runs first
+(``ROUNDS``). After the rows, each convolution's fused ReLU is timed against fastcnn's own
+conv + bias, with torch's conv and conv + relu in the same rounds ("fused ReLU cost": how
+much longer the fused call takes, and both ratios from timings taken side by side).
 
 Protocol (BENCH.md): ``torch.set_num_threads(2)``; ``torch.utils.benchmark.Timer`` with
 ``num_threads=2``; ``blocked_autorange``; medians; glibc's malloc thresholds pinned
@@ -163,8 +165,27 @@ def time_ms(fn: Fn, min_run_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
+# A row's two timings are taken in this many rounds, back to back and in turn first and
+# second, each round a quarter of the time budget: a slow spell of the VM (these hosts' speed
+# drifts by 10-30 % over seconds) then moves both sides alike instead of whichever was timed
+# second. Each side's time is the median of its rounds' medians.
+ROUNDS = 4
+
+
+def time_rounds(fns: tuple[Fn, ...], min_run_time: float) -> list[float]:
+    """Median milliseconds per call of each of ``fns``, timed in ``ROUNDS`` rounds whose
+    order rotates, so each function runs first, second, ... alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(ROUNDS):
+        for i in range(len(fns)):
+            j = (i + r) % len(fns)
+            times[j].append(time_ms(fns[j], min_run_time / ROUNDS))
+    return [statistics.median(t) for t in times]
+
+
 def time_pair(fast: Fn, ref: Fn, min_run_time: float) -> tuple[float, float]:
-    return time_ms(fast, min_run_time), time_ms(ref, min_run_time)
+    fast_ms, ref_ms = time_rounds((fast, ref), min_run_time)
+    return fast_ms, ref_ms
 
 
 def check(actual: Output, expected: Output, reduction: int) -> None:
@@ -615,18 +636,18 @@ def conv_spec(spec: str) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------
 # The fused ReLU's cost: fastcnn's conv + bias + ReLU against its own conv + bias
 
-# Rounds per shape: the two timings of a round are taken back to back, in turn first and
-# second, so a slow spell of the VM or the order moves both alike; the cost is the ratio of
-# the two medians over the rounds.
-RELU_COST_ROUNDS = 6
 
-
+# Both of fastcnn's calls and both of torch's (conv, and conv then relu_) are timed in the same
+# rotating rounds (time_rounds), so the cost and the two ratios compare timings taken side by
+# side, not minutes apart as the rows are.
 @dataclass
 class ReluCost:
     id: str
     format: str
     plain_ms: float
     fused_ms: float
+    torch_plain_ms: float
+    torch_fused_ms: float
     others_cores: float
 
     @property
@@ -634,30 +655,37 @@ class ReluCost:
         """How much longer the fused call takes, as a fraction (0.03: 3 % longer)."""
         return self.fused_ms / self.plain_ms - 1.0
 
+    @property
+    def plain_ratio(self) -> float:
+        return self.torch_plain_ms / self.plain_ms
+
+    @property
+    def fused_ratio(self) -> float:
+        return self.torch_fused_ms / self.fused_ms
+
 
 def relu_cost(s: ConvShape, fmt: str, min_run_time: float, quiet: QuietPolicy) -> ReluCost:
-    plain = _build_forward(s, fmt, relu=False)[0]
+    t = _conv_tensors(s, fmt)
+    args = (t["x"], t["w"], t["b"], s.stride, s.pad)
+    plain = partial(fastcnn.ops.conv2d, *args, 1, s.groups)
     fused = partial(plain, activation="relu")  # the same tensors, ReLU fused
-
-    def rounds() -> tuple[float, float]:
-        times: dict[Fn, list[float]] = {plain: [], fused: []}
-        for i in range(RELU_COST_ROUNDS):
-            for fn in (plain, fused) if i % 2 == 0 else (fused, plain):
-                times[fn].append(time_ms(fn, min_run_time))
-        return statistics.median(times[plain]), statistics.median(times[fused])
-
-    (plain_ms, fused_ms), others, _ = quiet.measure(rounds)
-    return ReluCost(s.id, fmt, plain_ms, fused_ms, others)
+    fns = (plain, fused, partial(F.conv2d, *args, groups=s.groups))
+    fns += (partial(_torch_conv_relu, *args, s.groups),)
+    times, others, _ = quiet.measure(partial(time_rounds, fns, min_run_time))
+    return ReluCost(s.id, fmt, *times, others)
 
 
 def relu_cost_lines(costs: list[ReluCost]) -> list[str]:
     lines = [
         f"# fused ReLU cost {c.id:<4} {c.format:<13} {c.plain_ms:8.3f} -> {c.fused_ms:8.3f} ms "
-        f"{100 * c.cost:+6.1f} %  others {c.others_cores:.2f}"
+        f"{100 * c.cost:+6.1f} %  torch/fc plain {c.plain_ratio:5.2f} fused {c.fused_ratio:5.2f}"
+        f"  others {c.others_cores:.2f}"
         for c in costs
     ]
     within = sum(c.cost <= 0.03 for c in costs)
+    above = sum(c.fused_ratio > c.plain_ratio for c in costs)
     lines.append(f"# fused ReLU within 3 % of the plain conv: {within} of {len(costs)}")
+    lines.append(f"# fused ratio above the plain conv's: {above} of {len(costs)}")
     return lines
 
 
@@ -863,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {len(rows)} cases, {len(failed)} FAILED, {busy} timed on a busy machine")
     print("\n".join(geomean_lines(rows)))
     costs = [
-        relu_cost(s, fmt, min_run_time / 2, quiet)
+        relu_cost(s, fmt, min_run_time, quiet)
         for fmt in formats
         for s in (*CONV_SHAPES, *extra)
         if only is None or s.id in only
@@ -886,7 +914,15 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "protocol": protocol,
             "ceilings": ceilings.as_dict(),
-            "fused_relu_cost": [{**asdict(c), "cost": c.cost} for c in costs],
+            "fused_relu_cost": [
+                {
+                    **asdict(c),
+                    "cost": c.cost,
+                    "plain_ratio": c.plain_ratio,
+                    "fused_ratio": c.fused_ratio,
+                }
+                for c in costs
+            ],
         }
         write_json(args.json, report, rows)
     return 1 if failed else 0
