@@ -90,10 +90,10 @@ class TestActivation:
     @pytest.mark.parametrize("op", OPS)
     @pytest.mark.parametrize("dtype", DTYPES)
     def test_streamed_outputs(self, op, dtype):
-        """Operands of 64 MiB and more in all (on Intel CPUs, of the L3's size and more) are
-        written with non-temporal stores: large tensors with special values, views starting
-        off a 16-byte boundary (a scalar head before the vectors) and lengths that leave a
-        scalar tail, exactly as torch."""
+        """Operands of 64 MiB and more in all (on Intel CPUs, from the L3's size on, when that
+        is smaller) are written with non-temporal stores: large tensors with special values,
+        views starting off a 16-byte boundary (a scalar head before the vectors) and lengths
+        that leave a scalar tail, exactly as torch."""
         specials = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0, 1.0, -1.0], dtype=dtype)
         n = (72 << 20) // (2 * dtype.itemsize) + 3  # forward: input + output over 64 MiB
         base = torch.randn(n + 1, dtype=dtype)

@@ -123,12 +123,13 @@ class TestAccuracy:
 
     @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
     @pytest.mark.parametrize(
-        "shape", [(1, 512, 512, 7, 7), (2, 130, 48, 7, 7), (1, 24, 40, 3, 3), (4, 64, 64, 23, 17)]
+        "shape", [(8, 512, 512, 7, 7), (2, 130, 48, 7, 7), (1, 24, 40, 3, 3), (4, 64, 64, 23, 17)]
     )
     def test_thread_counts_give_the_same_bits(self, shape, fmt):
         """A single block's input is transformed once, a share of its panels per thread (the
-        first three shapes: 1 to 4 panels); every output still comes from one thread's sums,
-        so every thread count gives the same bits, and each within the bound."""
+        first three shapes: one block of 32, 8 and 1 tiles, so 4, 1-2 and 1 panels of the
+        micro-kernel's 4-8 rows); every output still comes from one thread's sums, so every
+        thread count gives the same bits, and each within the bound."""
         n, c, k, h, w = shape
         x, wt, b = make(n, c, k, h, w, fmt)
         saved = torch.get_num_threads()

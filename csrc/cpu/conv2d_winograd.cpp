@@ -143,13 +143,13 @@ void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, co
   const int64_t chunk_elems = pl.g.C * pl.nr;  // one chunk's filters at one xi
   float* const shared = workspace;
   const int64_t shared_stride = pl.kchunks * chunk_elems;
-  float* const shared_v = workspace + (pl.shared_u ? pl.u_elems : 0);
+  float* const v_shared = workspace + (pl.shared_u ? pl.u_elems : 0);
   float* const scratch = workspace + pl.shared_elems();  // per-thread buffers
   auto buffers = [&](int tid) {
     struct {
       float *v, *m, *stage, *own;
     } b;
-    b.v = pl.shared_v ? shared_v : scratch + tid * pl.thread_elems();
+    b.v = pl.shared_v ? v_shared : scratch + tid * pl.thread_elems();
     b.m = scratch + tid * pl.thread_elems() + (pl.shared_v ? 0 : pl.v_elems);
     b.stage = b.m + pl.m_elems;
     b.own = b.stage + pl.stage_elems;
@@ -163,7 +163,7 @@ void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, co
     });
   if (pl.shared_v)
     parallel_for(pl.panels, pl.threads, [&](int, int64_t begin, int64_t end) {
-      tf.input(pl, x, 0, begin, end, shared_v);
+      tf.input(pl, x, 0, begin, end, v_shared);
     });
   parallel_for(pl.tasks, pl.threads, [&](int tid, int64_t begin, int64_t end) {
     const auto b = buffers(tid);

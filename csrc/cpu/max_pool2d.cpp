@@ -37,7 +37,14 @@ struct PoolGeom {
   int64_t N, C, H, W, Ho, Wo;
   std::array<int64_t, 4> xs, ys;
   bool channels_last;
+  bool prefetch;  // RowWindows::prefetch
 };
+
+// Inputs from this size on are read with software prefetches (max_pool2d_simd.h,
+// prefetch_rows_ahead). Two threads on an Ice Lake Xeon (48 MB L3), 3x3 stride-2 windows:
+// 25.7 MB inputs 20 % faster with them, 6.4 and 12.8 MB alike, 1.6 MB and smaller (cached
+// between calls) 4-7 % slower.
+constexpr int64_t kPrefetchBytes = int64_t{8} << 20;
 
 PoolGeom validate(const char* op, const char* in_name, const TensorView& x, const char* out_name,
                   const TensorView& y, const TensorView* indices, const Pool2dParams& p) {
@@ -71,6 +78,7 @@ PoolGeom validate(const char* op, const char* in_name, const TensorView& x, cons
   }
   // Channels innermost in both, or columns innermost in both (size-1 dims fit either).
   g.channels_last = g.C > 1 && g.xs[1] == 1 && g.ys[1] == 1;
+  g.prefetch = g.N * g.C * g.H * g.W * dtype_size(x.dtype) >= kPrefetchBytes;
   FASTCNN_CHECK(g.channels_last || (g.xs[3] == 1 && g.ys[3] == 1), op, ": ", out_name,
                 " must have the memory format of ", in_name);
   return g;
@@ -89,7 +97,8 @@ RowWindows row_windows(const PoolGeom& g, const Pool2dParams& p, int64_t oh) {
           p.stride[1],
           p.padding[1],
           p.dilation[1],
-          g.W};
+          g.W,
+          g.prefetch};
 }
 
 template <typename T>

@@ -19,6 +19,7 @@ struct RowWindows {
   int64_t first_row, rows, row_step;
   int64_t kernel, stride, pad, dilation;
   int64_t W;
+  bool prefetch;  // the NCHW kernels ask for rows ahead: the input is too large to stay cached
 };
 
 template <typename T>

@@ -26,10 +26,11 @@ constexpr int64_t kGrain = 1 << 16;
 // output line before writing it. From 64 MiB on every CPU measured gained (relu backward over
 // 25.7 MB operands, 77 MB in all: 1.52 -> 1.04 ms on a Zen 4 with a 32 MB L3). Below that the
 // CPUs differ: relu forward over the same operands (51 MB in all) measured slower streamed on
-// that Zen 4 (0.93 -> 1.08 ms) and faster on an Ice Lake Xeon with a 48 MB L3 (2.1-2.2 ->
-// 1.2-1.7 ms), so Intel CPUs stream from their L3's size.
+// that Zen 4 (0.93 -> 1.08 ms) and faster on an Ice Lake Xeon with a 48 MB L3 (2.1-2.4 ->
+// 1.4-1.5 ms), so Intel CPUs stream from their L3's size on (at most 64 MiB).
 constexpr int64_t kStreamBytes = int64_t{64} << 20;
 
+#if defined(FASTCNN_X86)
 // The L3's size as the C library reports it; kStreamBytes where it reports none.
 int64_t l3_bytes() {
 #if defined(_SC_LEVEL3_CACHE_SIZE)
@@ -38,6 +39,7 @@ int64_t l3_bytes() {
 #endif
   return kStreamBytes;
 }
+#endif
 
 int64_t stream_bytes() {
   static const int64_t bytes = [] {
