@@ -149,8 +149,9 @@ void winograd_forward(const WinogradPlan& pl, const float* x, const float* w, co
     struct {
       float *v, *m, *stage, *own;
     } b;
-    b.v = pl.shared_v ? v_shared : scratch + tid * pl.thread_elems();
-    b.m = scratch + tid * pl.thread_elems() + (pl.shared_v ? 0 : pl.v_elems);
+    float* const mine = scratch + tid * pl.thread_elems();  // this thread's buffers
+    b.v = pl.shared_v ? v_shared : mine;
+    b.m = pl.shared_v ? mine : mine + pl.v_elems;
     b.stage = b.m + pl.m_elems;
     b.own = b.stage + pl.stage_elems;
     return b;
