@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastcnn.ops as fo
-from fastcnn.ops._op import _route
+from fastcnn.ops._op import _leading_tensors, _route
 
 
 class _Recorder(TorchDispatchMode):
@@ -72,7 +72,7 @@ def test_routes_agree(name):
 
 def test_direct_only_for_plain_eager_cpu_tensors():
     x = torch.randn(2, 2)
-    assert _route((x, 3, None)) is False
+    assert _route((x, None)) is False  # an absent optional tensor
     assert _route((torch.nn.Parameter(x),)) is True  # the direct route, with autograd
     with torch.no_grad():
         assert _route((torch.nn.Parameter(x),)) is False
@@ -83,6 +83,15 @@ def test_direct_only_for_plain_eager_cpu_tensors():
         assert _route((x,)) is None
     with torch.profiler.profile():
         assert _route((x,)) is None
+
+
+def test_route_reads_each_schemas_tensor_arguments():
+    schema = torch.ops.fastcnn.conv2d.default._schema
+    assert _leading_tensors(schema) == 3  # input, weight, bias?
+    assert _leading_tensors(torch.ops.fastcnn.relu_backward.default._schema) == 2
+    late = torch._C.parse_schema("fastcnn::late(int groups, Tensor input) -> Tensor")
+    with pytest.raises(TypeError, match="tensor arguments must come before all others"):
+        _leading_tensors(late)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -19,8 +19,7 @@ from torch import Tensor
 
 from ._boundary import _C, capsule, dense, flat, is_channels_last, memory_format
 from ._shapes import (
-    conv2d_output_format,
-    conv2d_output_shape,
+    conv2d_output,
     empty,
     max_pool2d_offset_dtype,
     max_pool2d_outputs,
@@ -181,8 +180,7 @@ def conv2d(
     ``relu``) -> Tensor[N, K, Ho, Wo]. ``allow_tf32`` (default: torch's
     ``backends.cudnn.allow_tf32``) lets float32 use TF32 tensor cores."""
     x, w = dense(input), dense(weight)
-    shape = conv2d_output_shape(x.shape, w.shape, stride, pad_begin, pad_end, dilation)
-    out = empty(shape, x, conv2d_output_format(x, w))
+    out = conv2d_output(x, w, stride, pad_begin, pad_end, dilation)
     b = None if bias is None else bias.contiguous()
     _C.conv2d_forward_cuda(
         capsule(x),

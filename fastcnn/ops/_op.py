@@ -21,9 +21,10 @@ from torch import Tensor
 _PLAIN = (Tensor, torch.nn.Parameter)
 
 
-def _route(args) -> bool | None:
+def _route(tensors) -> bool | None:
     """None when the call must go through ``torch.ops``; else whether the direct call needs
-    autograd. One pass over the arguments: this runs on every call."""
+    autograd. ``tensors``: the op's tensor arguments (a None for an absent optional one).
+    One pass over them: this runs on every call."""
     if (
         torch.compiler.is_compiling()
         or torch._C._is_torch_function_mode_enabled()
@@ -33,8 +34,8 @@ def _route(args) -> bool | None:
     ):
         return None
     grad = False
-    for a in args:
-        if isinstance(a, Tensor):
+    for a in tensors:
+        if a is not None:
             if type(a) not in _PLAIN or not (a.is_cpu or a.is_cuda):
                 return None
             grad = grad or a.requires_grad
@@ -49,6 +50,16 @@ def _by_device(cpu: Callable, cuda: Callable) -> Callable:
         return (cuda if args[0].is_cuda else cpu)(*args)
 
     return run
+
+
+def _leading_tensors(schema) -> int:
+    """How many arguments the schema's tensors take, all of them first: ``_route`` reads
+    only those (a third of a conv2d call's route check went on its six geometry values)."""
+    is_tensor = ["Tensor" in str(a.type) for a in schema.arguments]
+    count = is_tensor.index(False) if False in is_tensor else len(is_tensor)
+    if any(is_tensor[count:]):
+        raise TypeError(f"{schema.name}: tensor arguments must come before all others")
+    return count
 
 
 class Op:
@@ -68,10 +79,11 @@ class Op:
             f"fastcnn::{name}", mutates_args=(), device_types="cpu", schema=schema
         )(impl)
         self._custom_op.register_fake(fake)
-        self._impl = impl
+        self._tensors = _leading_tensors(self._custom_op._opoverload._schema)
+        self._impl = self._cpu = self._cuda = impl
         if cuda is not None:
             self._custom_op.register_kernel("cuda", cuda)
-            self._impl = _by_device(impl, cuda)
+            self._impl, self._cuda = _by_device(impl, cuda), cuda
         self._function: type[torch.autograd.Function] | None = None
 
     def register_autograd(self, backward: Callable, setup_context: Callable) -> None:
@@ -104,9 +116,10 @@ class Op:
         self.register_autograd(backward, setup_context=lambda ctx, inputs, output: None)
 
     def __call__(self, *args):
-        needs_grad = _route(args)
+        needs_grad = _route(args[: self._tensors])
         if needs_grad is None:
             return self._custom_op(*args)
         if needs_grad and self._function is not None:
             return self._function.apply(*args)
-        return self._impl(*args)
+        # The device's implementation itself: one Python frame fewer than ``_impl``.
+        return (self._cuda if args[0].is_cuda else self._cpu)(*args)

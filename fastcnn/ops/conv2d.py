@@ -18,7 +18,7 @@ from ._boundary import (
     workspace,
 )
 from ._op import Op
-from ._shapes import conv2d_output_format, conv2d_output_shape, empty
+from ._shapes import conv2d_output, empty
 from .activation import relu_backward_op
 
 __all__ = ["conv2d"]
@@ -27,13 +27,8 @@ _GEOMETRY = "int[2] stride, int[2] pad_begin, int[2] pad_end, int[2] dilation, i
 _BACKWARD = "(Tensor grad_output, Tensor {other}, SymInt[4] {size}, bool channels_last, {geometry})"
 
 
-def _forward_output(input: Tensor, weight: Tensor, stride, pad_begin, pad_end, dilation) -> Tensor:
-    shape = conv2d_output_shape(input.shape, weight.shape, stride, pad_begin, pad_end, dilation)
-    return empty(shape, input, conv2d_output_format(input, weight))
-
-
 def _conv2d(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
-    out = fresh_output(_forward_output(input, weight, stride, pad_begin, pad_end, dilation))
+    out = fresh_output(conv2d_output(input, weight, stride, pad_begin, pad_end, dilation))
     return conv2d_into(out, input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu)
 
 
@@ -50,7 +45,7 @@ def conv2d_into(out, input, weight, bias, stride, pad_begin, pad_end, dilation, 
 
 
 def _conv2d_fake(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
-    return _forward_output(input, weight, stride, pad_begin, pad_end, dilation)
+    return conv2d_output(input, weight, stride, pad_begin, pad_end, dilation)
 
 
 def _conv2d_backward_input(
@@ -199,7 +194,7 @@ def _padding(op: str, padding, kernel: tuple, stride: tuple, dilation: tuple):
         raise ValueError(
             f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}"
         )
-    pad = _args.at_least(op, "padding", _args.pair(op, "padding", padding), 0)
+    pad = _args.pair(op, "padding", padding, 0)
     return pad, pad
 
 
@@ -253,8 +248,8 @@ def conv2d(
         raise ValueError(f"{op}: groups must be an int >= 1, got {groups!r}")
     if activation not in (None, "relu"):
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
-    stride = _args.at_least(op, "stride", _args.pair(op, "stride", stride), 1)
-    dilation = _args.at_least(op, "dilation", _args.pair(op, "dilation", dilation), 1)
+    stride = _args.pair(op, "stride", stride, 1)
+    dilation = _args.pair(op, "dilation", dilation, 1)
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)

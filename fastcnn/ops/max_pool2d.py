@@ -137,12 +137,12 @@ def max_pool2d(
     """
     op = "max_pool2d"
     _args.tensor(op, "input", input, (3, 4), "[N, C, H, W]")
-    kernel = _args.at_least(op, "kernel_size", _args.pair(op, "kernel_size", kernel_size), 1)
+    kernel = _args.pair(op, "kernel_size", kernel_size, 1)
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
         stride = kernel
-    stride = _args.at_least(op, "stride", _args.pair(op, "stride", stride), 1)
-    padding = _args.at_least(op, "padding", _args.pair(op, "padding", padding), 0)
-    dilation = _args.at_least(op, "dilation", _args.pair(op, "dilation", dilation), 1)
+    stride = _args.pair(op, "stride", stride, 1)
+    padding = _args.pair(op, "padding", padding, 0)
+    dilation = _args.pair(op, "dilation", dilation, 1)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(
             f"{op}: padding must be at most half the kernel size {kernel}, got {padding}"
