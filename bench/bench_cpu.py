@@ -18,8 +18,9 @@ R1: ReLU forward, ReLU backward, and guided-ReLU backward (against ReLU's backwa
 by ``clamp(min=0)``). GPU-only rows and end-to-end models are not part of this script.
 A row's fastcnn and torch timings are taken in rounds that alternate which side runs first
 (``ROUNDS``). After the rows, each convolution's fused ReLU is timed against fastcnn's own
-conv + bias, with torch's conv and conv + relu in the same rounds ("fused ReLU cost": how
-much longer the fused call takes, and both ratios from timings taken side by side).
+conv + bias, and torch's conv + relu against its conv, in paired samples (``SAMPLES``; "fused
+ReLU cost": how much longer the fused call takes, and both ratios, each the median of ratios
+within one sample).
 
 Protocol (BENCH.md): ``torch.set_num_threads(2)``; ``torch.utils.benchmark.Timer`` with
 ``num_threads=2``; ``blocked_autorange``; medians; glibc's malloc thresholds pinned
@@ -649,31 +650,48 @@ def conv_spec(spec: str) -> tuple[int, ...]:
 # The fused ReLU's cost: fastcnn's conv + bias + ReLU against its own conv + bias
 
 
-# Both of fastcnn's calls and both of torch's (conv, and conv then relu_) are timed in the same
-# rotating rounds (time_rounds), so the cost and the two ratios compare timings taken side by
-# side, not minutes apart as the rows are.
+# A few percent measured on a host whose speed drifts by 10-30 % over seconds, and in runs of
+# four rotating rounds (time_rounds) by as much again through the order: a call timed after
+# torch's ops found the caches as torch left them, one timed after fastcnn's own conv found
+# its operands warm. So the cost is paired: each of SAMPLES samples times a block of plain
+# and fused calls back to back, the two in turn first, then torch's conv and conv + relu_
+# the same way, and every figure is the median over the samples of a ratio within one
+# sample (a drift moves both sides of a sample alike). With four rotating rounds the same
+# rows read -16 % to +36 % on this host; paired, -6 % to +3 % (C1, C5, D2, three times each).
+SAMPLES = 40
+
+
+def time_pairs(pairs: tuple[tuple[Fn, Fn], ...], min_run_time: float) -> list[list[float]]:
+    """Per-call milliseconds of each function of ``pairs``, one figure per sample: each
+    sample times a block of calls of each pair's two functions back to back, alternating
+    which goes first. Blocks last about min_run_time / SAMPLES each."""
+    timers = [Timer("fn()", globals={"fn": f}, num_threads=THREADS) for p in pairs for f in p]
+    calls = [max(1, round(min_run_time / SAMPLES / t.timeit(2).median)) for t in timers]
+    times: list[list[float]] = [[] for _ in timers]
+    for i in range(SAMPLES):
+        for first in range(0, len(timers), 2):
+            for k in (first, first + 1) if i % 2 == 0 else (first + 1, first):
+                times[k].append(timers[k].timeit(calls[k]).median * 1e3)
+    return times
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
 @dataclass
 class ReluCost:
     id: str
     format: str
-    plain_ms: float
+    plain_ms: float  # medians over the samples
     fused_ms: float
     torch_plain_ms: float
     torch_fused_ms: float
+    cost: float  # how much longer the fused call takes: 0.03 is 3 % longer
+    torch_cost: float  # the same for torch's conv + relu_ against its conv
+    plain_ratio: float  # torch / fastcnn, plain convs
+    fused_ratio: float  # torch / fastcnn, conv + ReLU
     others_cores: float
-
-    @property
-    def cost(self) -> float:
-        """How much longer the fused call takes, as a fraction (0.03: 3 % longer)."""
-        return self.fused_ms / self.plain_ms - 1.0
-
-    @property
-    def plain_ratio(self) -> float:
-        return self.torch_plain_ms / self.plain_ms
-
-    @property
-    def fused_ratio(self) -> float:
-        return self.torch_fused_ms / self.fused_ms
 
 
 def relu_cost(s: ConvShape, fmt: str, min_run_time: float, quiet: QuietPolicy) -> ReluCost:
@@ -681,17 +699,27 @@ def relu_cost(s: ConvShape, fmt: str, min_run_time: float, quiet: QuietPolicy) -
     args = (t["x"], t["w"], t["b"], s.stride, s.pad)
     plain = partial(fastcnn.ops.conv2d, *args, 1, s.groups)
     fused = partial(plain, activation="relu")  # the same tensors, ReLU fused
-    fns = (plain, fused, partial(F.conv2d, *args, groups=s.groups))
-    fns += (partial(_torch_conv_relu, *args, s.groups),)
-    times, others, _ = quiet.measure(partial(time_rounds, fns, min_run_time))
-    return ReluCost(s.id, fmt, *times, others)
+    theirs = (partial(F.conv2d, *args, groups=s.groups), partial(_torch_conv_relu, *args, s.groups))
+    # Four functions: the same time budget as a row's two sides.
+    samples, others, _ = quiet.measure(partial(time_pairs, ((plain, fused), theirs), min_run_time))
+    p, f, tp, tf = samples
+    return ReluCost(
+        s.id,
+        fmt,
+        *(statistics.median(x) for x in samples),
+        cost=median_ratio(f, p) - 1.0,
+        torch_cost=median_ratio(tf, tp) - 1.0,
+        plain_ratio=median_ratio(tp, p),
+        fused_ratio=median_ratio(tf, f),
+        others_cores=others,
+    )
 
 
 def relu_cost_lines(costs: list[ReluCost]) -> list[str]:
     lines = [
         f"# fused ReLU cost {c.id:<4} {c.format:<13} {c.plain_ms:8.3f} -> {c.fused_ms:8.3f} ms "
-        f"{100 * c.cost:+6.1f} %  torch/fc plain {c.plain_ratio:5.2f} fused {c.fused_ratio:5.2f}"
-        f"  others {c.others_cores:.2f}"
+        f"{100 * c.cost:+6.1f} % (torch {100 * c.torch_cost:+5.1f} %)  torch/fc plain "
+        f"{c.plain_ratio:5.2f} fused {c.fused_ratio:5.2f}  others {c.others_cores:.2f}"
         for c in costs
     ]
     within = sum(c.cost <= 0.03 for c in costs)
@@ -918,6 +946,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": THREADS,
             "min_run_time_s": min_run_time,
             "rounds": ROUNDS,
+            "fused_relu_samples": SAMPLES,
             "retries": retries,
             "contended_cores": CONTENDED,
             "malloc": malloc,
@@ -927,15 +956,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "protocol": protocol,
             "ceilings": ceilings.as_dict(),
-            "fused_relu_cost": [
-                {
-                    **asdict(c),
-                    "cost": c.cost,
-                    "plain_ratio": c.plain_ratio,
-                    "fused_ratio": c.fused_ratio,
-                }
-                for c in costs
-            ],
+            "fused_relu_cost": [asdict(c) for c in costs],
         }
         write_json(args.json, report, rows)
     return 1 if failed else 0
