@@ -64,7 +64,8 @@ def _dtype_and_device(op: str, name: str, t: torch.Tensor) -> None:
 
 def same_kind(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     """``t`` has the dtype and device of ``ref``."""
-    if not (t.is_cpu and ref.is_cpu) and t.device != ref.device:  # is_cpu: 4x cheaper
+    # Two is_cpu reads cost a quarter of comparing devices, which builds two device objects.
+    if not (t.is_cpu and ref.is_cpu) and t.device != ref.device:
         raise ValueError(
             f"{op}: {name} must be on the device of {ref_name} ({ref.device}), got {t.device}"
         )

@@ -46,8 +46,7 @@ def conv2d_output(input: torch.Tensor, weight: torch.Tensor, stride, pad_begin, 
     """The forward output, uninitialized: its shape checked by ``conv2d_output_shape``,
     channels_last when the input or the weight is (as torch on the CPU)."""
     shape = conv2d_output_shape(input.shape, weight.shape, stride, pad_begin, pad_end, dilation)
-    channels_last = is_channels_last(input) or is_channels_last(weight)
-    return empty(shape, input, torch.channels_last if channels_last else torch.contiguous_format)
+    return empty(shape, input, memory_format(is_channels_last(input) or is_channels_last(weight)))
 
 
 def pool2d_output_shape(input_size: Sequence, kernel_size, stride, padding, dilation, ceil_mode):
