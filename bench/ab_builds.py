@@ -17,7 +17,7 @@ Usage::
 
 The kernels are called through the bindings as ``fastcnn.ops`` calls them, without the
 Python layer's own choices (the NCHW weight gradient's channels_last copies). Each build's
-result is checked against torch before it is timed, as bench_cpu.py checks its rows; both
+result is checked against torch's before it is timed, as bench_cpu.py checks its rows; both
 builds must take the same binding arguments.
 """
 
@@ -35,7 +35,6 @@ from types import ModuleType
 import bench_cpu
 import steady_malloc
 import torch
-import torch.nn.functional as F
 
 from fastcnn.ops._boundary import _C, capsule, workspace
 
@@ -81,23 +80,17 @@ def kernel_call(module: ModuleType, op: str, s: bench_cpu.ConvShape, t: dict) ->
 
 
 def reference(op: str, s: bench_cpu.ConvShape, t: dict) -> torch.Tensor:
-    x, w, b, dy = (t[k].double() for k in ("x", "w", "b", "dy"))
+    """torch's result for pass ``op``, as bench_cpu.py checks its rows against."""
     if op in ("conv fwd", "conv+bias+relu"):
-        y = F.conv2d(x, w, b, s.stride, s.pad, 1, s.groups)
-        return y.relu() if op == "conv+bias+relu" else y
-    stride, pad = [s.stride] * 2, [s.pad] * 2
-    mask = [op == "conv bwd-data", op == "conv bwd-weight", False]
-    grads = torch.ops.aten.convolution_backward(
-        dy, x, w, None, stride, pad, [1, 1], False, [0, 0], s.groups, mask
-    )
-    return grads[0] if op == "conv bwd-data" else grads[1]
+        return bench_cpu.torch_forward(s, t, relu=op == "conv+bias+relu")()
+    return bench_cpu.torch_backward(s, t, "input" if op == "conv bwd-data" else "weight")()
 
 
 def compare(base: ModuleType, s: bench_cpu.ConvShape, fmt: str, op: str, min_run_time: float):
     t = bench_cpu._conv_tensors(s, fmt)
     conv_pass = next(p for p in bench_cpu.CONV_PASSES if p.op == op)
     bound = bench_cpu.WINOGRAD_BOUND if conv_pass.winograd(s) else 0.0
-    want = reference(op, s, t).float()
+    want = reference(op, s, t)
     calls = (kernel_call(base, op, s, t), kernel_call(_C, op, s, t))
     for call in calls:
         bench_cpu.check(call(), want, conv_pass.reduction(s), bound)

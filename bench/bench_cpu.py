@@ -444,17 +444,50 @@ def _torch_conv_relu(x, w, b, stride: int, pad: int, groups: int) -> torch.Tenso
     return torch.relu_(F.conv2d(x, w, b, stride, pad, 1, groups))
 
 
+def torch_forward(s: ConvShape, t: dict[str, torch.Tensor], relu: bool) -> Fn:
+    """torch's forward on tensors ``t`` (``_conv_tensors``): conv, then an in-place ReLU."""
+    return partial(
+        _torch_conv_relu if relu else F.conv2d,
+        t["x"],
+        t["w"],
+        t["b"],
+        s.stride,
+        s.pad,
+        groups=s.groups,
+    )
+
+
+def torch_backward(s: ConvShape, t: dict[str, torch.Tensor], grad: str) -> Fn:
+    """The ``aten.convolution_backward`` call autograd makes when only the ``grad``
+    ("input" or "weight") gradient is needed, on tensors ``t``."""
+    mask = [grad == "input", grad == "weight", False]
+    aten = partial(
+        torch.ops.aten.convolution_backward,
+        t["dy"],
+        t["x"],
+        t["w"],
+        None,
+        [s.stride] * 2,
+        [s.pad] * 2,
+        [1, 1],
+        False,
+        [0, 0],
+        s.groups,
+        mask,
+    )
+    index = 0 if grad == "input" else 1
+    return lambda: aten()[index]
+
+
 def _build_forward(s: ConvShape, fmt: str, relu: bool) -> tuple[Fn, Fn]:
     t = _conv_tensors(s, fmt)
     args = (t["x"], t["w"], t["b"], s.stride, s.pad, 1, s.groups)
     fast = partial(fastcnn.ops.conv2d, *args, activation="relu" if relu else None)
-    ref = partial(_torch_conv_relu if relu else F.conv2d, *args[:5], groups=s.groups)
-    return fast, ref
+    return fast, torch_forward(s, t, relu)
 
 
 def _build_backward(s: ConvShape, fmt: str, grad: str) -> tuple[Fn, Fn]:
-    """``grad`` is "input" or "weight": fastcnn's backward op against the
-    ``aten.convolution_backward`` call autograd makes when only that gradient is needed."""
+    """``grad`` is "input" or "weight": fastcnn's backward op against torch_backward."""
     t = _conv_tensors(s, fmt)
     x, w, dy = t["x"], t["w"], t["dy"]
     geometry = ([s.stride] * 2, [s.pad] * 2, [s.pad] * 2, [1, 1], s.groups)
@@ -467,23 +500,7 @@ def _build_backward(s: ConvShape, fmt: str, grad: str) -> tuple[Fn, Fn]:
         fast = partial(
             torch.ops.fastcnn.conv2d_backward_weight, dy, x, w.shape, channels_last, *geometry
         )
-    mask = [grad == "input", grad == "weight", False]
-    aten = partial(
-        torch.ops.aten.convolution_backward,
-        dy,
-        x,
-        w,
-        None,
-        [s.stride] * 2,
-        [s.pad] * 2,
-        [1, 1],
-        False,
-        [0, 0],
-        s.groups,
-        mask,
-    )
-    index = 0 if grad == "input" else 1
-    return fast, lambda: aten()[index]
+    return fast, torch_backward(s, t, grad)
 
 
 CONV_PASSES = (

@@ -42,16 +42,6 @@ def _route(tensors) -> bool | None:
     return grad and torch.is_grad_enabled()
 
 
-def _by_device(cpu: Callable, cuda: Callable) -> Callable:
-    """One implementation that runs ``cuda`` for CUDA tensors (every op's first argument is a
-    tensor on the op's device) and ``cpu`` otherwise."""
-
-    def run(*args):
-        return (cuda if args[0].is_cuda else cpu)(*args)
-
-    return run
-
-
 def _leading_tensors(schema) -> int:
     """How many arguments the schema's tensors take, all of them first: ``_route`` reads
     only those (a third of a conv2d call's route check went on its six geometry values)."""
@@ -80,20 +70,20 @@ class Op:
         )(impl)
         self._custom_op.register_fake(fake)
         self._tensors = _leading_tensors(self._custom_op._opoverload._schema)
-        self._impl = self._cpu = self._cuda = impl
+        self._cpu = self._cuda = impl
         if cuda is not None:
             self._custom_op.register_kernel("cuda", cuda)
-            self._impl, self._cuda = _by_device(impl, cuda), cuda
+            self._cuda = cuda
         self._function: type[torch.autograd.Function] | None = None
 
     def register_autograd(self, backward: Callable, setup_context: Callable) -> None:
         self._custom_op.register_autograd(backward, setup_context=setup_context)
-        impl = self._impl
+        run = self._run
 
         # forward(ctx, ...) rather than a separate setup_context: with the latter,
         # Function.apply binds arguments through inspect.signature on every call (~30 us).
         def forward(ctx, *args):
-            output = impl(*args)
+            output = run(args)
             setup_context(ctx, args, output)
             return output
 
@@ -121,5 +111,9 @@ class Op:
             return self._custom_op(*args)
         if needs_grad and self._function is not None:
             return self._function.apply(*args)
-        # The device's implementation itself: one Python frame fewer than ``_impl``.
+        return self._run(args)
+
+    def _run(self, args: tuple):
+        """The implementation for the device of ``args``: ``cuda`` for CUDA tensors (every
+        op's first argument is a tensor on the op's device), ``impl`` otherwise."""
         return (self._cuda if args[0].is_cuda else self._cpu)(*args)
