@@ -441,15 +441,21 @@ _ISA_CHECK = textwrap.dedent(
     geometries = [
         (3, 2, 1, 1, False), (2, 2, 0, 1, False), (3, 1, 1, 1, False), (3, 3, 1, 1, True),
         ((3, 2), (2, 1), (1, 0), (1, 2), True), ((2, 3), (1, 2), (1, 1), (2, 1), True),
+        (3, 2, 0, 1, True), (3, 2, (0, 1), 1, False),
     ]
     # 2x2/2 windows tile a 40 x 40 image: the NHWC backward stores instead of adding; one
     # image that large is split over threads by channels. The NCHW 2x2/2 backward writes
     # through: 37 outputs a row take vectors and an overlapping last one, 6 take the scalar
-    # loop; odd H and W leave a row and a column outside every window.
+    # loop; odd H and W leave a row and a column outside every window. The NCHW 3x3/2
+    # backward gathers by vectors of outputs: 64 columns give 32 or 31 outputs a row (whole
+    # vectors and one short of them), 4 columns fewer outputs than a vector; 4500 columns
+    # take the general backward (more outputs a row than its buffers hold).
     torch.set_num_threads(2)
     layouts = [
         (torch.contiguous_format, (2, 3, 9, 75)),
         (torch.contiguous_format, (2, 3, 9, 13)),
+        (torch.contiguous_format, (1, 2, 6, 64)),
+        (torch.contiguous_format, (1, 2, 5, 4)),
         (torch.contiguous_format, (1, 1, 3, 4500)),
         (torch.channels_last, (2, 83, 7, 9)),
         (torch.channels_last, (1, 83, 40, 40)),
@@ -517,7 +523,7 @@ def _run_under_isa(code: str, isa: str) -> dict:
 @pytest.mark.parametrize("isa", ISAS)
 def test_every_isa_matches_torch(isa):
     result = _run_under_isa(_ISA_CHECK, isa)
-    assert result["checked"] == 2 * 5 * 5 * 6 * 2
+    assert result["checked"] == 2 * 7 * 5 * 8 * 2
 
 
 def _backward_args(x, grad, indices, grad_input, geometry=((2, 2), (2, 2), (0, 0), (1, 1), False)):

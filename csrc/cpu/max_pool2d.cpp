@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
 
 #include "cpu/checks.h"
 #include "cpu/isa_select.h"
@@ -183,6 +184,15 @@ void zero_rows(const PoolGeom& g, T* dx, int64_t n, int64_t h0, int64_t h1, int6
     std::memset(image + i * g.C + c0, 0, sizeof(T) * (c1 - c0));
 }
 
+// The Plane3x3s2 of the geometry when its windows are 3x3 with stride 2 and no dilation and
+// its rows fit the kernel's buffers.
+std::optional<Plane3x3s2> plane_3x3s2(const PoolGeom& g, const Pool2dParams& p) {
+  for (int i = 0; i < 2; ++i)
+    if (p.kernel[i] != 3 || p.stride[i] != 2 || p.dilation[i] != 1) return std::nullopt;
+  if (g.Wo > kMaxRow3x3) return std::nullopt;
+  return Plane3x3s2{g.H, g.W, g.Ho, g.Wo, p.padding[0], p.padding[1], g.prefetch};
+}
+
 // Whether the windows cover every input element exactly once.
 bool windows_tile(const PoolGeom& g, const Pool2dParams& p) {
   return p.kernel[0] == p.stride[0] && p.kernel[1] == p.stride[1] && p.padding[0] == 0 &&
@@ -258,6 +268,14 @@ void backward_recomputed(const PoolGeom& g, const Pool2dParams& p, const T* dy, 
                                 dxp + 2 * oh * g.W);
       // An odd last row lies in no window.
       std::memset(dxp + 2 * g.Ho * g.W, 0, sizeof(T) * (g.H - 2 * g.Ho) * g.W);
+    });
+    return;
+  }
+  if (const std::optional<Plane3x3s2> plane = plane_3x3s2(g, p)) {
+    for_each_plane(g, threads, [&](int64_t n, int64_t c) {
+      k.nchw_plane_backward_3x3s2(x + n * g.xs[0] + c * g.xs[1], *plane,
+                                  dy + n * g.ys[0] + c * g.ys[1], g.ys[2],
+                                  dx + n * g.xs[0] + c * g.xs[1]);
     });
     return;
   }

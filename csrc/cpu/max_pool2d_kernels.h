@@ -22,6 +22,14 @@ struct RowWindows {
   bool prefetch;  // the NCHW kernels ask for rows ahead: the input is too large to stay cached
 };
 
+// One NCHW plane pooled by 3x3 windows with stride 2 and no dilation (the ResNet stem's
+// pool), padding 0 or 1 per dimension, at most kMaxRow3x3 outputs a row.
+struct Plane3x3s2 {
+  int64_t H, W, Ho, Wo, pad_h, pad_w;
+  bool prefetch;  // as RowWindows::prefetch
+};
+constexpr int64_t kMaxRow3x3 = 512;
+
 template <typename T>
 struct MaxPoolKernels {
   // NCHW: outputs ow in [ow0, ow1) of one row of one plane (row stride W, column stride 1).
@@ -47,6 +55,10 @@ struct MaxPoolKernels {
   // whole, columns [0, W).
   void (*nchw_row_2x2)(const T* x, int64_t W, int64_t Wo, T* y);
   void (*nchw_row_backward_2x2)(const T* x, int64_t W, int64_t Wo, const T* dy, T* dx);
+  // The backward of one Plane3x3s2 with the argmax recomputed from x: writes every element
+  // of dx (rows W apart) once. dy's rows lie dy_row apart.
+  void (*nchw_plane_backward_3x3s2)(const T* x, const Plane3x3s2& g, const T* dy, int64_t dy_row,
+                                    T* dx);
 };
 
 struct MaxPoolKernelSet {

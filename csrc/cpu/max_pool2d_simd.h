@@ -641,10 +641,138 @@ void nchw_row_backward_2x2(const T* x0, int64_t W, int64_t Wo, const T* dy, T* d
   for (int64_t c = 2 * Wo; c < W; ++c) dx0[c] = dx1[c] = T(0);
 }
 
+// 3x3 stride-2 windows over NCHW planes, the backward. The general one zeroes the plane and
+// adds each output's gradient at its argmax, one element at a time, after a window walk
+// written for any geometry. This one finds an output row's argmax taps a vector at a time,
+// its three rows' taps unrolled, then writes each row of dx once, in order, gathering for
+// every element the gradients of the windows (at most two columns of at most two output
+// rows) whose argmax it is: no zeroing pass, no scattered adds.
+
+// An output row's argmax taps (r * 3 + s within the whole window, padding included) and
+// gradient, padded past the row with a tap that matches none and a zero gradient: the
+// gather reads up to two vectors past the row's end.
+template <typename T>
+struct TapRow {
+  using Index = typename PoolVec<T>::Index;
+  static constexpr int64_t kPad = 2 * PoolVec<T>::width + 2;
+  Index tap[kMaxRow3x3 + kPad];
+  T dy[kMaxRow3x3 + kPad];
+};
+
+// The taps of output row oh of the plane and a copy of its gradient row.
+template <typename T>
+void fill_tap_row(const T* plane, const Plane3x3s2& g, int64_t oh, const T* dy, TapRow<T>& out) {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  constexpr int64_t width = P::width;
+  constexpr T kLowest = -std::numeric_limits<T>::infinity();
+  const int64_t h0 = 2 * oh - g.pad_h;
+  const int64_t r0 = h0 < 0 ? -h0 : 0, r1 = std::min<int64_t>(3, g.H - h0);
+  if (g.prefetch)
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = plane + (h0 + r) * g.W;
+      prefetch_rows_ahead(row, row + g.W, g.W);
+    }
+  const typename P::I lanes = P::iota(2);
+  // The taps of the windows of outputs [j, j + width); c: the column of lane 0's first tap.
+  auto taps = [&](int64_t j, int64_t c, auto border) {
+    typename P::V best = P::set1(kLowest);
+    // A window that takes no value (all -inf) keeps its first tap inside the input.
+    typename P::I tap = P::iset1(static_cast<Index>(3 * r0));
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = plane + (h0 + r) * g.W;
+      for (int s = 0; s < 3; ++s) {
+        const typename P::V v =
+            load_tap<T, Step::Two, decltype(border)::value>(row, c + s, g.W, lanes);
+        const typename P::M take = P::takes(v, best);
+        best = P::select(take, v, best);
+        tap = P::iselect(take, P::iset1(static_cast<Index>(3 * r + s)), tap);
+      }
+    }
+    P::istore(out.tap + j, tap);
+    if (c < 0) {  // lane 0's first tap lies in the padding (its window starts at column -1)
+      T first[width];
+      P::store(first, best);
+      if (first[0] == kLowest) out.tap[j] = static_cast<Index>(3 * r0 + 1);
+    }
+  };
+  for (int64_t j = 0; j < g.Wo; j += width) {
+    const int64_t c = 2 * j - g.pad_w;
+    // A de-interleaving load reads 2 * width elements from its tap's column.
+    if (c >= 0 && c + 2 + 2 * width <= g.W)
+      taps(j, c, std::false_type{});
+    else
+      taps(j, c, std::true_type{});
+  }
+  std::copy(dy, dy + g.Wo, out.dy);
+  std::fill(out.tap + g.Wo, out.tap + g.Wo + TapRow<T>::kPad, Index{-1});
+  std::fill(out.dy + g.Wo, out.dy + g.Wo + TapRow<T>::kPad, T(0));
+}
+
+// Row ih of dx from its sources: the output rows whose windows cover it, each with the
+// window row r that ih is in them. line: room for 2 * kMaxRow3x3 + 2 * kPad elements.
+template <typename T>
+void gradient_row_3x3s2(const TapRow<T>* const* rows, const int64_t* r, int sources,
+                        const Plane3x3s2& g, T* line, T* dx) {
+  using P = PoolVec<T>;
+  using Index = typename P::Index;
+  constexpr int64_t width = P::width;
+  if (sources == 0) {
+    std::fill(dx, dx + g.W, T(0));
+    return;
+  }
+  // line[2 * ow + s] takes tap s of window ow: input column 2 * ow + s - pad_w. Even entries
+  // past 0 take tap 2 of one window and tap 0 of the next, odd ones tap 1. The sums run in
+  // the order of the windows (rows, then columns), as torch's and the general backward's.
+  auto gathered = [&](const TapRow<T>& row, int64_t j, Index tap) {
+    return P::select(P::ieq(P::iload(row.tap + j), P::iset1(tap)), P::load(row.dy + j), P::zero());
+  };
+  line[0] = 0;
+  for (int i = 0; i < sources; ++i)
+    if (rows[i]->tap[0] == 3 * r[i]) line[0] += rows[i]->dy[0];
+  for (int64_t j = 0; 2 * j + 1 < g.W + g.pad_w; j += width) {
+    typename P::V odd = P::zero(), even = P::zero();
+    for (int i = 0; i < sources; ++i) {
+      const Index t = static_cast<Index>(3 * r[i]);
+      odd = P::add(odd, gathered(*rows[i], j, t + 1));
+      even = P::add(P::add(even, gathered(*rows[i], j, t + 2)), gathered(*rows[i], j + 1, t));
+    }
+    P::store_interleaved(line + 2 * j + 1, odd, even);
+  }
+  std::copy(line + g.pad_w, line + g.pad_w + g.W, dx);
+}
+
+template <typename T>
+void nchw_plane_backward_3x3s2(const T* x, const Plane3x3s2& g, const T* dy, int64_t dy_row,
+                               T* dx) {
+  TapRow<T> rows[2];  // output rows oh - 1 and oh at rows[(oh - 1) % 2] and rows[oh % 2]
+  alignas(64) T line[2 * kMaxRow3x3 + 2 * TapRow<T>::kPad];
+  int64_t ready = 0;  // output rows [0, ready) have their taps
+  for (int64_t ih = 0; ih < g.H; ++ih) {
+    // Window row r of output row oh is input row 2 * oh - pad_h + r.
+    const TapRow<T>* sources[2];
+    int64_t r[2];
+    int count = 0;
+    const int64_t top = ih + g.pad_h;
+    for (int64_t oh = top / 2 - (top % 2 ? 0 : 1); oh <= top / 2; ++oh) {
+      if (oh < 0 || oh >= g.Ho) continue;
+      for (; ready <= oh; ++ready) fill_tap_row(x, g, ready, dy + ready * dy_row, rows[ready % 2]);
+      sources[count] = &rows[oh % 2];
+      r[count++] = top - 2 * oh;
+    }
+    gradient_row_3x3s2(sources, r, count, g, line, dx + ih * g.W);
+  }
+}
+
 template <typename T>
 MaxPoolKernels<T> max_pool2d_kernels_for() {
-  return {&nchw_row<T>,          &nchw_row_backward<T>, &nhwc_row<T>,
-          &nhwc_row_backward<T>, &nchw_row_2x2<T>,      &nchw_row_backward_2x2<T>};
+  return {&nchw_row<T>,
+          &nchw_row_backward<T>,
+          &nhwc_row<T>,
+          &nhwc_row_backward<T>,
+          &nchw_row_2x2<T>,
+          &nchw_row_backward_2x2<T>,
+          &nchw_plane_backward_3x3s2<T>};
 }
 
 }  // namespace
