@@ -105,6 +105,7 @@ int driver_version() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastcnn's compiled kernels. Use fastcnn.ops; these take DLPack capsules.";
   m.attr("__version__") = FASTCNN_VERSION;
+  m.attr("max_pool2d_offsets_max_row") = fastcnn::cpu::kMaxPoolOffsetsRow;
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {

@@ -12,6 +12,9 @@ Workspace = Capsule | Callable[[int], Capsule]
 __version__: str
 cuda_compiled: bool
 cuda_archs: str
+# The most outputs a row of 3x3 stride-2 max pooling may have for the forward to keep window
+# offsets (max_pool2d_forward's uint8 indices).
+max_pool2d_offsets_max_row: int
 
 def isa() -> str: ...
 def advise_huge_pages(address: int, nbytes: int) -> bool: ...

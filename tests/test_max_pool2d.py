@@ -40,6 +40,12 @@ GEOMETRIES = [
 ]
 
 # max_unpool2d knows no dilation, and needs an output size near its default.
+# As the op takes them: a geometry without window offsets, then the two with them.
+OFFSET_GEOMETRIES = [
+    ([3, 2], [2, 1], [1, 1], [1, 2], True),
+    ([3, 3], [2, 2], [1, 1], [1, 1], True),
+    ([2, 2], [2, 2], [0, 0], [1, 1], False),
+]
 UNPOOL_GEOMETRIES = [*GEOMETRIES[:3], ((3, 2), (2, 1), (1, 0), 1, False)]
 
 
@@ -274,17 +280,74 @@ class TestMaxPool2d:
         assert torch.autograd.gradcheck(fn, (x,))
 
     @pytest.mark.parametrize("return_indices", [False, True])
+    @pytest.mark.parametrize("keep_offsets", [False, True])
     @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-    def test_opcheck(self, return_indices, layout):
+    @pytest.mark.parametrize("geometry", OFFSET_GEOMETRIES)
+    def test_opcheck(self, return_indices, keep_offsets, layout, geometry):
         x = _layout(torch.randn(2, 3, 7, 8), layout).requires_grad_()
-        geometry = ([3, 2], [2, 1], [1, 1], [1, 2], True)
-        torch.library.opcheck(torch.ops.fastcnn.max_pool2d.default, (x, *geometry, return_indices))
-        out, idx = torch.ops.fastcnn.max_pool2d(x.detach(), *geometry, True)
+        args = (*geometry, return_indices, keep_offsets)
+        torch.library.opcheck(torch.ops.fastcnn.max_pool2d.default, (x, *args))
+        out, saved = torch.ops.fastcnn.max_pool2d(x.detach(), *args)
         grad = torch.randn_like(out)
-        indices = idx if return_indices else None
+        indices = saved if saved.dim() == 4 else None
         torch.library.opcheck(
             torch.ops.fastcnn.max_pool2d_backward.default, (grad, x.detach(), indices, *geometry)
         )
+
+    @pytest.mark.parametrize("geometry", OFFSET_GEOMETRIES)
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+    @pytest.mark.parametrize("size", [(7, 8), (8, 9), (2, 2), (3, 3), (9, 40)])
+    def test_window_offsets(self, geometry, layout, size):
+        """Offsets are kept exactly where the kernels have them (NCHW; 2x2/2 windows that
+        tile the input, 3x3/2 windows), each the argmax tap of its window as torch's indices
+        give it; the backward through them equals the one that recomputes the argmax."""
+        k, s, p, d, ceil = geometry
+        x = _layout(torch.randint(0, 4, (2, 3, *size)).float(), layout)  # ties
+        if _pool_size(size[0], k[0], s[0], p[0], d[0], ceil) < 1:
+            pytest.skip("empty output")
+        out, offsets = torch.ops.fastcnn.max_pool2d(x, *geometry, False, True)
+        t_out, t_idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+        torch.testing.assert_close(out, t_out, rtol=0, atol=0)
+        ho, wo = out.shape[2:]
+        tiles = k == [2, 2] and p == [0, 0] and 2 * ho <= size[0] and 2 * wo <= size[1]
+        if layout == "channels_last" or s != [2, 2] or not (tiles or k == [3, 3]):
+            assert offsets.numel() == 0
+            return
+        assert offsets.dtype == torch.uint8 and offsets.shape == out.shape
+        rows = torch.arange(ho).view(ho, 1) * s[0] - p[0]
+        cols = torch.arange(wo).view(1, wo) * s[1] - p[1]
+        taps = (t_idx // size[1] - rows) * k[1] + (t_idx % size[1] - cols)
+        torch.testing.assert_close(offsets.long(), taps, rtol=0, atol=0)
+        grad = torch.randn_like(out)
+        through = torch.ops.fastcnn.max_pool2d_backward(grad, x, offsets, *geometry)
+        recomputed = torch.ops.fastcnn.max_pool2d_backward(grad, x, None, *geometry)
+        torch.testing.assert_close(through, recomputed, rtol=0, atol=0)
+
+    @pytest.mark.parametrize(
+        "geometry, at, value, why",
+        [
+            (OFFSET_GEOMETRIES[1], (0, 0, 1, 1), 9, "no tap of a 3x3 window"),
+            (OFFSET_GEOMETRIES[1], (0, 0, 0, 2), 1, "the padding row above the input"),
+            (OFFSET_GEOMETRIES[1], (0, 0, 1, 0), 3, "the padding column left of the input"),
+            (OFFSET_GEOMETRIES[1], (0, 0, 3, 1), 7, "the padding row below the input"),
+            (OFFSET_GEOMETRIES[2], (1, 2, 2, 3), 4, "no tap of a 2x2 window"),
+        ],
+    )
+    def test_bad_window_offsets(self, geometry, at, value, why):
+        """Offsets that name no tap inside the input are refused, not followed."""
+        x = torch.randn(2, 3, 7, 8)
+        out, offsets = torch.ops.fastcnn.max_pool2d(x, *geometry, False, True)
+        offsets[at] = value
+        with pytest.raises(ValueError, match="window offsets must name a tap"):
+            torch.ops.fastcnn.max_pool2d_backward(torch.ones_like(out), x, offsets, *geometry)
+
+    def test_offsets_only_where_kept(self):
+        x = torch.randn(1, 2, 6, 6)
+        offsets = torch.zeros(1, 2, 6, 6, dtype=torch.uint8)
+        with pytest.raises(ValueError, match="window offsets .* are kept only for"):
+            torch.ops.fastcnn.max_pool2d_backward(
+                torch.ones(1, 2, 6, 6), x, offsets, [3, 3], [1, 1], [1, 1], [1, 1], False
+            )
 
     @pytest.mark.parametrize("return_indices", [False, True])
     def test_compile(self, return_indices):
@@ -449,7 +512,9 @@ _ISA_CHECK = textwrap.dedent(
     # loop; odd H and W leave a row and a column outside every window. The NCHW 3x3/2
     # backward gathers by vectors of outputs: 64 columns give 32 or 31 outputs a row (whole
     # vectors and one short of them), 4 columns fewer outputs than a vector; 4500 columns
-    # take the general backward (more outputs a row than its buffers hold).
+    # take the general backward (more outputs a row than its buffers hold). With a gradient
+    # needed, NCHW 2x2/2 and 3x3/2 windows keep offsets for the backward; every backward is
+    # also run recomputing the argmax.
     torch.set_num_threads(2)
     layouts = [
         (torch.contiguous_format, (2, 3, 9, 75)),
@@ -460,6 +525,8 @@ _ISA_CHECK = textwrap.dedent(
         (torch.channels_last, (2, 83, 7, 9)),
         (torch.channels_last, (1, 83, 40, 40)),
     ]
+    def pair(v):
+        return [v, v] if isinstance(v, int) else list(v)
     def values(kind, shape, dtype):
         x = torch.randn(shape, dtype=dtype)
         if kind == "ties":
@@ -497,6 +564,11 @@ _ISA_CHECK = textwrap.dedent(
                         gx, = torch.autograd.grad(out, xi, grad)
                         torch.testing.assert_close(gx, t_gx)
                         assert gx.is_contiguous(memory_format=fmt)
+                        if not return_indices:  # the argmax recomputed, no offsets kept
+                            gx = torch.ops.fastcnn.max_pool2d_backward(
+                                grad, x, None, *(pair(v) for v in (k, s, p, d)), ceil
+                            )
+                            torch.testing.assert_close(gx, t_gx)
                         checked += 1
     print(json.dumps({"isa": fastcnn.info()["isa"], "checked": checked}))
     """

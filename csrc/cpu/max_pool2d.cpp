@@ -71,7 +71,8 @@ PoolGeom validate(const char* op, const char* in_name, const TensorView& x, cons
   check_sizes(op, out_name, y, {g.N, g.C, g.Ho, g.Wo});
   if (indices) {
     check_cpu(op, "indices", *indices);
-    FASTCNN_CHECK_TYPE(indices->dtype == DType::Int64, op, ": indices must be int64, got ",
+    FASTCNN_CHECK_TYPE(indices->dtype == DType::Int64 || indices->dtype == DType::UInt8, op,
+                       ": indices must be int64 (plane positions) or uint8 (window offsets), got ",
                        dtype_name(indices->dtype));
     check_sizes(op, "indices", *indices, {g.N, g.C, g.Ho, g.Wo});
     FASTCNN_CHECK(dense_strides_4d(op, "indices", *indices) == g.ys, op,
@@ -139,10 +140,53 @@ bool windows_2x2(const PoolGeom& g, const Pool2dParams& p) {
   return 2 * g.Ho <= g.H && 2 * g.Wo <= g.W;
 }
 
+// The Plane3x3s2 of the geometry when its windows are 3x3 with stride 2 and no dilation and
+// its rows fit the kernel's buffers.
+std::optional<Plane3x3s2> plane_3x3s2(const PoolGeom& g, const Pool2dParams& p) {
+  for (int i = 0; i < 2; ++i)
+    if (p.kernel[i] != 3 || p.stride[i] != 2 || p.dilation[i] != 1) return std::nullopt;
+  if (g.Wo > kMaxRow3x3) return std::nullopt;
+  return Plane3x3s2{g.H, g.W, g.Ho, g.Wo, p.padding[0], p.padding[1], g.prefetch};
+}
+
+// Whether the forward can keep window offsets for the backward: planes with contiguous rows
+// (NCHW, or channels_last with one channel) and 2x2 stride-2 windows that tile them or
+// Plane3x3s2 windows. Their backward then reads one byte per output instead of the whole
+// input (P1: 1.6 MB against 25.7).
+bool keeps_offsets(const PoolGeom& g, const Pool2dParams& p) {
+  return g.xs[3] == 1 && g.ys[3] == 1 && (windows_2x2(g, p) || plane_3x3s2(g, p));
+}
+
+// The window offsets of a forward or backward call, checked against the geometry: null
+// without them (no indices, or int64 indices).
+const TensorView* offsets_of(const char* op, const TensorView* indices, const PoolGeom& g,
+                             const Pool2dParams& p) {
+  if (!indices || indices->dtype != DType::UInt8) return nullptr;
+  FASTCNN_CHECK(keeps_offsets(g, p), op,
+                ": window offsets (uint8 indices) are kept only for NCHW inputs with 2x2 stride-2 "
+                "windows that tile the input or 3x3 stride-2 windows with at most ",
+                kMaxRow3x3, " outputs a row");
+  return indices;
+}
+
 template <typename T>
 void forward(const PoolGeom& g, const Pool2dParams& p, const T* x, T* y, int64_t* idx,
-             int threads) {
+             uint8_t* offsets, int threads) {
   const MaxPoolKernels<T>& k = kernels<T>();
+  if (offsets) {  // keeps_offsets holds
+    const std::optional<Plane3x3s2> plane = plane_3x3s2(g, p);
+    for_each_plane(g, threads, [&](int64_t n, int64_t c) {
+      const T* xp = x + n * g.xs[0] + c * g.xs[1];
+      for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        const int64_t o = n * g.ys[0] + c * g.ys[1] + oh * g.ys[2];
+        if (plane)
+          k.nchw_row_3x3s2(xp, *plane, oh, y + o, offsets + o);
+        else
+          k.nchw_row_2x2(xp + 2 * oh * g.W, g.W, g.Wo, y + o, offsets + o);
+      }
+    });
+    return;
+  }
   if (g.channels_last) {
     for_each_channel_range(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
       for (int64_t oh = 0; oh < g.Ho; ++oh) {
@@ -158,7 +202,7 @@ void forward(const PoolGeom& g, const Pool2dParams& p, const T* x, T* y, int64_t
       const T* xp = x + n * g.xs[0] + c * g.xs[1];
       T* yp = y + n * g.ys[0] + c * g.ys[1];
       for (int64_t oh = 0; oh < g.Ho; ++oh)
-        k.nchw_row_2x2(xp + 2 * oh * g.W, g.W, g.Wo, yp + oh * g.ys[2]);
+        k.nchw_row_2x2(xp + 2 * oh * g.W, g.W, g.Wo, yp + oh * g.ys[2], nullptr);
     });
     return;
   }
@@ -182,15 +226,6 @@ void zero_rows(const PoolGeom& g, T* dx, int64_t n, int64_t h0, int64_t h1, int6
   }
   for (int64_t i = h0 * g.W; i < h1 * g.W; ++i)
     std::memset(image + i * g.C + c0, 0, sizeof(T) * (c1 - c0));
-}
-
-// The Plane3x3s2 of the geometry when its windows are 3x3 with stride 2 and no dilation and
-// its rows fit the kernel's buffers.
-std::optional<Plane3x3s2> plane_3x3s2(const PoolGeom& g, const Pool2dParams& p) {
-  for (int i = 0; i < 2; ++i)
-    if (p.kernel[i] != 3 || p.stride[i] != 2 || p.dilation[i] != 1) return std::nullopt;
-  if (g.Wo > kMaxRow3x3) return std::nullopt;
-  return Plane3x3s2{g.H, g.W, g.Ho, g.Wo, p.padding[0], p.padding[1], g.prefetch};
 }
 
 // Whether the windows cover every input element exactly once.
@@ -233,12 +268,15 @@ bool backward_indexed(const PoolGeom& g, const T* dy, const int64_t* idx, T* dx,
   return !bad_index.load();
 }
 
-// Without indices: the argmax is recomputed from x, with the forward's kernels and rules.
+// Without indices: the argmax is recomputed from x, with the forward's kernels and rules, or
+// read from the window offsets the forward kept (keeps_offsets holds); false if one of those
+// is no tap inside the input.
 template <typename T>
-void backward_recomputed(const PoolGeom& g, const Pool2dParams& p, const T* dy, const T* x, T* dx,
-                         int threads) {
+bool backward_windows(const PoolGeom& g, const Pool2dParams& p, const T* dy, const T* x,
+                      const uint8_t* offsets, T* dx, int threads) {
   const MaxPoolKernels<T>& k = kernels<T>();
-  if (g.channels_last) {
+  std::atomic<bool> valid{true};
+  if (g.channels_last && !offsets) {
     const bool tiles = windows_tile(g, p);
     for_each_channel_range(g, threads, [&](int64_t n, int64_t c0, int64_t c1) {
       // Rows are zeroed just before the first window that adds to them, so the adds find
@@ -256,28 +294,38 @@ void backward_recomputed(const PoolGeom& g, const Pool2dParams& p, const T* dy, 
       }
       zero_rows(g, dx, n, zeroed, g.H, c0, c1);
     });
-    return;
+    return true;
   }
+  // The plane (n, c) of x and of the offsets, when given.
+  auto plane_of = [&](int64_t n, int64_t c) { return x + n * g.xs[0] + c * g.xs[1]; };
+  auto plane_offsets = [&](int64_t n, int64_t c) {
+    return offsets ? offsets + n * g.ys[0] + c * g.ys[1] : nullptr;
+  };
   if (windows_2x2(g, p)) {
     for_each_plane(g, threads, [&](int64_t n, int64_t c) {
       T* dxp = dx + n * g.xs[0] + c * g.xs[1];
-      const T* xp = x + n * g.xs[0] + c * g.xs[1];
+      const T* xp = plane_of(n, c);
+      const uint8_t* off = plane_offsets(n, c);
       const T* dyp = dy + n * g.ys[0] + c * g.ys[1];
+      bool plane_valid = true;
       for (int64_t oh = 0; oh < g.Ho; ++oh)
-        k.nchw_row_backward_2x2(xp + 2 * oh * g.W, g.W, g.Wo, dyp + oh * g.ys[2],
-                                dxp + 2 * oh * g.W);
+        plane_valid &=
+            k.nchw_row_backward_2x2(xp + 2 * oh * g.W, off ? off + oh * g.ys[2] : nullptr, g.W,
+                                    g.Wo, dyp + oh * g.ys[2], dxp + 2 * oh * g.W);
       // An odd last row lies in no window.
       std::memset(dxp + 2 * g.Ho * g.W, 0, sizeof(T) * (g.H - 2 * g.Ho) * g.W);
+      if (!plane_valid) valid.store(false, std::memory_order_relaxed);
     });
-    return;
+    return valid.load();
   }
   if (const std::optional<Plane3x3s2> plane = plane_3x3s2(g, p)) {
     for_each_plane(g, threads, [&](int64_t n, int64_t c) {
-      k.nchw_plane_backward_3x3s2(x + n * g.xs[0] + c * g.xs[1], *plane,
-                                  dy + n * g.ys[0] + c * g.ys[1], g.ys[2],
-                                  dx + n * g.xs[0] + c * g.xs[1]);
+      if (!k.nchw_plane_backward_3x3s2(plane_of(n, c), plane_offsets(n, c), *plane,
+                                       dy + n * g.ys[0] + c * g.ys[1], g.ys[2],
+                                       dx + n * g.xs[0] + c * g.xs[1]))
+        valid.store(false, std::memory_order_relaxed);
     });
-    return;
+    return valid.load();
   }
   for_each_plane(g, threads, [&](int64_t n, int64_t c) {
     T* dxp = dx + n * g.xs[0] + c * g.xs[1];
@@ -287,19 +335,23 @@ void backward_recomputed(const PoolGeom& g, const Pool2dParams& p, const T* dy, 
       k.nchw_row_backward(xp, row_windows(g, p, oh), g.Wo,
                           dy + n * g.ys[0] + c * g.ys[1] + oh * g.ys[2], dxp);
   });
+  return true;
 }
 
 }  // namespace
 
 void max_pool2d_forward(const TensorView& input, const TensorView& output,
                         const TensorView* indices, const Pool2dParams& p, int threads) {
-  check_threads("max_pool2d", threads);
-  const PoolGeom g = validate("max_pool2d", "input", input, "output", output, indices, p);
-  int64_t* idx = indices ? indices->ptr<int64_t>() : nullptr;
+  const char* op = "max_pool2d";
+  check_threads(op, threads);
+  const PoolGeom g = validate(op, "input", input, "output", output, indices, p);
+  const TensorView* offsets = offsets_of(op, indices, g, p);
+  int64_t* idx = indices && !offsets ? indices->ptr<int64_t>() : nullptr;
+  uint8_t* off = offsets ? offsets->ptr<uint8_t>() : nullptr;
   if (input.dtype == DType::Float64)
-    forward(g, p, input.ptr<double>(), output.ptr<double>(), idx, threads);
+    forward(g, p, input.ptr<double>(), output.ptr<double>(), idx, off, threads);
   else
-    forward(g, p, input.ptr<float>(), output.ptr<float>(), idx, threads);
+    forward(g, p, input.ptr<float>(), output.ptr<float>(), idx, off, threads);
 }
 
 void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
@@ -313,14 +365,18 @@ void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
   FASTCNN_CHECK(dense_strides_4d(op, "grad_input", grad_input) == g.xs, op,
                 ": grad_input must have the shape and memory format of input");
   check_sizes(op, "grad_input", grad_input, {g.N, g.C, g.H, g.W});
+  const TensorView* offsets = offsets_of(op, indices, g, p);
   if (grad_input.numel() == 0) return;  // its pointer may be null: nothing to clear
-  if (indices == nullptr) {
-    if (input.dtype == DType::Float64)
-      backward_recomputed(g, p, grad_output.ptr<double>(), input.ptr<double>(),
-                          grad_input.ptr<double>(), threads);
-    else
-      backward_recomputed(g, p, grad_output.ptr<float>(), input.ptr<float>(),
-                          grad_input.ptr<float>(), threads);
+  if (indices == nullptr || offsets) {
+    const uint8_t* off = offsets ? offsets->ptr<uint8_t>() : nullptr;
+    const bool ok = input.dtype == DType::Float64
+                        ? backward_windows(g, p, grad_output.ptr<double>(), input.ptr<double>(),
+                                           off, grad_input.ptr<double>(), threads)
+                        : backward_windows(g, p, grad_output.ptr<float>(), input.ptr<float>(), off,
+                                           grad_input.ptr<float>(), threads);
+    FASTCNN_CHECK(ok, op,
+                  ": window offsets must name a tap of their window that lies inside the input, "
+                  "got one that does not");
     return;
   }
   const int64_t* idx = indices->ptr<int64_t>();

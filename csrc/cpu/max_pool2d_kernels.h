@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "fastcnn/ops.h"
+
 namespace fastcnn::cpu {
 
 // The windows of one output row: the input rows they cover that lie inside the input
@@ -23,12 +25,12 @@ struct RowWindows {
 };
 
 // One NCHW plane pooled by 3x3 windows with stride 2 and no dilation (the ResNet stem's
-// pool), padding 0 or 1 per dimension, at most kMaxRow3x3 outputs a row.
+// pool), padding 0 or 1 per dimension. The backward takes at most kMaxRow3x3 outputs a row.
 struct Plane3x3s2 {
   int64_t H, W, Ho, Wo, pad_h, pad_w;
   bool prefetch;  // as RowWindows::prefetch
 };
-constexpr int64_t kMaxRow3x3 = 512;
+constexpr int64_t kMaxRow3x3 = kMaxPoolOffsetsRow;
 
 template <typename T>
 struct MaxPoolKernels {
@@ -51,14 +53,19 @@ struct MaxPoolKernels {
                             int64_t Wo, int64_t out_stride, const T* dy, T* dx, bool tiles);
   // NCHW, 2x2 stride-2 windows without padding or dilation, one output row of a plane whose
   // rows are W elements long: x points at the row pair the windows cover. The forward writes
-  // y[0, Wo) (no indices); the backward recomputes the argmax and writes both rows of dx
-  // whole, columns [0, W).
-  void (*nchw_row_2x2)(const T* x, int64_t W, int64_t Wo, T* y);
-  void (*nchw_row_backward_2x2)(const T* x, int64_t W, int64_t Wo, const T* dy, T* dx);
-  // The backward of one Plane3x3s2 with the argmax recomputed from x: writes every element
-  // of dx (rows W apart) once. dy's rows lie dy_row apart.
-  void (*nchw_plane_backward_3x3s2)(const T* x, const Plane3x3s2& g, const T* dy, int64_t dy_row,
-                                    T* dx);
+  // y[0, Wo) and, when offsets is not null, each window's argmax tap there (row-major, 0-3).
+  // The backward takes the argmax from offsets when given (false if one is no tap), else
+  // recomputes it from x, and writes both rows of dx whole, columns [0, W).
+  void (*nchw_row_2x2)(const T* x, int64_t W, int64_t Wo, T* y, uint8_t* offsets);
+  bool (*nchw_row_backward_2x2)(const T* x, const uint8_t* offsets, int64_t W, int64_t Wo,
+                                const T* dy, T* dx);
+  // Plane3x3s2: the forward of output row oh (y[0, Wo)) with each window's argmax tap
+  // (r * 3 + s within the whole window) in offsets; the backward of a plane with the argmax
+  // from offsets (rows dy_row apart, as dy's; false if one is no tap inside the input) or,
+  // with null offsets, recomputed from x. It writes every element of dx (rows W apart) once.
+  void (*nchw_row_3x3s2)(const T* plane, const Plane3x3s2& g, int64_t oh, T* y, uint8_t* offsets);
+  bool (*nchw_plane_backward_3x3s2)(const T* x, const uint8_t* offsets, const Plane3x3s2& g,
+                                    const T* dy, int64_t dy_row, T* dx);
 };
 
 struct MaxPoolKernelSet {

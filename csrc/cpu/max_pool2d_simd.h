@@ -588,80 +588,124 @@ int argmax_2x2(const T (&x)[4]) {
   return tap;
 }
 
+// Window offsets (uint8 taps) to and from index lanes.
 template <typename T>
-void nchw_row_2x2(const T* x0, int64_t W, int64_t Wo, T* y) {
+typename PoolVec<T>::I load_offsets(const uint8_t* offsets) {
+  typename PoolVec<T>::Index lanes[PoolVec<T>::width];
+  std::copy(offsets, offsets + PoolVec<T>::width, lanes);
+  return PoolVec<T>::iload(lanes);
+}
+template <typename T>
+void store_offsets(uint8_t* offsets, typename PoolVec<T>::I taps) {
+  typename PoolVec<T>::Index lanes[PoolVec<T>::width];
+  PoolVec<T>::istore(lanes, taps);
+  std::copy(lanes, lanes + PoolVec<T>::width, offsets);
+}
+
+// The forward, with each window's argmax tap in offsets when it is not null.
+template <typename T>
+void nchw_row_2x2(const T* x0, int64_t W, int64_t Wo, T* y, uint8_t* offsets) {
   using P = PoolVec<T>;
   const T* x1 = x0 + W;
   for_each_2x2_vector<T>(
       Wo,
       [&](int64_t j) {
         const Taps2x2<T> x(x0, W, j);
-        P::store(y + j, P::max(P::max(x.tap[0], x.tap[1]), P::max(x.tap[2], x.tap[3])));
+        if (!offsets) {
+          P::store(y + j, P::max(P::max(x.tap[0], x.tap[1]), P::max(x.tap[2], x.tap[3])));
+          return;
+        }
+        typename P::V best = x.tap[0];
+        typename P::I tap = P::iset1(0);
+        for (int t = 1; t < 4; ++t) {
+          const typename P::M take = P::takes(x.tap[t], best);
+          best = P::select(take, x.tap[t], best);
+          tap = P::iselect(take, P::iset1(t), tap);
+        }
+        P::store(y + j, best);
+        store_offsets<T>(offsets + j, tap);
       },
       [&](int64_t j) {
         const T x[4] = {x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]};
-        y[j] = x[argmax_2x2(x)];
+        const int tap = argmax_2x2(x);
+        y[j] = x[tap];
+        if (offsets) offsets[j] = static_cast<uint8_t>(tap);
       });
 }
 
 // The backward writes both rows of dx whole, columns [0, W): dy to each window's argmax, 0 to
-// its other taps and to a column past the last window. No zeroing pass, no scatter.
+// its other taps and to a column past the last window. No zeroing pass, no scatter. The
+// argmax comes from the forward's offsets when they are given (false if one is no tap),
+// else it is recomputed from x.
 template <typename T>
-void nchw_row_backward_2x2(const T* x0, int64_t W, int64_t Wo, const T* dy, T* dx0) {
+bool nchw_row_backward_2x2(const T* x0, const uint8_t* offsets, int64_t W, int64_t Wo, const T* dy,
+                           T* dx0) {
   using P = PoolVec<T>;
+  using Index = typename P::Index;
   const T* x1 = x0 + W;
   T* dx1 = dx0 + W;
+  if (offsets) {
+    uint8_t largest = 0;
+    for (int64_t j = 0; j < Wo; ++j) largest = std::max(largest, offsets[j]);
+    if (largest > 3) return false;
+  }
   for_each_2x2_vector<T>(
       Wo,
       [&](int64_t j) {
-        const Taps2x2<T> x(x0, W, j);
-        typename P::M took[4];
-        typename P::V best = x.tap[0];
-        for (int t = 1; t < 4; ++t) {
-          took[t] = P::takes(x.tap[t], best);
-          best = P::select(took[t], x.tap[t], best);
+        typename P::V grad[4];
+        if (offsets) {
+          const typename P::I tap = load_offsets<T>(offsets + j);
+          const typename P::V g = P::load(dy + j);
+          for (int t = 0; t < 4; ++t)
+            grad[t] = P::select(P::ieq(tap, P::iset1(static_cast<Index>(t))), g, P::zero());
+        } else {
+          const Taps2x2<T> x(x0, W, j);
+          typename P::M took[4];
+          typename P::V best = x.tap[0];
+          for (int t = 1; t < 4; ++t) {
+            took[t] = P::takes(x.tap[t], best);
+            best = P::select(took[t], x.tap[t], best);
+          }
+          // The last tap that took the running maximum is the argmax.
+          typename P::V rest = P::load(dy + j);
+          for (int t = 3; t > 0; --t) {
+            grad[t] = P::select(took[t], rest, P::zero());
+            rest = P::select(took[t], P::zero(), rest);
+          }
+          grad[0] = rest;
         }
-        // The last tap that took the running maximum is the argmax.
-        typename P::V grad[4], rest = P::load(dy + j);
-        for (int t = 3; t > 0; --t) {
-          grad[t] = P::select(took[t], rest, P::zero());
-          rest = P::select(took[t], P::zero(), rest);
-        }
-        grad[0] = rest;
         P::store_interleaved(dx0 + 2 * j, grad[0], grad[1]);
         P::store_interleaved(dx1 + 2 * j, grad[2], grad[3]);
       },
       [&](int64_t j) {
         const int64_t c = 2 * j;
-        const T x[4] = {x0[c], x0[c + 1], x1[c], x1[c + 1]};
-        const int tap = argmax_2x2(x);
+        int tap;
+        if (offsets) {
+          tap = offsets[j];
+        } else {
+          const T x[4] = {x0[c], x0[c + 1], x1[c], x1[c + 1]};
+          tap = argmax_2x2(x);
+        }
         T* d[4] = {dx0 + c, dx0 + c + 1, dx1 + c, dx1 + c + 1};
         for (int t = 0; t < 4; ++t) *d[t] = t == tap ? dy[j] : T(0);
       });
   for (int64_t c = 2 * Wo; c < W; ++c) dx0[c] = dx1[c] = T(0);
+  return true;
 }
 
-// 3x3 stride-2 windows over NCHW planes, the backward. The general one zeroes the plane and
-// adds each output's gradient at its argmax, one element at a time, after a window walk
-// written for any geometry. This one finds an output row's argmax taps a vector at a time,
-// its three rows' taps unrolled, then writes each row of dx once, in order, gathering for
-// every element the gradients of the windows (at most two columns of at most two output
-// rows) whose argmax it is: no zeroing pass, no scattered adds.
+// 3x3 stride-2 windows over NCHW planes (the ResNet stem's pool). The general kernels walk
+// windows of any geometry; these unroll the three rows and columns of a window. The
+// backward zeroed the plane and added each output's gradient at its argmax one element at a
+// time; here it finds an output row's argmax taps a vector at a time (or reads the ones the
+// forward kept), then writes each row of dx once, in order, gathering for every element the
+// gradients of the windows (at most two columns of at most two output rows) whose argmax it
+// is: no zeroing pass, no scattered adds.
 
-// An output row's argmax taps (r * 3 + s within the whole window, padding included) and
-// gradient, padded past the row with a tap that matches none and a zero gradient: the
-// gather reads up to two vectors past the row's end.
+// The outputs of row oh: their maxima best[ow] and argmax taps tap[ow] (r * 3 + s within the
+// whole window, padding included). Both arrays have room for a vector past the row.
 template <typename T>
-struct TapRow {
-  using Index = typename PoolVec<T>::Index;
-  static constexpr int64_t kPad = 2 * PoolVec<T>::width + 2;
-  Index tap[kMaxRow3x3 + kPad];
-  T dy[kMaxRow3x3 + kPad];
-};
-
-// The taps of output row oh of the plane and a copy of its gradient row.
-template <typename T>
-void fill_tap_row(const T* plane, const Plane3x3s2& g, int64_t oh, const T* dy, TapRow<T>& out) {
+void row_taps_3x3s2(const T* plane, const Plane3x3s2& g, int64_t oh, T* best_out,
+                    typename PoolVec<T>::Index* tap_out) {
   using P = PoolVec<T>;
   using Index = typename P::Index;
   constexpr int64_t width = P::width;
@@ -674,7 +718,7 @@ void fill_tap_row(const T* plane, const Plane3x3s2& g, int64_t oh, const T* dy, 
       prefetch_rows_ahead(row, row + g.W, g.W);
     }
   const typename P::I lanes = P::iota(2);
-  // The taps of the windows of outputs [j, j + width); c: the column of lane 0's first tap.
+  // The windows of outputs [j, j + width); c: the column of lane 0's first tap.
   auto taps = [&](int64_t j, int64_t c, auto border) {
     typename P::V best = P::set1(kLowest);
     // A window that takes no value (all -inf) keeps its first tap inside the input.
@@ -689,12 +733,8 @@ void fill_tap_row(const T* plane, const Plane3x3s2& g, int64_t oh, const T* dy, 
         tap = P::iselect(take, P::iset1(static_cast<Index>(3 * r + s)), tap);
       }
     }
-    P::istore(out.tap + j, tap);
-    if (c < 0) {  // lane 0's first tap lies in the padding (its window starts at column -1)
-      T first[width];
-      P::store(first, best);
-      if (first[0] == kLowest) out.tap[j] = static_cast<Index>(3 * r0 + 1);
-    }
+    P::store(best_out + j, best);
+    P::istore(tap_out + j, tap);
   };
   for (int64_t j = 0; j < g.Wo; j += width) {
     const int64_t c = 2 * j - g.pad_w;
@@ -704,9 +744,59 @@ void fill_tap_row(const T* plane, const Plane3x3s2& g, int64_t oh, const T* dy, 
     else
       taps(j, c, std::true_type{});
   }
+  // Output 0's window starts at column -1 with padding: its first tap inside is s = 1.
+  if (g.pad_w > 0 && best_out[0] == kLowest) tap_out[0] = static_cast<Index>(3 * r0 + 1);
+}
+
+// Forward of output row oh with its window offsets (the argmax taps as uint8).
+template <typename T>
+void nchw_row_3x3s2(const T* plane, const Plane3x3s2& g, int64_t oh, T* y, uint8_t* offsets) {
+  constexpr int64_t kPad = PoolVec<T>::width;
+  T best[kMaxRow3x3 + kPad];
+  typename PoolVec<T>::Index tap[kMaxRow3x3 + kPad];
+  row_taps_3x3s2(plane, g, oh, best, tap);
+  std::copy(best, best + g.Wo, y);
+  std::copy(tap, tap + g.Wo, offsets);
+}
+
+// An output row's argmax taps and gradient, padded past the row with a tap that matches none
+// and a zero gradient: the gather reads up to two vectors past the row's end.
+template <typename T>
+struct TapRow {
+  using Index = typename PoolVec<T>::Index;
+  static constexpr int64_t kPad = 2 * PoolVec<T>::width + 2;
+  Index tap[kMaxRow3x3 + kPad];
+  T dy[kMaxRow3x3 + kPad];
+};
+
+// The taps of output row oh: recomputed from the plane, or read from the forward's offsets
+// (then checked: false for an offset that is no tap inside the input).
+template <typename T>
+bool fill_tap_row(const T* plane, const uint8_t* offsets, const Plane3x3s2& g, int64_t oh,
+                  const T* dy, TapRow<T>& out) {
+  using Index = typename PoolVec<T>::Index;
+  bool valid = true;
+  if (offsets) {
+    // Rows [r0, r1) and, at the row's two ends, columns of the window lie inside the input.
+    const int64_t h0 = 2 * oh - g.pad_h;
+    const int r0 = h0 < 0 ? 1 : 0, r1 = static_cast<int>(std::min<int64_t>(3, g.H - h0));
+    int bad = 0;
+    for (int64_t ow = 0; ow < g.Wo; ++ow) {
+      const int t = offsets[ow];
+      bad |= (t >= 3 * r1) | (t < 3 * r0);
+      out.tap[ow] = static_cast<Index>(t);
+    }
+    const int64_t last = g.Wo - 1;
+    valid = !bad && !(g.pad_w > 0 && offsets[0] % 3 == 0) &&
+            2 * last - g.pad_w + offsets[last] % 3 < g.W;
+  } else {
+    T best[kMaxRow3x3 + PoolVec<T>::width];
+    row_taps_3x3s2(plane, g, oh, best, out.tap);
+  }
   std::copy(dy, dy + g.Wo, out.dy);
   std::fill(out.tap + g.Wo, out.tap + g.Wo + TapRow<T>::kPad, Index{-1});
   std::fill(out.dy + g.Wo, out.dy + g.Wo + TapRow<T>::kPad, T(0));
+  return valid;
 }
 
 // Row ih of dx from its sources: the output rows whose windows cover it, each with the
@@ -743,10 +833,11 @@ void gradient_row_3x3s2(const TapRow<T>* const* rows, const int64_t* r, int sour
 }
 
 template <typename T>
-void nchw_plane_backward_3x3s2(const T* x, const Plane3x3s2& g, const T* dy, int64_t dy_row,
-                               T* dx) {
+bool nchw_plane_backward_3x3s2(const T* x, const uint8_t* offsets, const Plane3x3s2& g, const T* dy,
+                               int64_t dy_row, T* dx) {
   TapRow<T> rows[2];  // output rows oh - 1 and oh at rows[(oh - 1) % 2] and rows[oh % 2]
   alignas(64) T line[2 * kMaxRow3x3 + 2 * TapRow<T>::kPad];
+  bool valid = true;
   int64_t ready = 0;  // output rows [0, ready) have their taps
   for (int64_t ih = 0; ih < g.H; ++ih) {
     // Window row r of output row oh is input row 2 * oh - pad_h + r.
@@ -756,23 +847,23 @@ void nchw_plane_backward_3x3s2(const T* x, const Plane3x3s2& g, const T* dy, int
     const int64_t top = ih + g.pad_h;
     for (int64_t oh = top / 2 - (top % 2 ? 0 : 1); oh <= top / 2; ++oh) {
       if (oh < 0 || oh >= g.Ho) continue;
-      for (; ready <= oh; ++ready) fill_tap_row(x, g, ready, dy + ready * dy_row, rows[ready % 2]);
+      for (; ready <= oh; ++ready)
+        valid &= fill_tap_row(x, offsets ? offsets + ready * dy_row : nullptr, g, ready,
+                              dy + ready * dy_row, rows[ready % 2]);
       sources[count] = &rows[oh % 2];
       r[count++] = top - 2 * oh;
     }
     gradient_row_3x3s2(sources, r, count, g, line, dx + ih * g.W);
   }
+  return valid;
 }
 
 template <typename T>
 MaxPoolKernels<T> max_pool2d_kernels_for() {
-  return {&nchw_row<T>,
-          &nchw_row_backward<T>,
-          &nhwc_row<T>,
-          &nhwc_row_backward<T>,
-          &nchw_row_2x2<T>,
-          &nchw_row_backward_2x2<T>,
-          &nchw_plane_backward_3x3s2<T>};
+  return {&nchw_row<T>,       &nchw_row_backward<T>,
+          &nhwc_row<T>,       &nhwc_row_backward<T>,
+          &nchw_row_2x2<T>,   &nchw_row_backward_2x2<T>,
+          &nchw_row_3x3s2<T>, &nchw_plane_backward_3x3s2<T>};
 }
 
 }  // namespace

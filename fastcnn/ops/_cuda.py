@@ -96,18 +96,25 @@ def global_avg_pool2d_backward(grad_output: Tensor, input_size, channels_last: b
 
 
 def max_pool2d(
-    input: Tensor, kernel_size, stride, padding, dilation, ceil_mode: bool, return_indices: bool
+    input: Tensor,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    ceil_mode: bool,
+    return_indices: bool,
+    keep_offsets: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Max pooling of Tensor[N, C, H, W] (geometry as pairs, already normalized).
 
     Returns ``(output, saved)``, both Tensor[N, C, Ho, Wo] in the input's memory format:
     ``saved`` holds int64 indices (flat ``h * W + w``, torch's convention) when
     ``return_indices``, else compact window offsets (:func:`max_pool2d_offset_dtype`) for
-    :func:`max_pool2d_backward`.
+    :func:`max_pool2d_backward`, whether or not ``keep_offsets`` asks for them.
     """
     x = dense(input)
     out, saved = max_pool2d_outputs(
-        x, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+        x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, keep_offsets
     )
     _C.max_pool2d_forward_cuda(
         capsule(x),

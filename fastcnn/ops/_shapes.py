@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._boundary import is_channels_last, memory_format
+from ._boundary import _C, is_channels_last, memory_format
 
 
 def conv_out_size(size, kernel: int, stride: int, pad_total: int, dilation: int):
@@ -70,12 +70,35 @@ def max_pool2d_offset_dtype(kernel_size) -> torch.dtype:
     return torch.uint8 if kernel_size[0] * kernel_size[1] < 256 else torch.int32
 
 
+def _keeps_offsets(input: torch.Tensor, kernel_size, stride, padding, dilation, shape) -> bool:
+    """Whether the CPU forward can keep window offsets for the backward (``keeps_offsets`` in
+    csrc/cpu/max_pool2d.cpp): NCHW planes with 2x2 stride-2 windows that tile them, or 3x3
+    stride-2 windows with rows of at most ``max_pool2d_offsets_max_row`` outputs."""
+    if is_channels_last(input) or tuple(stride) != (2, 2) or tuple(dilation) != (1, 1):
+        return False
+    if tuple(kernel_size) == (2, 2):
+        return (
+            tuple(padding) == (0, 0)
+            and 2 * shape[2] <= input.shape[2]
+            and 2 * shape[3] <= input.shape[3]
+        )
+    return tuple(kernel_size) == (3, 3) and shape[3] <= _C.max_pool2d_offsets_max_row
+
+
 def max_pool2d_outputs(
-    input: torch.Tensor, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    input: torch.Tensor,
+    kernel_size,
+    stride,
+    padding,
+    dilation,
+    ceil_mode,
+    return_indices,
+    keep_offsets,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The output and the second output: int64 indices when asked for; otherwise, on CUDA,
-    compact window offsets that the backward scatters through, and on the CPU an empty
-    tensor (the CPU backward recomputes each window's argmax)."""
+    """The output and the second output: int64 indices when asked for; otherwise compact
+    window offsets that the backward reads instead of the input, always on CUDA and on the
+    CPU when ``keep_offsets`` and the geometry has them (``_keeps_offsets``); else an empty
+    tensor (the backward recomputes each window's argmax)."""
     shape = pool2d_output_shape(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     if shape[2] < 1 or shape[3] < 1:  # checked here, where every route computes the shape
         raise ValueError(
@@ -89,4 +112,6 @@ def max_pool2d_outputs(
         return out, empty(shape, input, fmt, torch.int64)
     if input.is_cuda:
         return out, empty(shape, input, fmt, max_pool2d_offset_dtype(kernel_size))
+    if keep_offsets and _keeps_offsets(input, kernel_size, stride, padding, dilation, shape):
+        return out, empty(shape, input, fmt, torch.uint8)
     return out, empty((0,), input, torch.contiguous_format, torch.int64)

@@ -1,8 +1,11 @@
 """Max pooling: ``fastcnn::max_pool2d`` and ``fastcnn::max_pool2d_backward``.
 
-Indices are materialized only when asked for (``return_indices=True``); otherwise the
-backward recomputes each window's argmax from the saved input, with the same tie and NaN
-rules as the forward, so the two always agree.
+Indices are materialized only when asked for (``return_indices=True``). Otherwise, when the
+input needs a gradient, the forward keeps each window's argmax as a one-byte offset where the
+kernels have them (NCHW 2x2 and 3x3 windows of stride 2, and every CUDA call), and the
+backward reads those instead of the input; elsewhere the backward recomputes each window's
+argmax from the saved input, with the same tie and NaN rules as the forward, so the two
+always agree.
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ __all__ = ["max_pool2d"]
 _GEOMETRY = "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode"
 
 
-def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+def _max_pool2d(
+    input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, keep_offsets
+):
     x = dense(input)
     out, indices = max_pool2d_outputs(
-        x, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+        x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, keep_offsets
     )
     fresh_output(out)
     _C.max_pool2d_forward(
         capsule(x),
         capsule(out),
-        capsule(indices) if return_indices else None,
+        capsule(indices) if _saved(indices) else None,
         kernel_size,
         stride,
         padding,
@@ -40,10 +45,14 @@ def _max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     return out, indices
 
 
-def _forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    return max_pool2d_outputs(
-        dense(input), kernel_size, stride, padding, dilation, ceil_mode, return_indices
-    )
+def _saved(indices: Tensor) -> bool:
+    """Whether the forward's second output holds indices or offsets (else it is the empty
+    placeholder, and the backward recomputes the argmax)."""
+    return indices.dim() == 4
+
+
+def _forward_fake(input, *geometry_and_flags):
+    return max_pool2d_outputs(dense(input), *geometry_and_flags)
 
 
 def _max_pool2d_backward(
@@ -79,7 +88,7 @@ max_pool2d_op = Op(
     "max_pool2d",
     _max_pool2d,
     _forward_fake,
-    f"(Tensor input, {_GEOMETRY}, bool return_indices) -> (Tensor, Tensor)",
+    f"(Tensor input, {_GEOMETRY}, bool return_indices, bool keep_offsets) -> (Tensor, Tensor)",
     cuda=_cuda.max_pool2d,
 )
 backward_op = Op(
@@ -92,16 +101,15 @@ backward_op = Op(
 
 
 def _setup_context(ctx, inputs, output):
-    input, kernel_size, stride, padding, dilation, ceil_mode, return_indices = inputs
+    input, kernel_size, stride, padding, dilation, ceil_mode = inputs[:6]
     ctx.geometry = (kernel_size, stride, padding, dilation, ceil_mode)
-    saved = output[1] if return_indices or input.is_cuda else None
-    ctx.save_for_backward(input, saved)
+    ctx.save_for_backward(input, output[1] if _saved(output[1]) else None)
 
 
 def _backward(ctx, grad_out, grad_indices):
     input, indices = ctx.saved_tensors
     grad = backward_op(grad_out, input, indices, *ctx.geometry)
-    return grad, None, None, None, None, None, None
+    return grad, None, None, None, None, None, None, None
 
 
 max_pool2d_op.register_autograd(_backward, setup_context=_setup_context)
@@ -150,8 +158,16 @@ def max_pool2d(
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
+    keep_offsets = input.requires_grad and torch.is_grad_enabled()
     out, indices = max_pool2d_op(
-        input, kernel, stride, padding, dilation, bool(ceil_mode), bool(return_indices)
+        input,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        bool(ceil_mode),
+        bool(return_indices),
+        keep_offsets,
     )
     if unbatched:
         out, indices = out.squeeze(0), indices.squeeze(0)

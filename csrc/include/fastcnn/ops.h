@@ -67,7 +67,11 @@ void conv2d_backward_weight(const TensorView& grad_output, const TensorView& inp
                             size_t workspace_bytes, int threads);
 void conv2d_backward_bias(const TensorView& grad_output, const TensorView& grad_bias, int threads);
 
-// indices (int64, flat h*W+w per plane) may be null: the backward then recomputes the argmax.
+// indices may be null: the backward then recomputes the argmax. int64: flat h*W+w per plane.
+// uint8: window offsets (the argmax tap r*kw+s of each window), kept only for NCHW planes with
+// 2x2 stride-2 windows that tile them or 3x3 stride-2 windows with at most
+// kMaxPoolOffsetsRow outputs a row; their backward reads them instead of the input.
+constexpr int64_t kMaxPoolOffsetsRow = 512;
 void max_pool2d_forward(const TensorView& input, const TensorView& output,
                         const TensorView* indices, const Pool2dParams& p, int threads);
 void max_pool2d_backward(const TensorView& grad_output, const TensorView& input,
