@@ -578,8 +578,10 @@ def max_pool_cases(fmt: str) -> Iterator[Case]:
         geometry = (k, s, p)
         make = partial(_build_max_pool, shape, fmt, geometry)
         yield Case(id_, "maxpool fwd", fmt, label, partial(make, step=False), F32 * (x_n + y_n))
-        # fwd reads x, writes y; bwd reads dy, re-reads x for the argmax, writes dx
-        nbytes = F32 * (3 * x_n + 2 * y_n)
+        # fwd reads x, writes y; bwd reads dy, writes dx, and finds the argmax from the byte
+        # per output the NCHW forward keeps (window offsets) or by re-reading x (channels_last)
+        saved = 2 * y_n if fmt == "nchw" else F32 * x_n
+        nbytes = F32 * (2 * x_n + 2 * y_n) + saved
         yield Case(id_, "maxpool fwd+bwd", fmt, label, partial(make, step=True), nbytes, 0, overlap)
 
 

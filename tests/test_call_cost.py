@@ -160,4 +160,4 @@ def test_empty_pooling_output_raises_on_every_route(route):
         if route == "eager":
             fo.max_pool2d(x, 4)
         else:
-            torch.ops.fastcnn.max_pool2d(x, (4, 4), (4, 4), (0, 0), (1, 1), False, False, False)
+            torch.ops.fastcnn.max_pool2d(x, (4, 4), (4, 4), (0, 0), (1, 1), False, False)

@@ -344,6 +344,48 @@ def _pool(x, p):
     return R.max_pool2d(x, *geometry, return_indices=True)
 
 
+def _window_origins(out_shape, p):
+    """Each output's window origin (row, column), padding included, as [Ho, 1] and [1, Wo]."""
+    (sh, sw), (ph, pw) = p["stride"], p["padding"]
+    return (
+        torch.arange(out_shape[2]).view(-1, 1) * sh - ph,
+        torch.arange(out_shape[3]).view(1, -1) * sw - pw,
+    )
+
+
+def _keeps_offsets(x, y, p) -> bool:
+    """Whether the kernels take uint8 window offsets for this call (``keeps_offsets`` in
+    max_pool2d.cpp): rows contiguous in the input and the output, 2x2 stride-2 windows that
+    tile the input or 3x3 stride-2 windows with at most 512 outputs a row."""
+    k, s, d = (tuple(p[key]) for key in ("kernel_size", "stride", "dilation"))
+    rows = all(t.numel() == 0 or t.is_contiguous() for t in (x, y))
+    if not rows or s != (2, 2) or d != (1, 1):
+        return False
+    if k == (2, 2):
+        return tuple(p["padding"]) == (0, 0) and all(
+            2 * o <= i for o, i in zip(y.shape[2:], x.shape[2:])
+        )
+    return k == (3, 3) and y.shape[3] <= 512
+
+
+def _saved_argmax(idx, x, out, p):
+    """What the backward takes as the argmax: int64 plane positions, or uint8 window offsets
+    (the tap r * kw + s of each window) where they are kept, converted to positions."""
+    need(idx.shape == out.shape)
+    if idx.dtype == torch.uint8:
+        need(_keeps_offsets(x, out, p))
+        (kh, kw), (h, w) = p["kernel_size"], x.shape[2:]
+        rows, cols = _window_origins(out.shape, p)
+        t = idx.long()
+        ih, iw = rows + t // kw, cols + t % kw
+        inside = (t < kh * kw) & (ih >= 0) & (ih < h) & (iw >= 0) & (iw < w)
+        need(bool(inside.all()), "window offsets out of range")
+        return ih * w + iw
+    need(idx.dtype == torch.int64)
+    need(bool(((idx >= -1) & (idx < x.shape[2] * x.shape[3])).all()), "indices out of range")
+    return idx
+
+
 def ref_pool_forward(v, p):
     x, y, idx = v["input"], v["output"], v["indices"]
     floats(x, y)
@@ -351,8 +393,15 @@ def ref_pool_forward(v, p):
     need(out.shape == y.shape)
     expected = {"output": out}
     if idx is not None:
-        need(idx.dtype == torch.int64 and idx.shape == y.shape)
-        expected["indices"] = expected_idx
+        need(idx.shape == y.shape and idx.dtype in (torch.int64, torch.uint8))
+        if idx.dtype == torch.int64:
+            expected["indices"] = expected_idx
+        else:  # window offsets: the argmax's tap in its window
+            need(_keeps_offsets(x, y, p))
+            rows, cols = _window_origins(y.shape, p)
+            w, kw = x.shape[3], p["kernel_size"][1]
+            taps = (expected_idx // w - rows) * kw + expected_idx % w - cols
+            expected["indices"] = taps.to(torch.uint8)
     return expected
 
 
@@ -362,9 +411,7 @@ def ref_pool_backward(v, p):
     out, argmax = _pool(x, p)
     need(out.shape == dy.shape and dx.shape == x.shape)
     if idx is not None:
-        need(idx.dtype == torch.int64 and idx.shape == dy.shape)
-        need(bool(((idx >= -1) & (idx < x.shape[2] * x.shape[3])).all()), "indices out of range")
-        argmax = idx
+        argmax = _saved_argmax(idx, x, dy, p)
     return {"grad_input": R.max_pool2d_backward(dy, x, argmax)}
 
 

@@ -330,6 +330,7 @@ class TestMaxPool2d:
             (OFFSET_GEOMETRIES[1], (0, 0, 0, 2), 1, "the padding row above the input"),
             (OFFSET_GEOMETRIES[1], (0, 0, 1, 0), 3, "the padding column left of the input"),
             (OFFSET_GEOMETRIES[1], (0, 0, 3, 1), 7, "the padding row below the input"),
+            (OFFSET_GEOMETRIES[1], (0, 0, 1, 4), 4, "the padding column right of the input"),
             (OFFSET_GEOMETRIES[2], (1, 2, 2, 3), 4, "no tap of a 2x2 window"),
         ],
     )
@@ -511,8 +512,9 @@ _ISA_CHECK = textwrap.dedent(
     # through: 37 outputs a row take vectors and an overlapping last one, 6 take the scalar
     # loop; odd H and W leave a row and a column outside every window. The NCHW 3x3/2
     # backward gathers by vectors of outputs: 64 columns give 32 or 31 outputs a row (whole
-    # vectors and one short of them), 4 columns fewer outputs than a vector; 4500 columns
-    # take the general backward (more outputs a row than its buffers hold). With a gradient
+    # vectors and one short of them), 4 columns fewer outputs than a vector, 1026 columns
+    # 512 outputs without padding (the most its buffers hold) and 513 with; 4500 columns
+    # take the general backward. With a gradient
     # needed, NCHW 2x2/2 and 3x3/2 windows keep offsets for the backward; every backward is
     # also run recomputing the argmax.
     torch.set_num_threads(2)
@@ -521,6 +523,7 @@ _ISA_CHECK = textwrap.dedent(
         (torch.contiguous_format, (2, 3, 9, 13)),
         (torch.contiguous_format, (1, 2, 6, 64)),
         (torch.contiguous_format, (1, 2, 5, 4)),
+        (torch.contiguous_format, (1, 1, 3, 1026)),
         (torch.contiguous_format, (1, 1, 3, 4500)),
         (torch.channels_last, (2, 83, 7, 9)),
         (torch.channels_last, (1, 83, 40, 40)),
@@ -595,7 +598,7 @@ def _run_under_isa(code: str, isa: str) -> dict:
 @pytest.mark.parametrize("isa", ISAS)
 def test_every_isa_matches_torch(isa):
     result = _run_under_isa(_ISA_CHECK, isa)
-    assert result["checked"] == 2 * 7 * 5 * 8 * 2
+    assert result["checked"] == 2 * 8 * 5 * 8 * 2
 
 
 def _backward_args(x, grad, indices, grad_input, geometry=((2, 2), (2, 2), (0, 0), (1, 1), False)):

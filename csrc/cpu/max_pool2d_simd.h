@@ -579,6 +579,23 @@ void for_each_2x2_vector(int64_t Wo, const V& vector, const S& scalar) {
   for (int64_t j = 0; j < Wo; j += width) vector(std::min(j, Wo - width));
 }
 
+// The maxima of the windows of outputs [j, j + width) and their argmax taps (0-3), by the
+// forward's rule (takes()).
+template <typename T>
+struct Argmax2x2 {
+  using P = PoolVec<T>;
+  typename P::V best;
+  typename P::I tap;
+
+  explicit Argmax2x2(const Taps2x2<T>& x) : best(x.tap[0]), tap(P::iset1(0)) {
+    for (int t = 1; t < 4; ++t) {
+      const typename P::M take = P::takes(x.tap[t], best);
+      best = P::select(take, x.tap[t], best);
+      tap = P::iselect(take, P::iset1(t), tap);
+    }
+  }
+};
+
 // The argmax of one window's taps in window order, by the forward's rule (takes()).
 template <typename T>
 int argmax_2x2(const T (&x)[4]) {
@@ -615,15 +632,9 @@ void nchw_row_2x2(const T* x0, int64_t W, int64_t Wo, T* y, uint8_t* offsets) {
           P::store(y + j, P::max(P::max(x.tap[0], x.tap[1]), P::max(x.tap[2], x.tap[3])));
           return;
         }
-        typename P::V best = x.tap[0];
-        typename P::I tap = P::iset1(0);
-        for (int t = 1; t < 4; ++t) {
-          const typename P::M take = P::takes(x.tap[t], best);
-          best = P::select(take, x.tap[t], best);
-          tap = P::iselect(take, P::iset1(t), tap);
-        }
-        P::store(y + j, best);
-        store_offsets<T>(offsets + j, tap);
+        const Argmax2x2<T> m(x);
+        P::store(y + j, m.best);
+        store_offsets<T>(offsets + j, m.tap);
       },
       [&](int64_t j) {
         const T x[4] = {x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]};
@@ -652,28 +663,12 @@ bool nchw_row_backward_2x2(const T* x0, const uint8_t* offsets, int64_t W, int64
   for_each_2x2_vector<T>(
       Wo,
       [&](int64_t j) {
+        const typename P::I tap =
+            offsets ? load_offsets<T>(offsets + j) : Argmax2x2<T>(Taps2x2<T>(x0, W, j)).tap;
+        const typename P::V g = P::load(dy + j);
         typename P::V grad[4];
-        if (offsets) {
-          const typename P::I tap = load_offsets<T>(offsets + j);
-          const typename P::V g = P::load(dy + j);
-          for (int t = 0; t < 4; ++t)
-            grad[t] = P::select(P::ieq(tap, P::iset1(static_cast<Index>(t))), g, P::zero());
-        } else {
-          const Taps2x2<T> x(x0, W, j);
-          typename P::M took[4];
-          typename P::V best = x.tap[0];
-          for (int t = 1; t < 4; ++t) {
-            took[t] = P::takes(x.tap[t], best);
-            best = P::select(took[t], x.tap[t], best);
-          }
-          // The last tap that took the running maximum is the argmax.
-          typename P::V rest = P::load(dy + j);
-          for (int t = 3; t > 0; --t) {
-            grad[t] = P::select(took[t], rest, P::zero());
-            rest = P::select(took[t], P::zero(), rest);
-          }
-          grad[0] = rest;
-        }
+        for (int t = 0; t < 4; ++t)
+          grad[t] = P::select(P::ieq(tap, P::iset1(static_cast<Index>(t))), g, P::zero());
         P::store_interleaved(dx0 + 2 * j, grad[0], grad[1]);
         P::store_interleaved(dx1 + 2 * j, grad[2], grad[3]);
       },
@@ -701,6 +696,14 @@ bool nchw_row_backward_2x2(const T* x0, const uint8_t* offsets, int64_t W, int64
 // gradients of the windows (at most two columns of at most two output rows) whose argmax it
 // is: no zeroing pass, no scattered adds.
 
+// Output row oh's windows start at input row h0 = 2 * oh - pad_h; their rows [r0, r1) lie
+// inside the input.
+struct WindowRows3x3s2 {
+  int64_t h0, r0, r1;
+  WindowRows3x3s2(const Plane3x3s2& g, int64_t oh)
+      : h0(2 * oh - g.pad_h), r0(h0 < 0 ? -h0 : 0), r1(std::min<int64_t>(3, g.H - h0)) {}
+};
+
 // The outputs of row oh: their maxima best[ow] and argmax taps tap[ow] (r * 3 + s within the
 // whole window, padding included). Both arrays have room for a vector past the row.
 template <typename T>
@@ -710,8 +713,8 @@ void row_taps_3x3s2(const T* plane, const Plane3x3s2& g, int64_t oh, T* best_out
   using Index = typename P::Index;
   constexpr int64_t width = P::width;
   constexpr T kLowest = -std::numeric_limits<T>::infinity();
-  const int64_t h0 = 2 * oh - g.pad_h;
-  const int64_t r0 = h0 < 0 ? -h0 : 0, r1 = std::min<int64_t>(3, g.H - h0);
+  const WindowRows3x3s2 rows(g, oh);
+  const int64_t h0 = rows.h0, r0 = rows.r0, r1 = rows.r1;
   if (g.prefetch)
     for (int64_t r = r0; r < r1; ++r) {
       const T* row = plane + (h0 + r) * g.W;
@@ -760,11 +763,12 @@ void nchw_row_3x3s2(const T* plane, const Plane3x3s2& g, int64_t oh, T* y, uint8
 }
 
 // An output row's argmax taps and gradient, padded past the row with a tap that matches none
-// and a zero gradient: the gather reads up to two vectors past the row's end.
+// and a zero gradient: the gather's last vector starts at most one output past the row and
+// also reads the next one's.
 template <typename T>
 struct TapRow {
   using Index = typename PoolVec<T>::Index;
-  static constexpr int64_t kPad = 2 * PoolVec<T>::width + 2;
+  static constexpr int64_t kPad = PoolVec<T>::width + 1;
   Index tap[kMaxRow3x3 + kPad];
   T dy[kMaxRow3x3 + kPad];
 };
@@ -778,12 +782,12 @@ bool fill_tap_row(const T* plane, const uint8_t* offsets, const Plane3x3s2& g, i
   bool valid = true;
   if (offsets) {
     // Rows [r0, r1) and, at the row's two ends, columns of the window lie inside the input.
-    const int64_t h0 = 2 * oh - g.pad_h;
-    const int r0 = h0 < 0 ? 1 : 0, r1 = static_cast<int>(std::min<int64_t>(3, g.H - h0));
+    const WindowRows3x3s2 rows(g, oh);
+    const int t0 = static_cast<int>(3 * rows.r0), t1 = static_cast<int>(3 * rows.r1);
     int bad = 0;
     for (int64_t ow = 0; ow < g.Wo; ++ow) {
       const int t = offsets[ow];
-      bad |= (t >= 3 * r1) | (t < 3 * r0);
+      bad |= (t >= t1) | (t < t0);
       out.tap[ow] = static_cast<Index>(t);
     }
     const int64_t last = g.Wo - 1;
@@ -836,7 +840,7 @@ template <typename T>
 bool nchw_plane_backward_3x3s2(const T* x, const uint8_t* offsets, const Plane3x3s2& g, const T* dy,
                                int64_t dy_row, T* dx) {
   TapRow<T> rows[2];  // output rows oh - 1 and oh at rows[(oh - 1) % 2] and rows[oh % 2]
-  alignas(64) T line[2 * kMaxRow3x3 + 2 * TapRow<T>::kPad];
+  T line[2 * kMaxRow3x3 + 2 * TapRow<T>::kPad];
   bool valid = true;
   int64_t ready = 0;  // output rows [0, ready) have their taps
   for (int64_t ih = 0; ih < g.H; ++ih) {

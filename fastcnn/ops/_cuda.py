@@ -103,7 +103,7 @@ def max_pool2d(
     dilation,
     ceil_mode: bool,
     return_indices: bool,
-    keep_offsets: bool = True,
+    keep_offsets: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Max pooling of Tensor[N, C, H, W] (geometry as pairs, already normalized).
 

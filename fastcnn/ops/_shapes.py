@@ -70,17 +70,17 @@ def max_pool2d_offset_dtype(kernel_size) -> torch.dtype:
     return torch.uint8 if kernel_size[0] * kernel_size[1] < 256 else torch.int32
 
 
-def _keeps_offsets(input: torch.Tensor, kernel_size, stride, padding, dilation, shape) -> bool:
-    """Whether the CPU forward can keep window offsets for the backward (``keeps_offsets`` in
-    csrc/cpu/max_pool2d.cpp): NCHW planes with 2x2 stride-2 windows that tile them, or 3x3
-    stride-2 windows with rows of at most ``max_pool2d_offsets_max_row`` outputs."""
-    if is_channels_last(input) or tuple(stride) != (2, 2) or tuple(dilation) != (1, 1):
+def _keeps_offsets(input_size, kernel_size, stride, padding, dilation, shape) -> bool:
+    """Whether the CPU forward can keep window offsets for the backward of NCHW planes
+    (``keeps_offsets`` in csrc/cpu/max_pool2d.cpp): 2x2 stride-2 windows that tile them, or
+    3x3 stride-2 windows with rows of at most ``max_pool2d_offsets_max_row`` outputs."""
+    if tuple(stride) != (2, 2) or tuple(dilation) != (1, 1):
         return False
     if tuple(kernel_size) == (2, 2):
         return (
             tuple(padding) == (0, 0)
-            and 2 * shape[2] <= input.shape[2]
-            and 2 * shape[3] <= input.shape[3]
+            and 2 * shape[2] <= input_size[2]
+            and 2 * shape[3] <= input_size[3]
         )
     return tuple(kernel_size) == (3, 3) and shape[3] <= _C.max_pool2d_offsets_max_row
 
@@ -93,7 +93,7 @@ def max_pool2d_outputs(
     dilation,
     ceil_mode,
     return_indices,
-    keep_offsets,
+    keep_offsets=False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The output and the second output: int64 indices when asked for; otherwise compact
     window offsets that the backward reads instead of the input, always on CUDA and on the
@@ -106,12 +106,17 @@ def max_pool2d_outputs(
             f"{input.shape[2]}x{input.shape[3]} with kernel_size {kernel_size}, stride {stride}, "
             f"padding {padding}, dilation {dilation}"
         )
-    fmt = memory_format(is_channels_last(input))
+    channels_last = is_channels_last(input)
+    fmt = memory_format(channels_last)
     out = empty(shape, input, fmt)
     if return_indices:
         return out, empty(shape, input, fmt, torch.int64)
     if input.is_cuda:
         return out, empty(shape, input, fmt, max_pool2d_offset_dtype(kernel_size))
-    if keep_offsets and _keeps_offsets(input, kernel_size, stride, padding, dilation, shape):
+    if (
+        keep_offsets
+        and not channels_last
+        and _keeps_offsets(input.shape, kernel_size, stride, padding, dilation, shape)
+    ):
         return out, empty(shape, input, fmt, torch.uint8)
     return out, empty((0,), input, torch.contiguous_format, torch.int64)

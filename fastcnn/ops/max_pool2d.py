@@ -24,7 +24,7 @@ _GEOMETRY = "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation,
 
 
 def _max_pool2d(
-    input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, keep_offsets
+    input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, keep_offsets=False
 ):
     x = dense(input)
     out, indices = max_pool2d_outputs(
@@ -88,7 +88,8 @@ max_pool2d_op = Op(
     "max_pool2d",
     _max_pool2d,
     _forward_fake,
-    f"(Tensor input, {_GEOMETRY}, bool return_indices, bool keep_offsets) -> (Tensor, Tensor)",
+    f"(Tensor input, {_GEOMETRY}, bool return_indices, bool keep_offsets=False)"
+    " -> (Tensor, Tensor)",
     cuda=_cuda.max_pool2d,
 )
 backward_op = Op(
