@@ -353,6 +353,12 @@ def _window_origins(out_shape, p):
     )
 
 
+def _window_taps(idx, w, out_shape, p):
+    """Plane positions (flat h * w + w) as window offsets: each one's tap in its window."""
+    rows, cols = _window_origins(out_shape, p)
+    return ((idx // w - rows) * p["kernel_size"][1] + idx % w - cols).to(torch.uint8)
+
+
 def _keeps_offsets(x, y, p) -> bool:
     """Whether the kernels take uint8 window offsets for this call (``keeps_offsets`` in
     max_pool2d.cpp): rows contiguous in the input and the output, 2x2 stride-2 windows that
@@ -396,12 +402,9 @@ def ref_pool_forward(v, p):
         need(idx.shape == y.shape and idx.dtype in (torch.int64, torch.uint8))
         if idx.dtype == torch.int64:
             expected["indices"] = expected_idx
-        else:  # window offsets: the argmax's tap in its window
+        else:
             need(_keeps_offsets(x, y, p))
-            rows, cols = _window_origins(y.shape, p)
-            w, kw = x.shape[3], p["kernel_size"][1]
-            taps = (expected_idx // w - rows) * kw + expected_idx % w - cols
-            expected["indices"] = taps.to(torch.uint8)
+            expected["indices"] = _window_taps(expected_idx, x.shape[3], y.shape, p)
     return expected
 
 
@@ -550,10 +553,13 @@ def conv_call(draw):
 @st.composite
 def pool_call(draw):
     dtype = draw(st.sampled_from(FLOATS))
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    if draw(st.integers(0, 3)):
+        kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    else:  # 2x2 or 3x3 windows of stride 2, which may keep window offsets
+        kernel, stride, dilation = (draw(st.sampled_from([(2, 2), (3, 3)])), (2, 2), (1, 1))
     padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     ceil_mode = draw(st.booleans())
     n, c = draw(st.integers(0, 2)), draw(st.integers(1, 5))
     h = draw(st.integers(max(1, dilation[0] * (kernel[0] - 1) + 1 - 2 * padding[0]), 8))
@@ -568,20 +574,26 @@ def pool_call(draw):
     }
     out, idx = R.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
     cl, off = draw(layout())
-    with_indices = draw(st.booleans())
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    # No indices, int64 plane positions, or uint8 window offsets where the kernels keep them.
+    kinds = [None, torch.int64]
+    if _keeps_offsets(x.contiguous(memory_format=fmt), out.contiguous(memory_format=fmt), params):
+        kinds.append(torch.uint8)
+    kind = draw(st.sampled_from(kinds))
     threads = {"threads": draw(st.integers(1, 4))}
     if draw(st.booleans()):
         args = {
             "input": tensor(x, cl, off),
             "output": output(out.shape, dtype, cl),
-            "indices": output(out.shape, torch.int64, cl) if with_indices else None,
+            "indices": output(out.shape, kind, cl) if kind else None,
         }
-        outs = ("output", "indices") if with_indices else ("output",)
+        outs = ("output", "indices") if kind else ("output",)
         return Call("max_pool2d_forward", args, {**params, **threads}, outs, ref_pool_forward)
+    saved = idx if kind != torch.uint8 else _window_taps(idx, x.shape[3], out.shape, params)
     args = {
         "grad_output": tensor(torch.randn(out.shape, dtype=dtype), cl),
         "input": tensor(x, cl, off),
-        "indices": tensor(idx, cl) if with_indices else None,
+        "indices": tensor(saved, cl) if kind else None,
         "grad_input": output(x.shape, dtype, cl, off),
     }
     return Call(

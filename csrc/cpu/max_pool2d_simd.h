@@ -704,8 +704,12 @@ struct WindowRows3x3s2 {
       : h0(2 * oh - g.pad_h), r0(h0 < 0 ? -h0 : 0), r1(std::min<int64_t>(3, g.H - h0)) {}
 };
 
+// Room for a row of outputs and the vector that may end past it.
+template <typename T>
+constexpr int64_t kRowRoom3x3s2 = kMaxRow3x3 + PoolVec<T>::width;
+
 // The outputs of row oh: their maxima best[ow] and argmax taps tap[ow] (r * 3 + s within the
-// whole window, padding included). Both arrays have room for a vector past the row.
+// whole window, padding included), in arrays of kRowRoom3x3s2<T>.
 template <typename T>
 void row_taps_3x3s2(const T* plane, const Plane3x3s2& g, int64_t oh, T* best_out,
                     typename PoolVec<T>::Index* tap_out) {
@@ -754,9 +758,8 @@ void row_taps_3x3s2(const T* plane, const Plane3x3s2& g, int64_t oh, T* best_out
 // Forward of output row oh with its window offsets (the argmax taps as uint8).
 template <typename T>
 void nchw_row_3x3s2(const T* plane, const Plane3x3s2& g, int64_t oh, T* y, uint8_t* offsets) {
-  constexpr int64_t kPad = PoolVec<T>::width;
-  T best[kMaxRow3x3 + kPad];
-  typename PoolVec<T>::Index tap[kMaxRow3x3 + kPad];
+  T best[kRowRoom3x3s2<T>];
+  typename PoolVec<T>::Index tap[kRowRoom3x3s2<T>];
   row_taps_3x3s2(plane, g, oh, best, tap);
   std::copy(best, best + g.Wo, y);
   std::copy(tap, tap + g.Wo, offsets);
@@ -794,7 +797,7 @@ bool fill_tap_row(const T* plane, const uint8_t* offsets, const Plane3x3s2& g, i
     valid = !bad && !(g.pad_w > 0 && offsets[0] % 3 == 0) &&
             2 * last - g.pad_w + offsets[last] % 3 < g.W;
   } else {
-    T best[kMaxRow3x3 + PoolVec<T>::width];
+    T best[kRowRoom3x3s2<T>];
     row_taps_3x3s2(plane, g, oh, best, out.tap);
   }
   std::copy(dy, dy + g.Wo, out.dy);
