@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "cpu/conv2d_backward_weight_nhwc.h"
+#include "cpu/prefetch.h"
 
 namespace fastcnn::cpu {
 namespace {
@@ -17,14 +18,6 @@ namespace {
 // Positions ahead whose operands are prefetched. Rows 4 KB apart (C12: 1024 channels) all map
 // to one L1 set and defeat the hardware prefetchers, which follow runs within a page.
 constexpr int64_t kPrefetchAhead = 8;
-
-// Prefetches the line holding p[offset], which may lie past the run (a prefetch never faults):
-// the address is computed as an integer, not as a pointer out of the run.
-template <typename T>
-inline void prefetch_at(const T* p, int64_t offset) {
-  __builtin_prefetch(
-      reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + offset * sizeof(T)));
-}
 
 // c[j * ldc + i] += sum over positions of a[i0 + i] * b[j0 + j], for i < MV * lanes and j < NB,
 // the positions given by `runs`.
