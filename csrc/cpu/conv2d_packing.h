@@ -366,6 +366,7 @@ struct ScatterTile {
   int64_t p0;    // first output position of the column block
   const MicroKernel<T>& mk;
 
+  bool row_runs() const { return false; }
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool, bool) const {
     alignas(64) T acc[kMaxMR * kMaxNR];
@@ -400,6 +401,7 @@ struct ScatterPixelTile {
   int64_t p0;  // first output position of the task
   const MicroKernel<T>& mk;
 
+  bool row_runs() const { return false; }
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool, bool) const {
     alignas(64) T acc[kMaxMR * kMaxNR];
@@ -435,6 +437,7 @@ struct StoreTile {
   int64_t col_stride = 1;
   int64_t a_row_stride = 0;  // > 0: A panels are rows read in place, this far apart
 
+  bool row_runs() const { return col_stride == 1; }
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool first, bool last) const {
     Epilogue<T> ep;
@@ -463,6 +466,7 @@ struct ScatterStoreTile {
   int64_t row_stride;
   const int64_t* col_offset;  // relative to the task's first column
 
+  bool row_runs() const { return false; }
   void operator()(int64_t kc, const T* a, const T* b, int64_t m0, int64_t n0, int rows, int cols,
                   bool first, bool) const {
     alignas(64) T acc[kMaxMR * kMaxNR];

@@ -10,6 +10,7 @@
 //                                 stores the rows x cols tile at (m0, n0); `first`: this is
 //                                 the first reduction block (overwrite), `last`: the final
 //                                 one (epilogue)
+//   tile.row_runs()               whether the tile's rows land as runs of adjacent elements
 // This lets a convolution pack B straight from the image (implicit im2col), without an
 // im2col buffer, and fuse bias and ReLU into the final store.
 #pragma once
@@ -24,6 +25,8 @@ namespace fastcnn::cpu {
 
 constexpr int64_t kBlockK = 512;  // reduction block: a B panel (kc x nr) stays in L1/L2
 constexpr int64_t kBlockN = 512;  // columns per task; a multiple of every micro-kernel nr
+// Reductions this short go row panel by row panel where tiles land as row runs (below).
+constexpr int64_t kShortK = 128;
 constexpr int kMaxMR = 8;
 constexpr int kMaxNR = 32;
 
@@ -44,13 +47,21 @@ void gemm_blocked(const MicroKernel<T>& mk, int64_t M, int64_t ncols, int64_t k_
     const Panels<T> a = pack_a(k0, kc);
     const Panels<T> bp = pack_b(k0, kc, bbuf);
     const bool first = k0 == k_begin, last = k0 + kc >= k_end;
-    for (int64_t n0 = 0; n0 < ncols; n0 += nr) {
-      const T* b = bp.data + n0 / nr * bp.stride;
+    auto run = [&](int64_t i, int64_t n0) {
+      const int rows = static_cast<int>(std::min<int64_t>(mr, M - i * mr));
       const int cols = static_cast<int>(std::min<int64_t>(nr, ncols - n0));
-      for (int64_t i = panel_begin; i < panel_end; ++i) {
-        const int rows = static_cast<int>(std::min<int64_t>(mr, M - i * mr));
-        tile(kc, a.data + i * a.stride, b, i * mr, n0, rows, cols, first, last);
-      }
+      tile(kc, a.data + i * a.stride, bp.data + n0 / nr * bp.stride, i * mr, n0, rows, cols, first,
+           last);
+    };
+    if (kc <= kShortK && tile.row_runs()) {
+      // Short reductions are bound by the tiles' stores: where a tile's rows are runs in
+      // memory, a row panel's tiles side by side write its rows' lines in order (a column of
+      // tiles wrote two lines of each of M rows, each row a whole row of C apart).
+      for (int64_t i = panel_begin; i < panel_end; ++i)
+        for (int64_t n0 = 0; n0 < ncols; n0 += nr) run(i, n0);
+    } else {
+      for (int64_t n0 = 0; n0 < ncols; n0 += nr)
+        for (int64_t i = panel_begin; i < panel_end; ++i) run(i, n0);
     }
   }
 }
