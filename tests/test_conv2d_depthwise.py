@@ -4,8 +4,9 @@ The vectorized kernels (NCHW rows staged in a padded ring, NHWC vectors along ch
 scalar loops they leave the rest to are checked against F.conv2d and autograd, on shapes that
 reach each remainder: channel counts and widths off the vector length, outputs narrower than
 one vector, stride 2, dilation 2, multiplier 2, padding 0/1/2, large filters and a row too wide
-for the staging buffer. Each ISA runs in a fresh interpreter (FASTCNN_ISA caps the choice at
-load), at 1 and 2 threads, and repeats each call to check the result is bit-identical.
+for the staging buffer, padding that differs at the two ends, windows wider or taller than the
+image. Each ISA runs in a fresh interpreter (FASTCNN_ISA caps the choice at load), at 1 and 2
+threads, and repeats each call: the results are bit-identical across calls and thread counts.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ CASES = [
     # NHWC weight gradient in tiles of 64 KB of dY rows: 12 rows a tile over 62, the last
     # tile partial, one tile crossing from the first image into the second
     [[2, 40, 31, 33], 1, 3, 3, {"padding": 1}],
+    # padding that differs at the start and the end ("same" with an even filter)
+    [[2, 16, 9, 12], 1, 4, 4, {"padding": "same"}],
+    [[2, 16, 9, 12], 1, 2, 2, {"padding": "same"}],
+    # windows wider than the image with their rows inside; an image shorter than the window
+    [[2, 16, 9, 3], 1, 3, 3, {"padding": 2, "dilation": 2}],
+    [[2, 16, 2, 9], 1, 3, 3, {"padding": 1}],
+    # many taps, not square, on vector-wide channels; stride 2 with padding 2
+    [[1, 16, 9, 10], 1, 7, 8, {"padding": 3}],
+    [[2, 16, 9, 10], 1, 3, 3, {"padding": 2, "stride": 2}],
 ]
 
 # Forward (bias + ReLU, and plain) and both gradients against F.conv2d and autograd, for
@@ -49,13 +59,14 @@ for xs, mult, R, S, kw in json.loads(sys.argv[1]):
             x = torch.randn(xs, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
             w = torch.randn(C * mult, 1, R, S, dtype=dtype).requires_grad_()
             b = torch.randn(C * mult, dtype=dtype, requires_grad=True)
+            grads, first = {}, {}  # each activation's output gradient, results at 1 thread
             for threads in (1, 2):
                 torch.set_num_threads(threads)
                 for act in (None, "relu"):
                     out = fastcnn.ops.conv2d(x, w, b, activation=act, **kw)
                     ref = F.conv2d(x, w, b, **kw)
                     ref = F.relu(ref) if act else ref
-                    go = torch.randn_like(ref).contiguous(memory_format=fmt)
+                    go = grads.setdefault(act, torch.randn_like(ref).contiguous(memory_format=fmt))
                     got = (out, *torch.autograd.grad(out, (x, w, b), go))
                     out2 = fastcnn.ops.conv2d(x, w, b, activation=act, **kw)
                     again = (out2, *torch.autograd.grad(out2, (x, w, b), go))
@@ -70,6 +81,9 @@ for xs, mult, R, S, kw in json.loads(sys.argv[1]):
                         where = f"{name} {xs} x{mult} {R}x{S} {kw} {dtype} {fmt} {act} {threads}t"
                         torch.testing.assert_close(a, e, **tol, msg=lambda m: f"{where}: {m}")
                         assert torch.equal(a, a2), f"{where}: not bit-identical across runs"
+                    for name, a, a1 in zip(names, got, first.setdefault(act, got)):
+                        where = f"{name} {xs} x{mult} {R}x{S} {kw} {dtype} {fmt} {act}"
+                        assert torch.equal(a, a1), f"{where}: 1 and 2 threads differ"
 print(fastcnn.info()["isa"])
 """
 

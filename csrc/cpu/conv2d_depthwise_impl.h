@@ -17,7 +17,6 @@
 #include <type_traits>
 
 #include "cpu/conv2d_depthwise.h"
-#include "cpu/conv2d_packing.h"
 #include "cpu/prefetch.h"
 
 namespace fastcnn::cpu {
@@ -278,20 +277,22 @@ void nhwc_forward_row(const ConvGeom& g, const T* x_image, const T* wt, const T*
   });
 }
 
-// The lines row v - tile's walk asks for, a pixel a step: row v's dY row and the bottom input
-// row of its windows, the only one the rows before did not read (element offsets from the
-// block's first channel; -1: no such row). Pixels lie a whole row of channels apart (C = 256:
-// 1 KB), a stride the hardware prefetchers did not follow: 77 % of the walk's samples waited
-// on these loads.
+// What row v - tile's walk asks for, a pixel at a time: row v's dY row and the bottom input
+// row of its windows, which the rows before did not read when the stride down is 1 (with a
+// larger stride the rows above it go unasked). Element offsets from the block's first
+// channel (-1: no such row); column j * xs[3] of the input row, j from window 0's first
+// column the window before it does not cover. Pixels lie a whole row of channels apart
+// (C = 256: 1 KB), a stride the hardware prefetchers did not follow: 77 % of the walk's
+// samples waited on these loads.
 struct RowAhead {
-  int64_t dy = -1, x = -1;
+  int64_t dy = -1, x = -1, iw0 = 0;
   RowAhead(const ConvGeom& g, int64_t v) {
     if (v >= g.N * g.Ho) return;
     const int64_t n = v / g.Ho, oh = v % g.Ho;
     dy = n * g.ys[0] + oh * g.ys[2];
     const int64_t ih = oh * g.sh - g.ph + (g.R - 1) * g.dh;
-    const int64_t iw0 = (g.S - 1) * g.dw - g.pw - g.sw + 1;  // window 0's new columns
-    if (in_range(ih, g.H)) x = n * g.xs[0] + ih * g.xs[2] + iw0 * g.xs[3];
+    if (in_range(ih, g.H)) x = n * g.xs[0] + ih * g.xs[2];
+    iw0 = (g.S - 1) * g.dw - g.pw - g.sw + 1;
   }
 };
 
@@ -312,6 +313,9 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
   // (with a bound read from g they lived on the stack: a load and a store per FMA).
   constexpr int64_t kTaps = kR * kS;
   const int64_t RS = kTaps ? kTaps : win.R * win.S, rows = g.N * g.Ho;
+  // Windows of these columns (in rows whose windows lie inside) take their taps at fixed
+  // offsets from one pointer.
+  const ValidColumns inside = whole_window_columns(g);
   const int64_t row_bytes = std::max<int64_t>(1, g.Wo * g.ys[3] * int64_t{sizeof(T)});
   const int64_t tile = std::max<int64_t>(1, kDepthwiseTileBytes / row_bytes);
   std::fill(acc_out + b0 * RS * L, acc_out + b1 * RS * L, T(0));
@@ -322,27 +326,24 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
       V acc[kTaps ? kTaps : kDepthwiseMaxTaps];
       auto add_taps = [&](V d, const auto& tap) {
 #pragma GCC unroll 9
-        for (int64_t rs = 0; rs < (kTaps ? kTaps : RS); ++rs) acc[rs] += d * tap(rs);
+        for (int64_t rs = 0; rs < RS; ++rs) acc[rs] += d * tap(rs);
       };
 #pragma GCC unroll 9
-      for (int64_t rs = 0; rs < (kTaps ? kTaps : RS); ++rs) acc[rs] = V{};
+      for (int64_t rs = 0; rs < RS; ++rs) acc[rs] = V{};
       for (int64_t v = v0; v < v1; ++v) {
         const int64_t n = v / g.Ho, oh = v % g.Ho, ih0 = oh * g.sh - g.ph;
         const RowAhead ahead(g, v + (v1 - v0));
         const T* dy_row = dy + n * g.ys[0] + oh * g.ys[2] + c;
         const T* image = x + n * g.xs[0] + c;
-        // Windows inside the image, [lo, hi), take their taps at fixed offsets from one pointer.
         const bool rows_inside = ih0 >= 0 && ih0 + (win.R - 1) * g.dh < g.H;
-        const int64_t lo = rows_inside ? valid_columns(g, 0, g.Wo).lo : g.Wo;
-        const int64_t hi = std::max(lo, valid_columns(g, (win.S - 1) * g.dw, g.Wo).hi);
         for (int64_t ow = 0; ow < g.Wo; ++ow) {
           // Asked for here: GCC 12 compiled the prefetches away from a member of RowAhead.
           if (ahead.dy >= 0) prefetch_at<2>(dy + c, ahead.dy + ow * g.ys[3]);
           if (ahead.x >= 0)
-            for (int64_t j = ow * g.sw; j < (ow + 1) * g.sw; ++j)
+            for (int64_t j = ow * g.sw + ahead.iw0; j < (ow + 1) * g.sw + ahead.iw0; ++j)
               prefetch_at<2>(x + c, ahead.x + j * g.xs[3]);
           const V d = W::load(dy_row + ow * g.ys[3]);
-          if (ow >= lo && ow < hi) {
+          if (rows_inside && ow >= inside.lo && ow < inside.hi) {
             const T* base = image + ih0 * g.xs[2] + (ow * g.sw - g.pw) * g.xs[3];
             add_taps(d, [&](int64_t rs) { return W::load(base + win.off[rs]); });
             continue;
@@ -355,8 +356,7 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
       }
       T* out = acc_out + b * RS * L;
 #pragma GCC unroll 9
-      for (int64_t rs = 0; rs < (kTaps ? kTaps : RS); ++rs)
-        W::store(out + rs * L, W::load(out + rs * L) + acc[rs]);
+      for (int64_t rs = 0; rs < RS; ++rs) W::store(out + rs * L, W::load(out + rs * L) + acc[rs]);
     }
   }
 }

@@ -10,7 +10,9 @@
 //                                 stores the rows x cols tile at (m0, n0); `first`: this is
 //                                 the first reduction block (overwrite), `last`: the final
 //                                 one (epilogue)
-//   tile.row_runs()               whether the tile's rows land as runs of adjacent elements
+//   tile.row_runs()               whether the tile's rows land as runs of adjacent elements,
+//                                 each tile on elements of its own (then the order in which
+//                                 tiles run cannot change a result)
 // This lets a convolution pack B straight from the image (implicit im2col), without an
 // im2col buffer, and fuse bias and ReLU into the final store.
 #pragma once
@@ -53,7 +55,7 @@ void gemm_blocked(const MicroKernel<T>& mk, int64_t M, int64_t ncols, int64_t k_
       tile(kc, a.data + i * a.stride, bp.data + n0 / nr * bp.stride, i * mr, n0, rows, cols, first,
            last);
     };
-    if (kc <= kShortK && tile.row_runs()) {
+    if (k_end - k_begin <= kShortK && tile.row_runs()) {
       // Short reductions are bound by the tiles' stores: where a tile's rows are runs in
       // memory, a row panel's tiles side by side write its rows' lines in order (a column of
       // tiles wrote two lines of each of M rows, each row a whole row of C apart).
