@@ -118,7 +118,8 @@ void outer_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, co
           }
           // Merged: the columns where every tap of the row reads the image in one pass, the
           // rest tap by tap.
-          const auto [lo, hi] = whole_window_columns(g);
+          const int64_t lo = valid_columns(g, 0, g.Wo).lo;
+          const int64_t hi = std::max(lo, valid_columns(g, (g.S - 1) * g.dw, g.Wo).hi);
           pass(r, 0, lo, hi, 0, pl.n);
           for (int64_t s = 0; s < g.S; ++s) {
             const ValidColumns cols = valid_columns(g, s * g.dw, g.Wo);

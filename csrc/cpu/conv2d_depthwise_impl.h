@@ -209,14 +209,19 @@ void nchw_weight_filter(const ConvGeom& g, const T* dy, const T* x, int64_t k, T
 }
 
 // NHWC windows: where each tap reads relative to the window's first pixel, and whether a
-// window lies inside the image (its taps then read without bounds checks).
+// window lies inside the image (its taps then read without bounds checks). With the size fixed
+// the tap loops have constant bounds, so sums indexed by tap stay in registers (with the size
+// read into a member they lived on the stack: a load and a store per FMA).
 template <int kR, int kS>
 struct Window {
-  int64_t R, S, off[kR ? kR * kS : kDepthwiseMaxTaps];
-  explicit Window(const ConvGeom& g) : R(kR ? kR : g.R), S(kS ? kS : g.S) {
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t s = 0; s < S; ++s) off[r * S + s] = r * g.dh * g.xs[2] + s * g.dw * g.xs[3];
+  int64_t R_, S_, off[kR ? kR * kS : kDepthwiseMaxTaps];
+  explicit Window(const ConvGeom& g) : R_(g.R), S_(g.S) {
+    for (int64_t r = 0; r < R(); ++r)
+      for (int64_t s = 0; s < S(); ++s) off[r * S() + s] = r * g.dh * g.xs[2] + s * g.dw * g.xs[3];
   }
+  int64_t R() const { return kR ? kR : R_; }
+  int64_t S() const { return kS ? kS : S_; }
+  int64_t taps() const { return R() * S(); }
 };
 
 inline bool window_inside(const ConvGeom& g, int64_t ih0, int64_t iw0) {
@@ -230,14 +235,14 @@ inline void for_each_tap(const ConvGeom& g, const Window<kR, kS>& win, const T* 
                          int64_t iw0, const F& f) {
   if (window_inside(g, ih0, iw0)) {
     const T* base = image + ih0 * g.xs[2] + iw0 * g.xs[3];
-    for (int64_t rs = 0; rs < win.R * win.S; ++rs) f(rs, base + win.off[rs]);
+    for (int64_t rs = 0; rs < win.taps(); ++rs) f(rs, base + win.off[rs]);
     return;
   }
-  for (int64_t r = 0; r < win.R; ++r)
-    for (int64_t s = 0; s < win.S; ++s) {
+  for (int64_t r = 0; r < win.R(); ++r)
+    for (int64_t s = 0; s < win.S(); ++s) {
       const int64_t ih = ih0 + r * g.dh, iw = iw0 + s * g.dw;
       const bool in = in_range(ih, g.H) && in_range(iw, g.W);
-      f(r * win.S + s, in ? image + ih * g.xs[2] + iw * g.xs[3] : nullptr);
+      f(r * win.S() + s, in ? image + ih * g.xs[2] + iw * g.xs[3] : nullptr);
     }
 }
 
@@ -309,13 +314,7 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
   using V = typename W::V;
   constexpr int L = W::lanes;
   const Window<kR, kS> win(g);
-  // With the size fixed the tap loops have constant bounds, so the sums stay in registers
-  // (with a bound read from g they lived on the stack: a load and a store per FMA).
-  constexpr int64_t kTaps = kR * kS;
-  const int64_t RS = kTaps ? kTaps : win.R * win.S, rows = g.N * g.Ho;
-  // Windows of these columns (in rows whose windows lie inside) take their taps at fixed
-  // offsets from one pointer.
-  const ValidColumns inside = whole_window_columns(g);
+  const int64_t RS = win.taps(), rows = g.N * g.Ho;
   const int64_t row_bytes = std::max<int64_t>(1, g.Wo * g.ys[3] * int64_t{sizeof(T)});
   const int64_t tile = std::max<int64_t>(1, kDepthwiseTileBytes / row_bytes);
   std::fill(acc_out + b0 * RS * L, acc_out + b1 * RS * L, T(0));
@@ -323,19 +322,12 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
     const int64_t v1 = std::min(rows, v0 + tile);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t c = std::min(b * L, g.K - L);
-      V acc[kTaps ? kTaps : kDepthwiseMaxTaps];
-      auto add_taps = [&](V d, const auto& tap) {
-#pragma GCC unroll 9
-        for (int64_t rs = 0; rs < RS; ++rs) acc[rs] += d * tap(rs);
-      };
-#pragma GCC unroll 9
+      V acc[kR ? kR * kS : kDepthwiseMaxTaps];
       for (int64_t rs = 0; rs < RS; ++rs) acc[rs] = V{};
       for (int64_t v = v0; v < v1; ++v) {
-        const int64_t n = v / g.Ho, oh = v % g.Ho, ih0 = oh * g.sh - g.ph;
+        const int64_t n = v / g.Ho, oh = v % g.Ho;
         const RowAhead ahead(g, v + (v1 - v0));
         const T* dy_row = dy + n * g.ys[0] + oh * g.ys[2] + c;
-        const T* image = x + n * g.xs[0] + c;
-        const bool rows_inside = ih0 >= 0 && ih0 + (win.R - 1) * g.dh < g.H;
         for (int64_t ow = 0; ow < g.Wo; ++ow) {
           // Asked for here: GCC 12 compiled the prefetches away from a member of RowAhead.
           if (ahead.dy >= 0) prefetch_at<2>(dy + c, ahead.dy + ow * g.ys[3]);
@@ -343,19 +335,11 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
             for (int64_t j = ow * g.sw + ahead.iw0; j < (ow + 1) * g.sw + ahead.iw0; ++j)
               prefetch_at<2>(x + c, ahead.x + j * g.xs[3]);
           const V d = W::load(dy_row + ow * g.ys[3]);
-          if (rows_inside && ow >= inside.lo && ow < inside.hi) {
-            const T* base = image + ih0 * g.xs[2] + (ow * g.sw - g.pw) * g.xs[3];
-            add_taps(d, [&](int64_t rs) { return W::load(base + win.off[rs]); });
-            continue;
-          }
-          V taps[kTaps ? kTaps : kDepthwiseMaxTaps];
-          for_each_tap(g, win, image, ih0, ow * g.sw - g.pw,
-                       [&](int64_t rs, const T* xi) { taps[rs] = xi ? W::load(xi) : V{}; });
-          add_taps(d, [&](int64_t rs) { return taps[rs]; });
+          for_each_tap(g, win, x + n * g.xs[0] + c, oh * g.sh - g.ph, ow * g.sw - g.pw,
+                       [&](int64_t rs, const T* xi) { acc[rs] += d * (xi ? W::load(xi) : V{}); });
         }
       }
       T* out = acc_out + b * RS * L;
-#pragma GCC unroll 9
       for (int64_t rs = 0; rs < RS; ++rs) W::store(out + rs * L, W::load(out + rs * L) + acc[rs]);
     }
   }

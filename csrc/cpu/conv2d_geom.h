@@ -1,7 +1,6 @@
 // The geometry of one convolution, shared by the GEMM and the depthwise paths.
 #pragma once
 
-#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -31,24 +30,6 @@ inline bool in_range(int64_t i, int64_t n) {
 inline bool positions_are_flat(const ConvGeom& g) {
   return g.RS() == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.Wo == g.W &&
          g.Ho == g.H && g.xs[2] == g.W * g.xs[3];
-}
-
-// Output columns [lo, hi) of one kernel tap whose input column iw = ow * sw - pw + dw_tap
-// falls inside [0, W): the rest read as zero padding.
-struct ValidColumns {
-  int64_t lo, hi;
-};
-inline ValidColumns valid_columns(const ConvGeom& g, int64_t dw_tap, int64_t Wo) {
-  const int64_t first = g.pw - dw_tap, last = g.W - 1 + g.pw - dw_tap;
-  const int64_t lo = first <= 0 ? 0 : (first + g.sw - 1) / g.sw;
-  const int64_t hi = last < 0 ? 0 : last / g.sw + 1;
-  return {std::min(lo, Wo), std::min(std::max(hi, lo), Wo)};
-}
-
-// Output columns [lo, hi) whose every tap reads inside [0, W).
-inline ValidColumns whole_window_columns(const ConvGeom& g) {
-  const int64_t lo = valid_columns(g, 0, g.Wo).lo;
-  return {lo, std::max(lo, valid_columns(g, (g.S - 1) * g.dw, g.Wo).hi)};
 }
 
 }  // namespace fastcnn::cpu

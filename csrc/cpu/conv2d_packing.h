@@ -22,6 +22,18 @@
 
 namespace fastcnn::cpu {
 
+// Output columns [lo, hi) of one kernel tap whose input column iw = ow * sw - pw + dw_tap
+// falls inside [0, W): the rest read as zero padding.
+struct ValidColumns {
+  int64_t lo, hi;
+};
+inline ValidColumns valid_columns(const ConvGeom& g, int64_t dw_tap, int64_t Wo) {
+  const int64_t first = g.pw - dw_tap, last = g.W - 1 + g.pw - dw_tap;
+  const int64_t lo = first <= 0 ? 0 : (first + g.sw - 1) / g.sw;
+  const int64_t hi = last < 0 ? 0 : last / g.sw + 1;
+  return {std::min(lo, Wo), std::min(std::max(hi, lo), Wo)};
+}
+
 // Copies n elements src[t * step] to dst[t * dst_step]; the unit-stride case is a plain copy
 // (input rows of stride-1 NCHW convolutions), which the compiler turns into vector moves.
 template <typename T>
