@@ -88,15 +88,17 @@ template <int64_t Vectors, typename T, typename V = typename ColumnVec<T>::V>
     for (int64_t i = 0; i < Vectors; ++i) v[i] = C::load_whole(plane + first + i * C::lanes);
     return;
   }
-  typename C::I lane;
-  std::memcpy(&lane, C::template lane_steps<1>.data(), sizeof lane);
   for (int64_t i = 0; i < Vectors; ++i) {
     const int64_t at = first + i * C::lanes;
-#if !defined(__clang__)  // clang has no permute by a variable index
-    // The nearest whole vector inside the plane, its lanes moved into place by one permute:
-    // lane-by-lane inserts cost a 4x4 plane's packing 1.2 us of a 4 us binding call.
+    // AVX-512 permutes a whole vector by a variable index in one instruction (the other
+    // builds were not measured; clang has no __builtin_shuffle): the nearest whole vector
+    // inside the plane, its lanes moved into place, where lane-by-lane inserts cost a 4x4
+    // plane's packing 1.2 us of a 4 us binding call.
+#if defined(__AVX512F__) && !defined(__clang__)
     if (plane_len >= C::lanes) {
       using Index = typename C::Index;
+      typename C::I lane;
+      std::memcpy(&lane, C::template lane_steps<1>.data(), sizeof lane);
       const int64_t inside = std::clamp<int64_t>(at, 0, plane_len - C::lanes);
       const V moved =
           __builtin_shuffle(C::load(plane + inside), lane + static_cast<Index>(at - inside));

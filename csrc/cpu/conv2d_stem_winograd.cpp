@@ -85,7 +85,8 @@ void transform_filters(const ConvGeom& g, const StemLayout& l, const float* w, f
 }
 
 // Every channel's padded row ih of image n: xpad[c * pad_floats + i] = x[n, c, ih, i - pw],
-// zero outside the row, for i < pad_floats. NHWC rows are read once, pixel by pixel.
+// zero outside the row, for i < pad_floats. NHWC rows of 2 to 4 dense channels are read once
+// per channel, other NHWC rows once, pixel by pixel.
 void fill_padded_rows(const ConvGeom& g, const StemLayout& l, const float* x, int64_t n, int64_t ih,
                       float* xpad) {
   const int64_t begin = std::min(g.pw, l.pad_floats);
@@ -99,7 +100,7 @@ void fill_padded_rows(const ConvGeom& g, const StemLayout& l, const float* x, in
   }
   if (g.xs[3] == 1) return;
   // Dense pixels of 2 to 4 channels (the stem's NHWC rows): with the count a constant the copy
-  // vectorizes (C1 channels_last 1.04x).
+  // vectorizes.
   auto deinterleave = [&](auto channels) {
     constexpr int64_t C = decltype(channels)::value;
     for (int64_t c = 0; c < C; ++c)
