@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cpu/microkernel.h"
+#include "cpu/vector_width.h"
 
 namespace fastcnn::cpu {
 // Each ISA's unit compiles its own copy with its own flags (and vector width).
@@ -32,15 +33,6 @@ RowsA<T, MR> rows_at(const T* a, int64_t lda, int rows) {
   for (int i = 0; i < MR; ++i) ra.r[i] = a + (i < rows ? i : 0) * lda;
   return ra;
 }
-
-// The widest vector of the ISA this unit is compiled for.
-#if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVectorBytes = 32;
-#else
-constexpr int kVectorBytes = 16;
-#endif
 
 // The accumulators are MR x (NR / lanes) vectors of the ISA's width, kept in registers: as a
 // scalar array (or as vectors wider than the ISA's) the compiler kept them on the stack, and

@@ -13,17 +13,10 @@
 #endif
 
 #include "cpu/relu_kernels.h"
+#include "cpu/vector_width.h"
 
 namespace fastcnn::cpu {
 namespace {
-
-#if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVectorBytes = 32;
-#else
-constexpr int kVectorBytes = 16;
-#endif
 
 template <typename T>
 struct Lanes {
