@@ -31,28 +31,32 @@ inline void store_elements(const float (&out)[kRowsMR][kRowsNR], const RowsStore
     }
 }
 
-// The tile through bias and ReLU into memory: whole rows of filters as vectors when filters
-// are adjacent (NHWC output), element by element otherwise.
-__attribute__((always_inline)) inline void store(const Vec16 (&acc)[kRowsMR][2],
-                                                 const RowsStore& st) {
-  if (st.filter_stride == 1 && st.cols == kRowsNR) {
-    const Vec16 zero = {};
-    const Vec16 b0 = st.bias ? load16(st.bias) : zero, b1 = st.bias ? load16(st.bias + 16) : zero;
-#pragma GCC unroll 8
-    for (int i = 0; i < kRowsMR; ++i) {  // a fixed count, so acc stays in registers
-      if (i == st.rows) break;
-      Vec16 v[2] = {acc[i][0] + b0, acc[i][1] + b1};
-      if (st.relu)  // v < 0 is false for NaN: NaN stays NaN, as torch.relu
-        for (Vec16& h : v) h = h < zero ? zero : h;
-      std::memcpy(st.y + i * st.position_stride, v, sizeof v);
-    }
-    return;
+// Whole rows of filters are adjacent in memory (an NHWC output) and the tile has all of them.
+inline bool rows_are_vectors(const RowsStore& st) {
+  return st.filter_stride == 1 && st.cols == kRowsNR;
+}
+
+// Filters [j0, j0 + Vecs * lanes) of the tile's rows through bias and ReLU into memory, a
+// vector at a time (rows_are_vectors).
+template <typename V, int Vecs>
+__attribute__((always_inline)) inline void store_rows(const V (&acc)[kRowsMR][Vecs], int j0,
+                                                      const RowsStore& st) {
+  constexpr int kLanes = sizeof(V) / sizeof(float);
+  const V zero = {};
+  V b[Vecs];
+  for (int v = 0; v < Vecs; ++v) {
+    b[v] = zero;
+    if (st.bias) std::memcpy(&b[v], st.bias + j0 + v * kLanes, sizeof(V));
   }
-  alignas(64) float out[kRowsMR][kRowsNR];
 #pragma GCC unroll 8
-  for (int i = 0; i < kRowsMR; ++i)
-    for (int h = 0; h < 2; ++h) std::memcpy(out[i] + 16 * h, &acc[i][h], sizeof(Vec16));
-  store_elements(out, st);
+  for (int i = 0; i < kRowsMR; ++i) {  // a fixed count, so acc stays in registers
+    if (i == st.rows) break;
+    for (int v = 0; v < Vecs; ++v) {
+      V out = acc[i][v] + b[v];
+      if (st.relu) out = out < zero ? zero : out;  // false for NaN: NaN stays, as torch.relu
+      std::memcpy(st.y + i * st.position_stride + j0 + v * kLanes, &out, sizeof out);
+    }
+  }
 }
 
 // acc[i][v] += the tile's rows times filters [0, Vecs * lanes) of w's rows (kRowsNR apart).
@@ -79,28 +83,40 @@ __attribute__((always_inline)) inline void accumulate(int64_t segs, const float*
 
 // With 64-byte vectors the whole tile's 16 accumulators fit the registers (AVX-512: 32 zmm).
 // Narrower ISAs run it in passes of one vector of filters (AVX2: 8 of 16 ymm), since the whole
-// tile took 32 ymm there and ran from the stack (the stem at 7 GFLOP/s).
+// tile took 32 ymm there and ran from the stack (the stem at 7 GFLOP/s). Rows of filters
+// land as vectors when rows_are_vectors, pass by pass; other tiles go through `out`.
 void rows_tile(int64_t segs, const float* const* rows, int64_t len, int64_t step, const float* w,
-               const RowsStore& st) {
+               const RowsStore& store) {
+  // A copy: the stores through st.y could alias the caller's fields, which the passes would
+  // then read again after every store.
+  const RowsStore st = store;
+  alignas(64) float out[kRowsMR][kRowsNR];
   if constexpr (kVectorBytes == 64) {
     Vec16 acc[kRowsMR][2] = {};
     accumulate(segs, rows, len, step, w, acc);
-    store(acc, st);
+    if (rows_are_vectors(st)) return store_rows(acc, 0, st);
+#pragma GCC unroll 8
+    for (int i = 0; i < kRowsMR; ++i)
+      for (int h = 0; h < 2; ++h) std::memcpy(out[i] + 16 * h, &acc[i][h], sizeof(Vec16));
   } else {
     typedef float Vec __attribute__((vector_size(kVectorBytes)));
     constexpr int kLanes = kVectorBytes / sizeof(float);
-    alignas(64) float out[kRowsMR][kRowsNR];
     for (int j0 = 0; j0 < kRowsNR; j0 += kLanes) {
       Vec acc[kRowsMR][1] = {};
       accumulate(segs, rows, len, step, w + j0, acc);
+      if (rows_are_vectors(st)) {
+        store_rows(acc, j0, st);
+        continue;
+      }
 #pragma GCC unroll 8
       for (int i = 0; i < kRowsMR; ++i) {
         const Vec v = acc[i][0];
         std::memcpy(out[i] + j0, &v, sizeof v);
       }
     }
-    store_elements(out, st);
+    if (rows_are_vectors(st)) return;
   }
+  store_elements(out, st);
 }
 
 RowsKernel make_rows_kernel() {

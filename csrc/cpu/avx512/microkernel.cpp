@@ -2,7 +2,7 @@
 // B vectors, A broadcast from memory; with 4-cycle FMA latency, one 512-bit FMA a cycle (Zen 4)
 // needs 4 independent chains and two (Xeons with two FMA ports) 8, so 16 keep either busy)
 // whose epilogue works on the accumulators in registers with masked loads and stores for edge
-// tiles. float64 uses the generic body.
+// tiles. float64 uses the shared body (microkernel_impl.h) at this width.
 #include <immintrin.h>
 
 #include <type_traits>
