@@ -685,7 +685,9 @@ def mutate_tensor(draw, arg: Arg, handmade: HandMade) -> Arg:
             must_raise=kind == "cuda" or t.numel() > 0,
         )
     if kind == "not_capsule":
-        obj = draw(st.sampled_from([t, 0, "capsule", t.detach().clone().numpy()]))
+        # An array rather than a capsule (float32: numpy has no bfloat16).
+        array = t.detach().to(torch.float32).numpy()
+        obj = draw(st.sampled_from([t, 0, "capsule", array]))
         return Arg(None, capsule_fn=lambda: obj, must_raise=True)
     if kind == "used":
 
