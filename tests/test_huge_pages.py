@@ -79,12 +79,24 @@ OUTPUTS = {
 }
 
 
+def _kernel_gives_huge_pages() -> bool:
+    """Whether the kernel hands out huge pages right now: a control block of the same size,
+    advised the same way. It has none to give while memory is fragmented (once in a CI run,
+    mid-suite) and then falls back to small pages for every block alike."""
+    control = torch.empty(8 * MIB)
+    _C.advise_huge_pages(control.data_ptr(), control.nbytes)
+    control.fill_(1.0)
+    return huge_page_bytes(control) >= control.nbytes // 2
+
+
 @pytest.mark.parametrize("site", list(OUTPUTS))
 def test_large_outputs_are_on_huge_pages(site):
     out = OUTPUTS[site]()
     assert out.nbytes >= 32 * MIB
     # The whole 2 MiB pages inside the block; the kernel falls back to small pages where it
     # finds no free huge one, so ask for half of them.
+    if huge_page_bytes(out) < out.nbytes // 2 and not _kernel_gives_huge_pages():
+        pytest.skip("the kernel had no free huge pages to give (a control block got none)")
     assert huge_page_bytes(out) >= out.nbytes // 2
 
 
