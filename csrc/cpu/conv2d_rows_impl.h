@@ -81,42 +81,33 @@ __attribute__((always_inline)) inline void accumulate(int64_t segs, const float*
   }
 }
 
-// With 64-byte vectors the whole tile's 16 accumulators fit the registers (AVX-512: 32 zmm).
-// Narrower ISAs run it in passes of one vector of filters (AVX2: 8 of 16 ymm), since the whole
-// tile took 32 ymm there and ran from the stack (the stem at 7 GFLOP/s). Rows of filters
+// The tile in passes of kPassVecs vectors of filters a row: with 64-byte vectors one pass of
+// two (AVX-512: 16 of 32 zmm); narrower ISAs one vector a pass (AVX2: 8 of 16 ymm), since the
+// whole tile took 32 ymm there and ran from the stack (the stem at 7 GFLOP/s). Rows of filters
 // land as vectors when rows_are_vectors, pass by pass; other tiles go through `out`.
 void rows_tile(int64_t segs, const float* const* rows, int64_t len, int64_t step, const float* w,
                const RowsStore& store) {
+  typedef float Vec __attribute__((vector_size(kVectorBytes)));
+  constexpr int kLanes = kVectorBytes / sizeof(float), kPassVecs = kVectorBytes == 64 ? 2 : 1;
   // A copy: the stores through st.y could alias the caller's fields, which the passes would
   // then read again after every store.
   const RowsStore st = store;
   alignas(64) float out[kRowsMR][kRowsNR];
-  if constexpr (kVectorBytes == 64) {
-    Vec16 acc[kRowsMR][2] = {};
-    accumulate(segs, rows, len, step, w, acc);
-    if (rows_are_vectors(st)) return store_rows(acc, 0, st);
+  for (int j0 = 0; j0 < kRowsNR; j0 += kPassVecs * kLanes) {
+    Vec acc[kRowsMR][kPassVecs] = {};
+    accumulate(segs, rows, len, step, w + j0, acc);
+    if (rows_are_vectors(st)) {
+      store_rows(acc, j0, st);
+      continue;
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < kRowsMR; ++i)
-      for (int h = 0; h < 2; ++h) std::memcpy(out[i] + 16 * h, &acc[i][h], sizeof(Vec16));
-  } else {
-    typedef float Vec __attribute__((vector_size(kVectorBytes)));
-    constexpr int kLanes = kVectorBytes / sizeof(float);
-    for (int j0 = 0; j0 < kRowsNR; j0 += kLanes) {
-      Vec acc[kRowsMR][1] = {};
-      accumulate(segs, rows, len, step, w + j0, acc);
-      if (rows_are_vectors(st)) {
-        store_rows(acc, j0, st);
-        continue;
+      for (int v = 0; v < kPassVecs; ++v) {
+        const Vec part = acc[i][v];
+        std::memcpy(out[i] + j0 + v * kLanes, &part, sizeof part);
       }
-#pragma GCC unroll 8
-      for (int i = 0; i < kRowsMR; ++i) {
-        const Vec v = acc[i][0];
-        std::memcpy(out[i] + j0, &v, sizeof v);
-      }
-    }
-    if (rows_are_vectors(st)) return;
   }
-  store_elements(out, st);
+  if (!rows_are_vectors(st)) store_elements(out, st);
 }
 
 RowsKernel make_rows_kernel() {
