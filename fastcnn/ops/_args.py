@@ -10,6 +10,7 @@ import torch
 
 from . import _cuda
 from ._boundary import unsupported_device
+from ._op import PLAIN_TENSORS
 
 _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -33,6 +34,18 @@ def pair(op: str, name: str, value, low: int) -> tuple[int, int]:
             f"{op}: {name} must be >= {low}, got {value if value[0] != value[1] else value[0]}"
         )
     return value
+
+
+def same_cpu_floats(t, *others) -> bool:
+    """Whether ``t`` and ``others`` are plain CPU tensors of one supported dtype: the common
+    case, which the checks below need not diagnose."""
+    if type(t) not in PLAIN_TENSORS or not t.is_cpu or t.dtype not in _CPU_DTYPES:
+        return False
+    dtype = t.dtype
+    for o in others:  # a loop, not all(...): no generator frame on every call
+        if type(o) not in PLAIN_TENSORS or not o.is_cpu or o.dtype != dtype:
+            return False
+    return True
 
 
 def tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None, layout: str = "") -> None:

@@ -69,9 +69,8 @@ def fresh_output(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def threads() -> int:
-    """The CPU kernels use as many threads as torch does, so the two never fight over cores."""
-    return torch.get_num_threads()
+# The CPU kernels use as many threads as torch does, so the two never fight over cores.
+threads = torch.get_num_threads
 
 
 def is_channels_last(t: torch.Tensor) -> bool:
@@ -119,14 +118,15 @@ class _Workspace(threading.local):
     _KEEP = 1 << 20
 
     def __init__(self):
-        self.bytes, self.capsule = -1, None
+        self.kept = (-1, None)  # (bytes, capsule): one thread-local read per call, not two
 
     def __call__(self, nbytes: int):
-        if nbytes <= self.bytes:
-            return self.capsule
+        kept_bytes, kept = self.kept
+        if nbytes <= kept_bytes:
+            return kept
         fresh = capsule(torch.empty(nbytes, dtype=torch.uint8))
         if nbytes <= self._KEEP:
-            self.bytes, self.capsule = nbytes, fresh
+            self.kept = (nbytes, fresh)
         return fresh
 
 

@@ -18,7 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-_PLAIN = (Tensor, torch.nn.Parameter)
+# Tensors a direct call may take: subclasses go through torch.ops, which honours their hooks.
+PLAIN_TENSORS = (Tensor, torch.nn.Parameter)
 
 
 def _route(tensors) -> bool | None:
@@ -36,7 +37,7 @@ def _route(tensors) -> bool | None:
     grad = False
     for a in tensors:
         if a is not None:
-            if type(a) not in _PLAIN or not (a.is_cpu or a.is_cuda):
+            if type(a) not in PLAIN_TENSORS or not (a.is_cpu or a.is_cuda):
                 return None
             grad = grad or a.requires_grad
     return grad and torch.is_grad_enabled()

@@ -10,10 +10,6 @@ import torch
 from ._boundary import _C, is_channels_last, memory_format
 
 
-def conv_out_size(size, kernel: int, stride: int, pad_total: int, dilation: int):
-    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
-
-
 def pool_out_size(size, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool):
     span = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
     out = span // stride + 1
@@ -30,8 +26,9 @@ def conv2d_output_shape(
     than the padded input is a ValueError."""
     n, _, h, w = input_size
     k, _, r, s = weight_size
-    ho = conv_out_size(h, r, stride[0], pad_begin[0] + pad_end[0], dilation[0])
-    wo = conv_out_size(w, s, stride[1], pad_begin[1] + pad_end[1], dilation[1])
+    # Written out: on a tiny call, a helper's two frames cost a visible share.
+    ho = (h + pad_begin[0] + pad_end[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    wo = (w + pad_begin[1] + pad_end[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
     if ho < 1 or wo < 1:
         padded = (h + pad_begin[0] + pad_end[0], w + pad_begin[1] + pad_end[1])
         span = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
@@ -46,7 +43,10 @@ def conv2d_output(input: torch.Tensor, weight: torch.Tensor, stride, pad_begin, 
     """The forward output, uninitialized: its shape checked by ``conv2d_output_shape``,
     channels_last when the input or the weight is (as torch on the CPU)."""
     shape = conv2d_output_shape(input.shape, weight.shape, stride, pad_begin, pad_end, dilation)
-    return empty(shape, input, memory_format(is_channels_last(input) or is_channels_last(weight)))
+    channels_last = is_channels_last(input) or is_channels_last(weight)
+    # `empty` written out: two frames fewer on every forward call.
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(size=shape, dtype=input.dtype, device=input.device, memory_format=fmt)
 
 
 def pool2d_output_shape(input_size: Sequence, kernel_size, stride, padding, dilation, ceil_mode):

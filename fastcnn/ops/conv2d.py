@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils.dlpack import to_dlpack
 
 from . import _args, _cuda
 from ._boundary import (
@@ -35,8 +36,8 @@ def _conv2d(input, weight, bias, stride, pad_begin, pad_end, dilation, groups, r
 def conv2d_into(out, input, weight, bias, stride, pad_begin, pad_end, dilation, groups, relu):
     """The forward convolution written into ``out`` (CPU, no autograd), for callers that
     reuse memory across calls (occlusion); the kernel checks every shape and stride."""
-    cb = None if bias is None else capsule(bias.contiguous())
-    x, w, y = capsule(dense(input)), capsule(dense(weight)), capsule(out)
+    cb = None if bias is None else to_dlpack(bias.contiguous())
+    x, w, y = to_dlpack(dense(input)), to_dlpack(dense(weight)), to_dlpack(out)
     # `workspace` is a provider: the binding sizes the workspace and runs in one call.
     _C.conv2d_forward(
         x, w, cb, y, stride, pad_begin, pad_end, dilation, groups, relu, workspace, threads()
@@ -198,6 +199,17 @@ def _padding(op: str, padding, kernel: tuple, stride: tuple, dilation: tuple):
     return pad, pad
 
 
+def _geometry(op: str, stride, padding, dilation, kernel: tuple):
+    """(stride, pad_begin, pad_end, dilation) as checked pairs."""
+    ints = type(stride) is int and type(padding) is int and type(dilation) is int
+    if ints and stride >= 1 and padding >= 0 and dilation >= 1:  # the common case
+        pad = (padding, padding)
+        return (stride, stride), pad, pad, (dilation, dilation)
+    stride = _args.pair(op, "stride", stride, 1)
+    dilation = _args.pair(op, "dilation", dilation, 1)
+    return (stride, *_padding(op, padding, kernel, stride, dilation), dilation)
+
+
 def conv2d(
     input: Tensor,
     weight: Tensor,
@@ -238,18 +250,23 @@ def conv2d(
         Tensor[N, K, Ho, Wo], channels_last when the input or the weight is (as torch).
     """
     op = "conv2d"
-    _args.tensor(op, "input", input, (3, 4), "[N, C, H, W]")
-    _args.tensor(op, "weight", weight, 4, "[K, C/groups, R, S]")
-    _args.same_kind(op, "weight", weight, "input", input)
-    if bias is not None:
-        _args.tensor(op, "bias", bias, 1, "[K]")
-        _args.same_kind(op, "bias", bias, "input", input)
+    operands = (input, weight) if bias is None else (input, weight, bias)
+    if not (
+        _args.same_cpu_floats(*operands)
+        and input.dim() in (3, 4)
+        and weight.dim() == 4
+        and (bias is None or bias.dim() == 1)
+    ):
+        _args.tensor(op, "input", input, (3, 4), "[N, C, H, W]")
+        _args.tensor(op, "weight", weight, 4, "[K, C/groups, R, S]")
+        _args.same_kind(op, "weight", weight, "input", input)
+        if bias is not None:
+            _args.tensor(op, "bias", bias, 1, "[K]")
+            _args.same_kind(op, "bias", bias, "input", input)
     if not _args._is_int(groups) or groups < 1:
         raise ValueError(f"{op}: groups must be an int >= 1, got {groups!r}")
     if activation not in (None, "relu"):
         raise ValueError(f"{op}: activation must be None or 'relu', got {activation!r}")
-    stride = _args.pair(op, "stride", stride, 1)
-    dilation = _args.pair(op, "dilation", dilation, 1)
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
@@ -270,7 +287,7 @@ def conv2d(
         )
     if bias is not None and bias.shape[0] != k:
         raise ValueError(f"{op}: bias must have shape ({k},), got {tuple(bias.shape)}")
-    pad_begin, pad_end = _padding(op, padding, kernel, stride, dilation)
+    stride, pad_begin, pad_end, dilation = _geometry(op, stride, padding, dilation, kernel)
     out = conv2d_op(
         input, weight, bias, stride, pad_begin, pad_end, dilation, groups, activation == "relu"
     )
