@@ -82,8 +82,9 @@ const DepthwiseKernels<T>& kernels() {
   return for_dtype<T>(kernel_set());
 }
 
+// Lanes of the widest vector any ISA's kernels use: the conditions below hold for every ISA.
 template <typename T>
-constexpr int64_t lanes() {
+constexpr int64_t widest_lanes() {
   return kDepthwiseVecBytes / sizeof(T);
 }
 
@@ -91,14 +92,15 @@ constexpr int64_t lanes() {
 template <typename T>
 bool nchw_vectorized(const ConvGeom& g) {
   return g.ys[3] == 1 && g.RS() <= kDepthwiseMaxTaps &&
-         depthwise_ring_rows(g) * g.sw * depthwise_phase_len(g, lanes<T>()) * int64_t(sizeof(T)) <=
+         depthwise_ring_rows(g) * g.sw * depthwise_phase_len(g, widest_lanes<T>()) *
+                 int64_t(sizeof(T)) <=
              kDepthwiseRingBytes;
 }
 
 // The NHWC kernels: channels unit-stride, multiplier 1, at least one vector of channels.
 template <typename T>
 bool nhwc_vectorized(const ConvGeom& g) {
-  return g.xs[1] == 1 && g.ys[1] == 1 && g.Kg == 1 && g.K >= lanes<T>() &&
+  return g.xs[1] == 1 && g.ys[1] == 1 && g.Kg == 1 && g.K >= widest_lanes<T>() &&
          g.RS() <= kDepthwiseMaxTaps;
 }
 
@@ -263,7 +265,7 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
   if (image_channels_last(g.xs) && nhwc_vectorized<T>(g)) {
     // A task owns a range of channel blocks; the last block overlaps the one before and
     // stores only its new channels.
-    constexpr int64_t L = lanes<T>();
+    const int64_t L = kernels<T>().lanes;
     parallel_for(ceil_div(g.K, L), nt, [&](int, int64_t begin, int64_t end) {
       kernels<T>().nhwc_weight_blocks(g, dy, x, begin, end, ws);
       for (int64_t b = begin; b < end; ++b) {

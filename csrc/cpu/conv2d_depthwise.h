@@ -8,8 +8,9 @@
 
 namespace fastcnn::cpu {
 
-// The vectorized kernels (conv2d_depthwise_impl.h, compiled per ISA) run on 64-byte vectors
-// whatever the ISA, so their applicability below does not depend on it.
+// The vectorized kernels (conv2d_depthwise_impl.h, compiled per ISA) run on the ISA's vectors,
+// at most this wide; their applicability and the workspace are reckoned at this width, so
+// they do not depend on the ISA.
 constexpr int kDepthwiseVecBytes = 64;
 constexpr int64_t kDepthwiseMaxTaps = 64;
 // The NCHW kernels stage padded input rows in a stack buffer of this size.
@@ -48,6 +49,8 @@ inline int64_t depthwise_phase_len(const ConvGeom& g, int64_t lanes) {
 
 template <typename T>
 struct DepthwiseKernels {
+  // Elements of T in nhwc_weight_blocks' channel block.
+  int64_t lanes;
   // NCHW, output rows unit-stride: the Kg output planes of input channel c of one image
   // (y_image points at the image), bias and ReLU applied.
   void (*nchw_forward_plane)(const ConvGeom& g, const T* plane, const T* w, const T* bias,

@@ -1,7 +1,8 @@
-// The depthwise fast paths, written once over 64-byte vectors (16 floats or 8 doubles) and
-// compiled per ISA: each ISA's translation unit includes this file, and the unnamed namespace
-// gives every one its own copy built with its own flags. GCC/Clang lower the vectors to the
-// widest registers the flags allow (one zmm, two ymm, or scalars on a portable build).
+// The depthwise fast paths, written once over the ISA's native vectors (cpu/vector_width.h:
+// one zmm, ymm or xmm) and compiled per ISA: each ISA's translation unit includes this file,
+// and the unnamed namespace gives every one its own copy built with its own flags. (Over
+// 64-byte vectors on every ISA, AVX2's nine-tap sums took two ymm each and spilled: 3.3-5.2x
+// the AVX-512 build's time.)
 //
 // NCHW: rows of a plane are staged, zero-padded and split by column phase (column mod stride),
 // into a small stack ring of padded rows, so every tap of a vector of outputs along the row is
@@ -18,16 +19,24 @@
 
 #include "cpu/conv2d_depthwise.h"
 #include "cpu/prefetch.h"
+#include "cpu/vector_width.h"
 
 namespace fastcnn::cpu {
 namespace {
 
-template <typename T>
+// The NHWC weight gradient's channel block: one vector, but 64 bytes where vectors are 16
+// (four xmm a sum, some spilled): per pixel its walk computes addresses and prefetches for
+// the whole block, which over 16 bytes cost more than the spills (portable build, DW
+// channels_last: 16 bytes 0.75x the 64-byte block's speed, 32 bytes 0.89x).
+constexpr int kWeightBlockBytes = kVectorBytes < 32 ? 64 : kVectorBytes;
+static_assert(kWeightBlockBytes <= kDepthwiseVecBytes, "the driver reckons with the widest");
+
+template <typename T, int kBytes = kVectorBytes>
 struct Vec {
-  static constexpr int lanes = kDepthwiseVecBytes / sizeof(T);
-  typedef T V __attribute__((vector_size(kDepthwiseVecBytes)));
+  static constexpr int lanes = kBytes / sizeof(T);
+  typedef T V __attribute__((vector_size(kBytes)));
   using Index = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
-  typedef Index I __attribute__((vector_size(kDepthwiseVecBytes)));
+  typedef Index I __attribute__((vector_size(kBytes)));
 
   static V load(const T* p) {
     V v;
@@ -310,7 +319,7 @@ struct RowAhead {
 template <typename T, int kR, int kS>
 void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
                               T* acc_out) {
-  using W = Vec<T>;
+  using W = Vec<T, kWeightBlockBytes>;
   using V = typename W::V;
   constexpr int L = W::lanes;
   const Window<kR, kS> win(g);
@@ -354,7 +363,9 @@ void nhwc_weight_blocks(const ConvGeom& g, const T* dy, const T* x, int64_t b0, 
 
 template <typename T>
 DepthwiseKernels<T> make_kernels() {
-  return {nchw_forward_plane<T>, nchw_weight_filter<T>, nhwc_forward_row<T>, nhwc_weight_blocks<T>};
+  using Block = Vec<T, kWeightBlockBytes>;
+  return {Block::lanes, nchw_forward_plane<T>, nchw_weight_filter<T>, nhwc_forward_row<T>,
+          nhwc_weight_blocks<T>};
 }
 
 inline DepthwiseKernelSet make_depthwise_kernels() {
