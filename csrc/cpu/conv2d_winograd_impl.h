@@ -11,49 +11,65 @@
 
 #include "cpu/conv2d_winograd.h"
 #include "cpu/transpose_8x8.h"
+#include "cpu/vector_width.h"
 
 namespace fastcnn::cpu {
 namespace {
 
-constexpr int kLanes = 16;
-// kLanes floats as one value: GCC/Clang lower it to the widest vectors the flags allow.
+// The forward's lanes: 16 floats where vectors are 32 or 64 bytes, 8 on 16-byte vectors. (With
+// 8 lanes instead of 16, AVX2 ran C5 and D2 at 0.83-0.92x the speed, C9 at 1.07-1.13x; the
+// portable build ran 1.1-1.7x.)
+constexpr int kLanes = kVectorBytes >= 32 ? 16 : 8;
+// kLanes floats as one value: GCC/Clang lower it to the vectors the flags allow.
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 
-inline Vec load(const float* p) {
-  Vec v;
+// The helpers below take any such vector type V of whole floats (the weight gradient's
+// transforms use native vectors; conv2d_winograd_backward_weight_impl.h).
+template <typename V>
+constexpr int lanes_of = sizeof(V) / sizeof(float);
+
+template <typename V = Vec>
+inline V load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store(float* p, Vec v) {
+template <typename V>
+inline void store(float* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
 // The first n lanes from p[l * stride], zero above.
-inline Vec load_lanes(const float* p, int64_t stride, int n) {
-  alignas(64) float b[kLanes] = {};
+template <typename V = Vec>
+inline V load_lanes(const float* p, int64_t stride, int n) {
+  alignas(64) float b[lanes_of<V>] = {};
   for (int l = 0; l < n; ++l) b[l] = p[l * stride];
-  return load(b);
+  return load<V>(b);
 }
-inline void store_lanes(float* p, int64_t stride, int n, Vec v) {
-  alignas(64) float b[kLanes];
+template <typename V>
+inline void store_lanes(float* p, int64_t stride, int n, V v) {
+  alignas(64) float b[lanes_of<V>];
   store(b, v);
-  if (n == kLanes)  // a fixed count, unrolled
-    for (int l = 0; l < kLanes; ++l) p[l * stride] = b[l];
+  if (n == lanes_of<V>)  // a fixed count, unrolled
+    for (int l = 0; l < lanes_of<V>; ++l) p[l * stride] = b[l];
   else
     for (int l = 0; l < n; ++l) p[l * stride] = b[l];
 }
 // n contiguous values from p, zero above; and their store.
-inline Vec load_run(const float* p, int n) {
-  return n == kLanes ? load(p) : load_lanes(p, 1, n);
+template <typename V = Vec>
+inline V load_run(const float* p, int n) {
+  return n == lanes_of<V> ? load<V>(p) : load_lanes<V>(p, 1, n);
 }
-inline void store_run(float* p, int n, Vec v) {
-  if (n == kLanes)
+template <typename V>
+inline void store_run(float* p, int n, V v) {
+  if (n == lanes_of<V>)
     store(p, v);
   else
     store_lanes(p, 1, n, v);
 }
 
 // r = B^T d.
-inline void input_1d(const Vec* d, Vec* r) {
+template <typename V>
+inline void input_1d(const V* d, V* r) {
   r[0] = 4.f * d[0] - 5.f * d[2] + d[4];
   r[1] = -4.f * (d[1] + d[2]) + (d[3] + d[4]);
   r[2] = 4.f * (d[1] - d[2]) + (d[4] - d[3]);
@@ -63,8 +79,9 @@ inline void input_1d(const Vec* d, Vec* r) {
 }
 
 // r = A^T m: six values in, four out.
-inline void output_1d(const Vec* m, Vec* r) {
-  const Vec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+template <typename V>
+inline void output_1d(const V* m, V* r) {
+  const V s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
   r[0] = m[0] + s12 + s34;
   r[1] = d12 + 2.f * d34;
   r[2] = s12 + 4.f * s34;
@@ -72,8 +89,9 @@ inline void output_1d(const Vec* m, Vec* r) {
 }
 
 // r = G g: three values in, six out.
-inline void weight_1d(const Vec* g, Vec* r) {
-  const Vec even = g[0] + g[2];
+template <typename V>
+inline void weight_1d(const V* g, V* r) {
+  const V even = g[0] + g[2];
   r[0] = 0.25f * g[0];
   r[1] = (-1.f / 6.f) * (even + g[1]);
   r[2] = (-1.f / 6.f) * (even - g[1]);
@@ -83,11 +101,11 @@ inline void weight_1d(const Vec* g, Vec* r) {
 }
 
 // out = L in L'^T for a 1-D transform f mapping I values to O: columns first, then rows.
-template <int I, int O, void (*f)(const Vec*, Vec*)>
-inline void transform_2d(const Vec (&in)[I][I], Vec (&out)[O][O]) {
-  Vec cols[O][I];
+template <int I, int O, auto f, typename V>
+inline void transform_2d(const V (&in)[I][I], V (&out)[O][O]) {
+  V cols[O][I];
   for (int j = 0; j < I; ++j) {
-    Vec a[I], b[O];
+    V a[I], b[O];
     for (int i = 0; i < I; ++i) a[i] = in[i][j];
     f(a, b);
     for (int i = 0; i < O; ++i) cols[i][j] = b[i];
@@ -193,7 +211,7 @@ void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
           }
         }
       }
-      transform_2d<6, 6, input_1d>(d, r);
+      transform_2d<6, 6, input_1d<Vec>>(d, r);
       for (int xi = 0; xi < 36; ++xi) store(staged[xi][tm], r[xi / 6][xi % 6]);
     }
     for (int xi = 0; xi < 36; ++xi) {
@@ -243,7 +261,7 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
       for (int64_t b = b0; b < b1; ++b) {
         const float* src = m + b * nr + j0;  // + xi * xi_stride
         for (int xi = 0; xi < 36; ++xi) mm[xi / 6][xi % 6] = load_run(src + xi * xi_stride, nl);
-        transform_2d<6, 4, output_1d>(mm, o);
+        transform_2d<6, 4, output_1d<Vec>>(mm, o);
         const int col = static_cast<int>(4 * (b - b0));
         for (int i = 0; i < 4; ++i) {
           for (int j = 0; j < 4; ++j) {
@@ -323,7 +341,7 @@ void weights(const WinogradPlan& pl, const float* w, int64_t kchunk, int64_t c0,
         const int nl = static_cast<int>(std::min<int64_t>(kLanes, nr - j0));
         const float* src = stage + c * 9 * nr + j0;
         for (int rs = 0; rs < 9; ++rs) gg[rs / 3][rs % 3] = load_run(src + rs * nr, nl);
-        transform_2d<3, 6, weight_1d>(gg, t);
+        transform_2d<3, 6, weight_1d<Vec>>(gg, t);
         float* dst = u + (cs - c0 + c) * nr + j0;
         if (nl == kLanes) {
 #pragma GCC unroll 6
