@@ -41,10 +41,10 @@ from fastcnn.ops._boundary import _C, capsule, workspace
 PASSES = ("conv fwd", "conv+bias+relu", "conv bwd-data", "conv bwd-weight")
 
 
-def load_build(path: str) -> ModuleType:
+def load_build(path: str, name: str = "fastcnn_base._C") -> ModuleType:
     """The extension at ``path`` as a module of its own (its init function is PyInit__C)."""
-    loader = importlib.machinery.ExtensionFileLoader("fastcnn_base._C", path)
-    spec = importlib.util.spec_from_file_location("fastcnn_base._C", path, loader=loader)
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
