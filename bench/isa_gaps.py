@@ -11,7 +11,7 @@ explains:
 
 - AVX2 taking more than ``--avx2-limit`` (5) times the AVX-512 build's time: half the lanes
   account for 2x, memory-bound rows for less; the widest gap measured (D1's forward, which
-  on AVX2 lacks the row-window path of 32-wide rows) is 3.1-4.3x;
+  on AVX2 lacks the row-window path of 32-wide rows) is 2.0-4.3x across runs;
 - AVX2 taking more than ``--generic-limit`` (1.25) times the portable build's.
 
 Rows run only for the ISAs this CPU has. ``.ci/run`` runs it after the tests.
