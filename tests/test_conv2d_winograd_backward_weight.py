@@ -27,7 +27,7 @@ CL = torch.channels_last
 
 # (N, C, K, H, W, padding), each with >= 128 tiles: outputs not a whole number of tiles (and
 # padding 0 and 2, so tiles read padding on every side), channels and filters that are not
-# multiples of a vector (16 lanes) or of the outer-product kernel's panel, a batch of small
+# multiples of a vector (8 or 16 lanes) or of the outer-product kernel's panel, a batch of small
 # images whose tiles cross images within a block, groups of 32 tiles with a short last one
 # (132 tiles), a block of 2304 tiles in 64 groups of 36, and blocks: the last two shapes'
 # tiles hold 36 x 1008 floats, so their 300 tiles go in 3 blocks of 100, the sums carried

@@ -57,8 +57,8 @@ struct DepthwiseKernels {
                              T* y_image, int64_t c, bool relu);
   // NCHW, output rows unit-stride: dw[r * S + s] of filter k, summed over the batch.
   void (*nchw_weight_filter)(const ConvGeom& g, const T* dy, const T* x, int64_t k, T* dw);
-  // NHWC, multiplier 1, K >= lanes: output row oh of one image (y_row points at it); wt holds
-  // the taps as [R*S][K].
+  // NHWC, multiplier 1, K >= the lanes of a kDepthwiseVecBytes vector: output row oh of one image
+  // (y_row points at it); wt holds the taps as [R*S][K].
   void (*nhwc_forward_row)(const ConvGeom& g, const T* x_image, const T* wt, const T* bias,
                            T* y_row, int64_t oh, bool relu);
   // NHWC, multiplier 1, K >= lanes: the batch's sums for the channel blocks [b0, b1) (block b:

@@ -29,7 +29,8 @@ namespace {
 // the whole block, which over 16 bytes cost more than the spills (portable build, DW
 // channels_last: 16 bytes 0.75x the 64-byte block's speed, 32 bytes 0.89x).
 constexpr int kWeightBlockBytes = kVectorBytes < 32 ? 64 : kVectorBytes;
-static_assert(kWeightBlockBytes <= kDepthwiseVecBytes, "the driver reckons with the widest");
+static_assert(kVectorBytes <= kDepthwiseVecBytes && kWeightBlockBytes <= kDepthwiseVecBytes,
+              "the driver reckons with the widest");
 
 template <typename T, int kBytes = kVectorBytes>
 struct Vec {
@@ -312,10 +313,10 @@ struct RowAhead {
 
 // The batch's sums for channel blocks [b0, b1), stored as acc[(b * R*S + rs) * lanes]. Output
 // rows go in tiles whose dY rows, and the input rows under them, stay cached while each block
-// passes over them with its sums in registers: a block reads 64 bytes of each pixel, so one
-// pass over the whole batch per block fetched every line from memory once per block, a pixel
-// apart. (Walking a few pixels at a time through every block, sums in memory, measured twice
-// as slow on 2 threads.)
+// passes over them with its sums in registers: a block reads its run of channels of each pixel
+// (kWeightBlockBytes), so one pass over the whole batch per block fetched every line from memory
+// once per block, a pixel apart. (Walking a few pixels at a time through every block, sums in
+// memory, measured twice as slow on 2 threads.)
 template <typename T, int kR, int kS>
 void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_t b0, int64_t b1,
                               T* acc_out) {

@@ -14,9 +14,11 @@
 namespace fastcnn::cpu {
 namespace {
 
-// One native vector, at least 8 floats. A tile's 36 values of 16 floats took two ymm each on
-// AVX2 and lived on the stack: the transforms ran at 5x the AVX-512 build's time (C5
-// channels_last weight gradient 27.6 -> 12.0 ms with one thread; AVX-512 8.1).
+// The ISA's vector, at least 8 floats (two xmm or NEON registers where vectors are 16 bytes;
+// it divides every outer-product panel width, 8 to 32 floats, so panels hold whole ones). A tile's
+// 36 values of 16 floats took two ymm each on AVX2 and lived on the stack: the transforms ran at 5x
+// the AVX-512 build's time (C5 channels_last weight gradient 27.6 -> 12.0 ms with one thread;
+// AVX-512 8.1).
 constexpr int kGradLanes = std::max(kVectorBytes / 4, 8);
 typedef float GradVec __attribute__((vector_size(kGradLanes * sizeof(float))));
 

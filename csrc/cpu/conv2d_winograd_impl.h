@@ -20,6 +20,7 @@ namespace {
 // 8 lanes instead of 16, AVX2 ran C5 and D2 at 0.83-0.92x the speed, C9 at 1.07-1.13x; the
 // portable build ran 1.1-1.7x.)
 constexpr int kLanes = kVectorBytes >= 32 ? 16 : 8;
+static_assert(kLanes % 8 == 0, "the staging transposes move 8x8 blocks");
 // kLanes floats as one value: GCC/Clang lower it to the vectors the flags allow.
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 
