@@ -86,15 +86,23 @@ def reference(op: str, s: bench_cpu.ConvShape, t: dict) -> torch.Tensor:
     return bench_cpu.torch_backward(s, t, "input" if op == "conv bwd-data" else "weight")()
 
 
-def compare(base: ModuleType, s: bench_cpu.ConvShape, fmt: str, op: str, min_run_time: float):
-    t = bench_cpu._conv_tensors(s, fmt)
+def paired_times(
+    first: ModuleType, second: ModuleType, s: bench_cpu.ConvShape, fmt: str, op: str, t: float
+) -> list[list[float]]:
+    """Per-call milliseconds of both builds' kernels for pass ``op``, one figure per paired
+    sample (bench_cpu.time_pairs), after each build's result is checked against torch's."""
+    tensors = bench_cpu._conv_tensors(s, fmt)
     conv_pass = next(p for p in bench_cpu.CONV_PASSES if p.op == op)
     bound = bench_cpu.WINOGRAD_BOUND if conv_pass.winograd(s) else 0.0
-    want = reference(op, s, t)
-    calls = (kernel_call(base, op, s, t), kernel_call(_C, op, s, t))
+    want = reference(op, s, tensors)
+    calls = (kernel_call(first, op, s, tensors), kernel_call(second, op, s, tensors))
     for call in calls:
         bench_cpu.check(call(), want, conv_pass.reduction(s), bound)
-    base_ms, new_ms = bench_cpu.time_pairs((calls,), min_run_time)
+    return bench_cpu.time_pairs((calls,), t)
+
+
+def compare(base: ModuleType, s: bench_cpu.ConvShape, fmt: str, op: str, min_run_time: float):
+    base_ms, new_ms = paired_times(base, _C, s, fmt, op, min_run_time)
     ratio = bench_cpu.median_ratio(base_ms, new_ms)
     print(
         f"{s.id:<4} {fmt:<13} {op:<16} base {statistics.median(base_ms):8.3f} ms  "

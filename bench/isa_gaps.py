@@ -33,7 +33,7 @@ from types import ModuleType
 import bench_cpu
 import steady_malloc
 import torch
-from ab_builds import PASSES, kernel_call, load_build, reference
+from ab_builds import PASSES, load_build, paired_times
 
 from fastcnn.ops._boundary import _C
 
@@ -64,15 +64,7 @@ def gap(
     narrow: ModuleType, wide: ModuleType, s: bench_cpu.ConvShape, fmt: str, op: str, t: float
 ) -> float:
     """The median over paired samples of narrow's time / wide's, both results checked."""
-    tensors = bench_cpu._conv_tensors(s, fmt)
-    conv_pass = next(p for p in bench_cpu.CONV_PASSES if p.op == op)
-    bound = bench_cpu.WINOGRAD_BOUND if conv_pass.winograd(s) else 0.0
-    want = reference(op, s, tensors)
-    calls = (kernel_call(narrow, op, s, tensors), kernel_call(wide, op, s, tensors))
-    for call in calls:
-        bench_cpu.check(call(), want, conv_pass.reduction(s), bound)
-    narrow_ms, wide_ms = bench_cpu.time_pairs((calls,), t)
-    return bench_cpu.median_ratio(narrow_ms, wide_ms)
+    return bench_cpu.median_ratio(*paired_times(narrow, wide, s, fmt, op, t))
 
 
 def main() -> int:
