@@ -38,10 +38,13 @@ template <typename T>
 void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T* ws,
                                int threads);
 
-// Padded rows one output row reads, and the length of one column phase of a padded row
-// (a vector read past the last output column stays inside it).
+// Padded rows one output row reads plus the sh rows the next one adds, and the length of one
+// column phase of a padded row (a vector read past the last output column stays inside it).
+// The ring is filled one output row ahead: read right after they were written, the new row's
+// loads failed store forwarding (DW NCHW forward: a third of the kernel's samples on one of
+// them; forward 1.09-1.10x, gradients 1.05-1.07x with the row ahead).
 inline int64_t depthwise_ring_rows(const ConvGeom& g) {
-  return (g.R - 1) * g.dh + 1;
+  return (g.R - 1) * g.dh + 1 + g.sh;
 }
 inline int64_t depthwise_phase_len(const ConvGeom& g, int64_t lanes) {
   return (g.W + 2 * g.pw + g.sw - 1) / g.sw + lanes;

@@ -90,7 +90,8 @@ void fill_row(const ConvGeom& g, const T* plane, int64_t padded_row, T* dst, int
     }
 }
 
-// Makes padded rows [oh * sh, oh * sh + rows) present, filling those past `filled`.
+// Makes padded rows [oh * sh, oh * sh + rows) present, filling those past `filled`: the rows
+// output row oh reads and the ones the next output row adds.
 template <typename T>
 void advance(const ConvGeom& g, const T* plane, const Ring<T>& ring, int64_t oh, int64_t& filled) {
   const int64_t lo = oh * g.sh, hi = lo + ring.rows;
