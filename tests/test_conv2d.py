@@ -1435,3 +1435,40 @@ def test_row_windows_every_isa(isa):
         if (W := (Wo - 1) * sw + dw * (S - 1) + 1 - 2 * pw) >= 1
     ]
     run_under_isa(isa, _DIRECT_FORWARD_SCRIPT, cases)
+
+
+# The fused ReLU on every forward path under one ISA: a NaN bias keeps its filter's outputs
+# NaN, -inf zeroes them and +inf stays, as torch.relu after the convolution. Prints the ISA.
+_FUSED_RELU_SCRIPT = r"""
+import json, sys, torch, torch.nn.functional as F, fastcnn
+
+torch.manual_seed(0)
+for x_shape, w_shape, kw in json.loads(sys.argv[1]):
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(x_shape).to(memory_format=fmt)
+        w = torch.randn(w_shape).to(memory_format=fmt)
+        b = torch.randn(w_shape[0])
+        b[:3] = torch.tensor([float("nan"), float("-inf"), float("inf")])
+        got = fastcnn.ops.conv2d(x, w, b, **kw, activation="relu")
+        want = F.conv2d(x.double(), w.double(), b.double(), **kw).relu().float()
+        where = f"{x_shape} {w_shape} {kw} {fmt}"
+        torch.testing.assert_close(
+            got, want, rtol=1e-4, atol=1e-4, equal_nan=True, msg=lambda m: f"{where}: {m}"
+        )
+print(fastcnn.info()["isa"])
+"""
+
+
+# Winograd, the stride-2 stem, the rows path, depthwise, the GEMM (strided, and 1x1 with
+# pixels as rows): each applies the ReLU in its own epilogue, over vectors of its own width.
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_relu_every_path_every_isa(isa):
+    cases = [
+        [[2, 16, 13, 14], [16, 16, 3, 3], {"padding": 1}],
+        [[2, 3, 23, 21], [16, 3, 7, 7], {"padding": 3, "stride": 2}],
+        [[2, 2, 9, 30], [20, 2, 7, 7], {"padding": [0, 3]}],
+        [[2, 32, 9, 10], [32, 1, 3, 3], {"padding": 1, "groups": 32}],
+        [[2, 9, 6, 7], [12, 9, 3, 3], {"padding": 1, "stride": 2}],
+        [[2, 24, 7, 9], [40, 24, 1, 1], {}],
+    ]
+    run_under_isa(isa, _FUSED_RELU_SCRIPT, cases)

@@ -46,7 +46,7 @@ struct Vec {
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
   static V set1(T a) { return V{} + a; }
-  static V relu(V v) { return v < T(0) ? V{} : v; }  // keeps NaN, as the scalar select
+  static V relu(V v) { return relu_lanes(v); }
   // v with lanes n and above zeroed (a select, so an Inf or NaN there does not leak in).
   static V first(V v, int64_t n) {
     I lane;

@@ -53,7 +53,7 @@ __attribute__((always_inline)) inline void store_rows(const V (&acc)[kRowsMR][Ve
     if (i == st.rows) break;
     for (int v = 0; v < Vecs; ++v) {
       V out = acc[i][v] + b[v];
-      if (st.relu) out = out < zero ? zero : out;  // false for NaN: NaN stays, as torch.relu
+      if (st.relu) out = relu_lanes(out);
       std::memcpy(st.y + i * st.position_stride + j0 + v * kLanes, &out, sizeof out);
     }
   }

@@ -57,7 +57,6 @@ void stem_output(const float* m, const StemStore& store) {
   const StemStore st = store;  // a copy the output stores cannot alias, kept in registers
   const bool adjacent = st.filter_stride == 1 && st.cols == kRowsNR;
   alignas(64) float staged[kPositions][kRowsNR];
-  const Vec16 zero = {};
   for (int h = 0; h < kRowsNR; h += 16) {
     const Vec16 b = load16(st.bias + h);
     for (int i = 0; i < kRowsMR; ++i) {
@@ -68,7 +67,7 @@ void stem_output(const float* m, const StemStore& store) {
       for (int k = 0; k < kStemOut; ++k) {
         const int p = i * kStemOut + k;
         Vec16 out = o[k] + b;
-        if (st.relu) out = out < zero ? zero : out;  // NaN stays NaN, as torch.relu
+        if (st.relu) out = relu_lanes(out);
         if (!adjacent)
           std::memcpy(staged[p] + h, &out, sizeof out);
         else if (p < st.positions)

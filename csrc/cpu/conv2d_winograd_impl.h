@@ -277,7 +277,7 @@ void output_panel(const WinogradPlan& pl, const float* m, int64_t xi_stride, int
         for (int i = 0; i < 4; ++i) {
           for (int j = 0; j < 4; ++j) {
             Vec out = o[i][j] + bl;
-            if (relu) out = out < 0.f ? Vec{} : out;  // NaN stays NaN, as torch.relu
+            if (relu) out = relu_lanes(out);
             if (staging) {
               store(staged[i][col + j], out);
             } else if (i < oh && j < ow) {
