@@ -42,7 +42,7 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
 // column phase of a padded row (a vector read past the last output column stays inside it).
 // The ring is filled one output row ahead: read right after they were written, the new row's
 // loads failed store forwarding (DW NCHW forward: a third of the kernel's samples on one of
-// them; forward 1.09-1.10x, gradients 1.05-1.07x with the row ahead).
+// them; forward 1.03-1.10x, gradients 1.05-1.07x with the row ahead).
 inline int64_t depthwise_ring_rows(const ConvGeom& g) {
   return (g.R - 1) * g.dh + 1 + g.sh;
 }
