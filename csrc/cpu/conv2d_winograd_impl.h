@@ -216,7 +216,7 @@ void input_panel(const WinogradPlan& pl, const float* x, int64_t tile0, float* v
               d[i][j] = load_lanes(p, g.xs[1], nl);
           }
         }
-        if (ahead) {  // into L2: it was the latency from L3 that stalled
+        if (ahead && c0 + kLanes < g.C) {  // into L2: it was the latency from L3 that stalled
           const float* next = xn + (at.y - g.ph) * g.xs[2] + (at.x - g.pw) * g.xs[3] + kLanes;
           for (int i = 0; i < 6; ++i)
             for (int j = 0; j < 6; ++j) prefetch_at<2>(next, i * g.xs[2] + j * g.xs[3]);
