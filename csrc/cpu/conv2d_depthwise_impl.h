@@ -46,7 +46,6 @@ struct Vec {
   }
   static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
   static V set1(T a) { return V{} + a; }
-  static V relu(V v) { return relu_lanes(v); }
   // v with lanes n and above zeroed (a select, so an Inf or NaN there does not leak in).
   static V first(V v, int64_t n) {
     I lane;
@@ -154,7 +153,7 @@ void nchw_forward_plane_fixed(const ConvGeom& g, const T* plane, const T* w, con
             for (int j = 0; j < kVecsPerStep; ++j)
               acc[j] += taps[r * S + s] * W::load(rows[r] + off[s] + at[j]);
         for (int j = 0; j < kVecsPerStep; ++j) {
-          const V v = relu ? W::relu(acc[j]) : acc[j];
+          const V v = relu ? relu_lanes(acc[j]) : acc[j];
           if (g.Wo >= L) {
             W::store(o + at[j], v);
           } else {
@@ -280,7 +279,7 @@ void nhwc_forward_row_fixed(const ConvGeom& g, const T* x_image, const T* wt, co
                      for (int j = 0; j < kVecsPerStep; ++j)
                        acc[j] += W::load(wt + rs * g.K + c[j]) * (xi ? W::load(xi + c[j]) : V{});
                    });
-      for (int j = 0; j < kVecsPerStep; ++j) W::store(o + c[j], relu ? W::relu(acc[j]) : acc[j]);
+      for (int j = 0; j < kVecsPerStep; ++j) W::store(o + c[j], relu ? relu_lanes(acc[j]) : acc[j]);
     }
   }
 }
