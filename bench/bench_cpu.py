@@ -846,6 +846,10 @@ def machine_info() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "fastcnn": fastcnn.info(),
         "torch": torch.__version__,
+        # ATen's vector kernels and oneDNN's each pick an ISA; both can be capped from the
+        # environment (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) to compare ISA against ISA.
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_start": os.getloadavg(),
@@ -899,6 +903,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def print_preamble(info: dict[str, Any], ceilings: Ceilings) -> None:
     fc = info["fastcnn"]
     print(f"# {info['cpu']}, {THREADS} threads, torch {info['torch']}, {info['date']}")
+    print(
+        f"# torch: ATen {info['torch_cpu_capability']}, oneDNN ISA cap {info['onednn_max_cpu_isa']}"
+    )
     print(f"# fastcnn {fc['version']} isa={fc['isa']}; load average {info['loadavg_start'][0]:.2f}")
     print(
         f"# ceilings: {ceilings.gflops:.1f} GFLOP/s ({ceilings.gflops_source}); "
