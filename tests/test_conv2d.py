@@ -71,12 +71,6 @@ GEOMETRIES = {
     "depthwise": Geometry(C=5, K=5, groups=5, padding=1),
     "depthwise_mult2": Geometry(C=4, K=8, groups=4, padding=1, stride=2),
     "depthwise_wide_C": Geometry(C=40, K=40, groups=40, H=6, W=7, padding=1),
-    # Rows wide enough for channels_last pixel blocks (8 pixels with AVX-512, 4 otherwise)
-    # between single pixels at both edges; then with dilated rows.
-    "depthwise_pixel_blocks": Geometry(C=40, K=40, groups=40, H=5, W=21, padding=1),
-    "depthwise_pixel_blocks_dilated": Geometry(
-        C=40, K=40, groups=40, H=7, W=21, dilation=(2, 1), padding=(2, 1)
-    ),
     "depthwise_mult3_dilated": Geometry(
         C=3, K=9, groups=3, H=9, W=8, R=2, dilation=(2, 1), stride=(1, 2), padding=(1, 0)
     ),

@@ -23,6 +23,8 @@ CASES = [
     [[2, 18, 9, 10], 1, 3, 3, {"padding": 1, "stride": 2}],
     [[2, 17, 10, 19], 1, 3, 3, {"padding": 2, "dilation": 2}],
     [[1, 16, 9, 35], 1, 3, 3, {"padding": (1, 2), "stride": (1, 2), "dilation": (2, 1)}],
+    # NHWC pixel blocks (4 or 6 pixels) under dilated rows
+    [[2, 40, 7, 21], 1, 3, 3, {"padding": (2, 1), "dilation": (2, 1)}],
     [[2, 9, 8, 18], 2, 3, 3, {"padding": 1}],  # multiplier 2: NHWC scalar loops
     [[2, 4, 8, 9], 2, 3, 3, {"padding": 1, "stride": 2}],
     [[1, 24, 12, 20], 1, 5, 5, {"padding": 2}],
