@@ -268,7 +268,9 @@ inline int64_t channel_vector(const ConvGeom& g, int64_t c0) {
 // both for every FMA. At 6 a 3x3 block holds its sums, a kernel row's inputs and a weight in
 // 15 of AVX2's 16 ymm (4 took 1.04-1.07x as long); SSE2 has no FMA, its products need a
 // register more, and 6 spilled (0.83-0.95x the pixel-by-pixel loop, 4 1.0-1.3x); with AVX-512
-// 2, 3 and 4 measured alike and 8 1.05-1.10x slower (DW, channels_last).
+// 2, 3 and 4 measured alike and 8 1.05-1.10x slower (DW, channels_last). The weight
+// gradient's walk takes blocks of the same size (3x3: nine sums, the block's dY vectors and
+// one input, 16 ymm at 6).
 constexpr int kPixelBlock = kVectorBytes == 32 ? 6 : 4;
 
 // kPixelBlock adjacent output pixels of a row, at unit column step (stride and dilation 1
@@ -371,6 +373,31 @@ struct RowAhead {
   }
 };
 
+// kPixelBlock adjacent output pixels' products added to one channel block's tap sums, at unit
+// column step with every window inside the image (as nhwc_forward_block): each dY vector and
+// each input pixel is loaded once for the block, not once per tap. Each sum takes its
+// products in the order of the pixel-by-pixel walk.
+template <typename T, int kR, int kS>
+inline void nhwc_weight_block(const ConvGeom& g, const T* dy_first, const T* x_first,
+                              typename Vec<T, kWeightBlockBytes>::V* acc) {
+  using W = Vec<T, kWeightBlockBytes>;
+  using V = typename W::V;
+  constexpr int P = kPixelBlock;
+  V d[P];
+  for (int p = 0; p < P; ++p) d[p] = W::load(dy_first + p * g.ys[3]);
+#pragma GCC unroll 8
+  for (int r = 0; r < kR; ++r) {
+    const T* xr = x_first + r * g.dh * g.xs[2];
+#pragma GCC unroll 16
+    for (int j = 0; j < P + kS - 1; ++j) {
+      const V xv = W::load(xr + j * g.xs[3]);
+#pragma GCC unroll 8
+      for (int s = 0; s < kS; ++s)
+        if (j - s >= 0 && j - s < P) acc[r * kS + s] += d[j - s] * xv;
+    }
+  }
+}
+
 // The batch's sums for channel blocks [b0, b1), stored as acc[(b * R*S + rs) * lanes]. Output
 // rows go in tiles whose dY rows, and the input rows under them, stay cached while each block
 // passes over them with its sums in registers: a block reads its run of channels of each pixel
@@ -395,18 +422,35 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
       V acc[kR ? kR * kS : kDepthwiseMaxTaps];
       for (int64_t rs = 0; rs < RS; ++rs) acc[rs] = V{};
       for (int64_t v = v0; v < v1; ++v) {
-        const int64_t n = v / g.Ho, oh = v % g.Ho;
+        const int64_t n = v / g.Ho, oh = v % g.Ho, ih0 = oh * g.sh - g.ph;
         const RowAhead ahead(g, v + (v1 - v0));
         const T* dy_row = dy + n * g.ys[0] + oh * g.ys[2] + c;
-        for (int64_t ow = 0; ow < g.Wo; ++ow) {
-          // Asked for here: GCC 12 compiled the prefetches away from a member of RowAhead.
+        const T* x_image = x + n * g.xs[0] + c;
+        // Asked for here: GCC 12 compiled the prefetches away from a member of RowAhead.
+        auto ask_ahead = [&](int64_t ow) {
           if (ahead.dy >= 0) prefetch_at<2>(dy + c, ahead.dy + ow * g.ys[3]);
           if (ahead.x >= 0)
             for (int64_t j = ow * g.sw + ahead.iw0; j < (ow + 1) * g.sw + ahead.iw0; ++j)
               prefetch_at<2>(x + c, ahead.x + j * g.xs[3]);
+        };
+        const bool blocks =
+            kS != 0 && g.sw == 1 && g.dw == 1 && ih0 >= 0 && ih0 + (win.R() - 1) * g.dh < g.H;
+        for (int64_t ow = 0; ow < g.Wo;) {
+          const int64_t iw0 = ow * g.sw - g.pw;
+          if constexpr (kS != 0) {
+            if (blocks && iw0 >= 0 && iw0 + kPixelBlock + kS - 1 <= g.W) {
+              for (int p = 0; p < kPixelBlock; ++p) ask_ahead(ow + p);
+              nhwc_weight_block<T, kR, kS>(g, dy_row + ow * g.ys[3],
+                                           x_image + ih0 * g.xs[2] + iw0 * g.xs[3], acc);
+              ow += kPixelBlock;
+              continue;
+            }
+          }
+          ask_ahead(ow);
           const V d = W::load(dy_row + ow * g.ys[3]);
-          for_each_tap(g, win, x + n * g.xs[0] + c, oh * g.sh - g.ph, ow * g.sw - g.pw,
+          for_each_tap(g, win, x_image, ih0, iw0,
                        [&](int64_t rs, const T* xi) { acc[rs] += d * (xi ? W::load(xi) : V{}); });
+          ++ow;
         }
       }
       T* out = acc_out + b * RS * L;
