@@ -34,14 +34,14 @@ RowsA<T, MR> rows_at(const T* a, int64_t lda, int rows) {
   return ra;
 }
 
-// The accumulators are MR x (NR / lanes) vectors of the ISA's width, kept in registers: as a
-// scalar array (or as vectors wider than the ISA's) the compiler kept them on the stack, and
-// the AVX2 build's GEMMs ran at 3-5 GFLOP/s.
 // Reduction steps per loop iteration: unrolled by 4, AVX2's loop spent fewer of its uops on
 // its counter (C11 1.07-1.08x, C5 and D2 1.02-1.05x); the portable build's (SSE2, no FMA)
 // lost 2-7 % on C5 and D2, and is left rolled.
 constexpr int kUnrollK = kVectorBytes >= 32 ? 4 : 1;
 
+// The accumulators are MR x (NR / lanes) vectors of the ISA's width, kept in registers: as a
+// scalar array (or as vectors wider than the ISA's) the compiler kept them on the stack, and
+// the AVX2 build's GEMMs ran at 3-5 GFLOP/s.
 template <typename T, int MR, int NR, typename A>
 void microkernel_body(int64_t kc, const A& a, const T* __restrict b, T* __restrict c) {
   typedef T Vec __attribute__((vector_size(kVectorBytes)));
