@@ -273,17 +273,12 @@ inline int64_t channel_vector(const ConvGeom& g, int64_t c0) {
 // one input, 16 ymm at 6).
 constexpr int kPixelBlock = kVectorBytes == 32 ? 6 : 4;
 
-// Whether the output row whose windows start at input row ih0 goes in pixel blocks: a fixed
-// filter width, unit column step, and every window's rows inside the image.
-template <int kR, int kS>
-inline bool row_takes_blocks(const ConvGeom& g, const Window<kR, kS>& win, int64_t ih0) {
-  return kS != 0 && g.sw == 1 && g.dw == 1 && ih0 >= 0 && ih0 + (win.R() - 1) * g.dh < g.H;
-}
-
-// Whether the kPixelBlock windows from input column iw0 on lie inside the row.
+// Whether the kPixelBlock windows from (ih0, iw0) on go as a block: a fixed filter width,
+// unit column step, and the first and last windows (so all between) inside the image.
 template <int kS>
-inline bool block_inside(const ConvGeom& g, int64_t iw0) {
-  return iw0 >= 0 && iw0 + kPixelBlock + kS - 1 <= g.W;
+inline bool block_inside(const ConvGeom& g, int64_t ih0, int64_t iw0) {
+  return kS != 0 && g.sw == 1 && g.dw == 1 && window_inside(g, ih0, iw0) &&
+         window_inside(g, ih0, iw0 + kPixelBlock - 1);
 }
 
 // kPixelBlock adjacent output pixels of a row, at unit column step (stride and dilation 1
@@ -329,12 +324,11 @@ void nhwc_forward_row_fixed(const ConvGeom& g, const T* x_image, const T* wt, co
   constexpr int L = W::lanes;
   const Window<kR, kS> win(g);
   const int64_t ih0 = oh * g.sh - g.ph;
-  const bool blocks = row_takes_blocks(g, win, ih0);
   for (int64_t ow = 0; ow < g.Wo;) {
     T* o = y_row + ow * g.ys[3];
     const int64_t iw0 = ow * g.sw - g.pw;
     if constexpr (kS != 0) {
-      if (blocks && block_inside<kS>(g, iw0)) {
+      if (block_inside<kS>(g, ih0, iw0)) {
         nhwc_forward_block<T, kR, kS>(g, x_image + ih0 * g.xs[2] + iw0 * g.xs[3], wt, bias, o,
                                       relu);
         ow += kPixelBlock;
@@ -445,11 +439,10 @@ void nhwc_weight_blocks_fixed(const ConvGeom& g, const T* dy, const T* x, int64_
             for (int64_t j = ow * g.sw + ahead.iw0; j < (ow + 1) * g.sw + ahead.iw0; ++j)
               prefetch_at<2>(x + c, ahead.x + j * g.xs[3]);
         };
-        const bool blocks = row_takes_blocks(g, win, ih0);
         for (int64_t ow = 0; ow < g.Wo;) {
           const int64_t iw0 = ow * g.sw - g.pw;
           if constexpr (kS != 0) {
-            if (blocks && block_inside<kS>(g, iw0)) {
+            if (block_inside<kS>(g, ih0, iw0)) {
               for (int p = 0; p < kPixelBlock; ++p) ask_ahead(ow + p);
               nhwc_weight_block<T, kR, kS>(g, dy_row + ow * g.ys[3],
                                            x_image + ih0 * g.xs[2] + iw0 * g.xs[3], acc);

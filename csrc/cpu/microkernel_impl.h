@@ -34,6 +34,14 @@ RowsA<T, MR> rows_at(const T* a, int64_t lda, int rows) {
   return ra;
 }
 
+// A vector of type V from p, unaligned, by value.
+template <typename V, typename T>
+inline V load_vec(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
 // Reduction steps per loop iteration: unrolled by 4, AVX2's loop spent fewer of its uops on
 // its counter (C11 1.07-1.08x, C5 and D2 1.02-1.05x); the portable build's (SSE2, no FMA)
 // lost 2-7 % on C5 and D2, and is left rolled.
@@ -49,17 +57,12 @@ void microkernel_body(int64_t kc, const A& a, const T* __restrict b, T* __restri
   static_assert(NR % kLanes == 0, "a tile row is whole vectors");
   // Loads and stores one vector at a time, by value: the accumulators never have their address
   // taken, or the compiler would keep them in memory.
-  auto load = [](const T* p) {
-    Vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  };
   Vec acc[MR][kVecs] = {};
 #pragma GCC unroll kUnrollK
   for (int64_t k = 0; k < kc; ++k) {
     Vec bk[kVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < kVecs; ++v) bk[v] = load(b + k * NR + v * kLanes);
+    for (int v = 0; v < kVecs; ++v) bk[v] = load_vec<Vec>(b + k * NR + v * kLanes);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const T ai = a(k, i);
@@ -98,19 +101,14 @@ template <typename T, int MR, int NR>
 void store_rows(const T* acc, T* c, int64_t ldc, int rows, const Epilogue<T>& ep) {
   typedef T Vec __attribute__((vector_size(kVectorBytes)));
   constexpr int kLanes = kVectorBytes / sizeof(T), kVecs = NR / kLanes;
-  auto load = [](const T* p) {
-    Vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  };
   for (int i = 0; i < rows; ++i) {
     T* ci = c + i * ldc;
 #pragma GCC unroll 4
     for (int v = 0; v < kVecs; ++v) {
-      Vec out = load(acc + i * NR + v * kLanes);
-      if (ep.accumulate) out += load(ci + v * kLanes);
+      Vec out = load_vec<Vec>(acc + i * NR + v * kLanes);
+      if (ep.accumulate) out += load_vec<Vec>(ci + v * kLanes);
       if (ep.bias) out += ep.bias[i];
-      if (ep.col_bias) out += load(ep.col_bias + v * kLanes);
+      if (ep.col_bias) out += load_vec<Vec>(ep.col_bias + v * kLanes);
       if (ep.relu) out = relu_lanes(out);
       std::memcpy(ci + v * kLanes, &out, sizeof out);
     }
